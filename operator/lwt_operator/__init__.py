@@ -1,0 +1,1 @@
+"""lwt_operator."""
