@@ -1,7 +1,58 @@
-"""lwt-agent command line (verbs are added by their modules)."""
+"""The `lwt-agent` command line: a thin dispatcher over `lwt_agent.commands`.
+
+Exit codes shared by every verb: 0 success, 1 the kernel or the cluster refused the request,
+2 bad usage or unreadable/malformed input.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
 import sys
+from types import ModuleType
+
+# Verb modules, in --help order. Add a verb by adding its module here.
+COMMANDS: tuple[str, ...] = ()
+
+EXIT_USAGE = 2
+
+
+def _load_commands() -> list[ModuleType]:
+    return [importlib.import_module(f"lwt_agent.commands.{name}") for name in COMMANDS]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lwt-agent",
+        description=(
+            "Node agent of lwt-operator: loads LWT BPF programs and attaches them to the "
+            "routes of pods. Needs root (CAP_BPF and CAP_NET_ADMIN)."
+        ),
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _load_commands():
+        verb = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.register(verb)
+        verb.set_defaults(_run=module.run)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("lwt-agent: not yet", file=sys.stderr)
-    return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return int(args._run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
