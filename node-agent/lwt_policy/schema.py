@@ -1,0 +1,544 @@
+"""The LwtRoutePolicy openAPIV3Schema: the single source of the CRD and of offline validation.
+
+`crds/lwt.dev_lwtroutepolicies.yaml` is generated from `root_schema()` (see `lwt_policy.crd`),
+and `lwt_policy.validation` validates policies against the very same dict, CEL rules included,
+so the API server and the agent/operator can never disagree about what is valid.
+
+Schema rules that Kubernetes imposes and this module respects:
+- structural: every node has a `type` (free-form `config` uses
+  `x-kubernetes-preserve-unknown-fields`), no `uniqueItems` (use `x-kubernetes-list-type: set`);
+- every string a CEL rule looks at and every list has a max size, so the API server's CEL cost
+  estimate stays within budget;
+- CEL property names that are CEL reserved words are escaped: `self.in` is written
+  `self.__in__` (Kubernetes' escaping; `validation.escape_cel_names` mirrors it offline).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+GROUP = "lwt.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "LwtRoutePolicy"
+LIST_KIND = "LwtRoutePolicyList"
+PLURAL = "lwtroutepolicies"
+SINGULAR = "lwtroutepolicy"
+SHORT_NAMES = ("lrp",)
+CATEGORIES = ("lwt",)
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+HOOKS = ("in", "out", "xmit")
+FAILURE_POLICIES = ("FailOpen", "FailClosed")
+DEFAULT_FAILURE_POLICY = "FailOpen"
+DEFAULT_PRIORITY = 100
+MIN_PRIORITY = 0
+MAX_PRIORITY = 10000
+MAX_HEADROOM = 256  # the kernel answers ERANGE above this (DESIGN.md §6)
+POD_SUBNETS = ("local", "remote")
+SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+# Policy names end up in route labels (`lwt/<ns>/<policy>/<hook>/<tag>`, at most 255 bytes):
+# a DNS label (63) keeps the longest label well inside that limit.
+MAX_POLICY_NAME = 63
+
+SHA256_PATTERN = "^[0-9a-f]{64}$"
+
+
+@dataclass(frozen=True)
+class CelRule:
+    """One `x-kubernetes-validations` entry.
+
+    `name` never reaches the CRD: it is this project's stable handle for the rule (tests assert
+    which rule rejected a policy, docs list them). The API server reports `message`, which is
+    unique per rule, so a rejection can be mapped back to its name (`rule_by_message`).
+    """
+
+    name: str
+    rule: str
+    message: str
+    reason: str = "FieldValueInvalid"
+    field_path: str | None = None
+
+    def to_crd(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"rule": self.rule, "message": self.message, "reason": self.reason}
+        if self.field_path is not None:
+            entry["fieldPath"] = self.field_path
+        return entry
+
+
+EXACTLY_ONE_TARGET = CelRule(
+    name="exactly-one-target",
+    rule="has(self.podSelector) != has(self.podSubnets)",
+    message="set exactly one target: podSelector (pods of this namespace) "
+    "or podSubnets (node pod-CIDR routes, admin namespace only)",
+)
+AT_LEAST_ONE_HOOK = CelRule(
+    name="at-least-one-hook",
+    rule="has(self.__in__) || has(self.out) || has(self.xmit)",
+    message="set at least one hook: in, out or xmit",
+    reason="FieldValueRequired",
+)
+HEADROOM_ONLY_ON_XMIT = CelRule(
+    name="headroom-only-on-xmit",
+    rule="!has(self.headroom)",
+    message="headroom is only allowed on the xmit hook: in and out programs cannot push headers",
+    reason="FieldValueForbidden",
+    field_path=".headroom",
+)
+HEADROOM_RANGE = CelRule(
+    name="headroom-range",
+    rule=f"!has(self.headroom) || (self.headroom >= 0 && self.headroom <= {MAX_HEADROOM})",
+    message=f"headroom must be between 0 and {MAX_HEADROOM} bytes "
+    "(the kernel refuses more with ERANGE)",
+    field_path=".headroom",
+)
+CONFIG_ONLY_FOR_BUILTIN = CelRule(
+    name="config-only-for-builtin",
+    rule="!has(self.config) || has(self.program.builtin)",
+    message="config is only for builtin programs: a configMap program has no config schema",
+    reason="FieldValueForbidden",
+    field_path=".config",
+)
+EXACTLY_ONE_PROGRAM_SOURCE = CelRule(
+    name="exactly-one-program-source",
+    rule="has(self.builtin) != has(self.configMap)",
+    message="set exactly one program source: builtin or configMap",
+)
+CONFIGMAP_NEEDS_SECTION = CelRule(
+    name="configmap-needs-section",
+    rule="!has(self.configMap) || has(self.section)",
+    message="section is required with configMap: name the ELF section that holds the program",
+    reason="FieldValueRequired",
+    field_path=".section",
+)
+SECTION_ONLY_WITH_CONFIGMAP = CelRule(
+    name="section-only-with-configmap",
+    rule="has(self.configMap) || !has(self.section)",
+    message="section is only for configMap programs: a builtin names its own section",
+    reason="FieldValueForbidden",
+    field_path=".section",
+)
+SHA256_ONLY_WITH_CONFIGMAP = CelRule(
+    name="sha256-only-with-configmap",
+    rule="has(self.configMap) || !has(self.sha256)",
+    message="sha256 is only for configMap programs: builtins ship with the agent image",
+    reason="FieldValueForbidden",
+    field_path=".sha256",
+)
+SHA256_FORMAT = CelRule(
+    name="sha256-format",
+    rule=f"!has(self.sha256) || self.sha256.matches('{SHA256_PATTERN}')",
+    message="sha256 must be 64 lowercase hex digits, as `sha256sum FILE` prints them",
+    field_path=".sha256",
+)
+SELECTOR_VALUES_MATCH_OPERATOR = CelRule(
+    name="selector-values-match-operator",
+    rule="self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0)"
+    " : (!has(self.values) || size(self.values) == 0)",
+    message="values must be non-empty for operators In and NotIn, "
+    "and empty for Exists and DoesNotExist",
+    field_path=".values",
+)
+
+ALL_CEL_RULES: tuple[CelRule, ...] = (
+    EXACTLY_ONE_TARGET,
+    AT_LEAST_ONE_HOOK,
+    HEADROOM_ONLY_ON_XMIT,
+    HEADROOM_RANGE,
+    CONFIG_ONLY_FOR_BUILTIN,
+    EXACTLY_ONE_PROGRAM_SOURCE,
+    CONFIGMAP_NEEDS_SECTION,
+    SECTION_ONLY_WITH_CONFIGMAP,
+    SHA256_ONLY_WITH_CONFIGMAP,
+    SHA256_FORMAT,
+    SELECTOR_VALUES_MATCH_OPERATOR,
+)
+
+
+def rule_by_message(message: str) -> CelRule:
+    """The rule whose CRD `message` this is (what the API server reports back)."""
+    for rule in ALL_CEL_RULES:
+        if rule.message == message:
+            return rule
+    raise KeyError(f"no CEL rule has the message {message!r}")
+
+
+# --- building blocks -----------------------------------------------------------------------
+
+
+def _string(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
+
+
+def _integer(description: str, fmt: str = "int32", **extra: Any) -> dict[str, Any]:
+    return {"type": "integer", "format": fmt, "description": description, **extra}
+
+
+def _object(
+    description: str,
+    properties: dict[str, Any],
+    *,
+    required: list[str] | None = None,
+    rules: tuple[CelRule, ...] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    node: dict[str, Any] = {"type": "object", "description": description}
+    if required:
+        node["required"] = required
+    node["properties"] = properties
+    node.update(extra)
+    if rules:
+        node["x-kubernetes-validations"] = [r.to_crd() for r in rules]
+    return node
+
+
+def label_selector_schema(description: str) -> dict[str, Any]:
+    """metav1.LabelSelector, as Kubernetes' own types publish it (plus a values/operator rule).
+
+    Key and value syntax is checked by `lwt_policy.selectors` (a CEL regex per key would cost
+    more than the API server's budget allows on a map of unbounded keys).
+    """
+    requirement = _object(
+        "A label selector requirement: a key, an operator and (for In/NotIn) values.",
+        {
+            "key": _string("The label key the selector applies to.", maxLength=317),
+            "operator": _string(
+                "How the key relates to the values: In, NotIn, Exists or DoesNotExist.",
+                enum=list(SELECTOR_OPERATORS),
+            ),
+            "values": {
+                "type": "array",
+                "description": "Label values. Non-empty for In and NotIn, empty for Exists and "
+                "DoesNotExist.",
+                "maxItems": 64,
+                "items": {"type": "string", "maxLength": 63},
+                "x-kubernetes-list-type": "atomic",
+            },
+        },
+        required=["key", "operator"],
+        rules=(SELECTOR_VALUES_MATCH_OPERATOR,),
+    )
+    return _object(
+        description,
+        {
+            "matchLabels": {
+                "type": "object",
+                "description": "Labels that must all be present with exactly these values "
+                "(equivalent to In requirements with one value each).",
+                "maxProperties": 64,
+                "additionalProperties": {"type": "string", "maxLength": 63},
+            },
+            "matchExpressions": {
+                "type": "array",
+                "description": "Requirements that must all hold (ANDed with matchLabels).",
+                "maxItems": 64,
+                "items": requirement,
+                "x-kubernetes-list-type": "atomic",
+            },
+        },
+        **{"x-kubernetes-map-type": "atomic"},
+    )
+
+
+def program_schema() -> dict[str, Any]:
+    return _object(
+        "Where the BPF program comes from: exactly one of builtin or configMap.",
+        {
+            "builtin": _string(
+                "Name of a built-in program shipped with the agent "
+                "(counters, port-filter, sampler, encap, drop-all; see docs/builtins.md).",
+                maxLength=63,
+            ),
+            "configMap": _object(
+                "A BPF ELF object stored in binaryData of a ConfigMap of the policy's own "
+                "namespace (`kubectl create configmap NAME --from-file=prog.o`).",
+                {
+                    "name": _string("Name of the ConfigMap.", maxLength=253),
+                    "key": _string("Key in the ConfigMap's binaryData.", maxLength=253),
+                },
+                required=["name", "key"],
+            ),
+            "section": _string(
+                "ELF section of the program in the object (configMap programs only).",
+                maxLength=255,
+            ),
+            "sha256": _string(
+                "Optional sha256 (64 lowercase hex digits) of the object; the agent refuses an "
+                "object whose digest differs (configMap programs only).",
+                maxLength=64,
+            ),
+        },
+        rules=(
+            EXACTLY_ONE_PROGRAM_SOURCE,
+            CONFIGMAP_NEEDS_SECTION,
+            SECTION_ONLY_WITH_CONFIGMAP,
+            SHA256_ONLY_WITH_CONFIGMAP,
+            SHA256_FORMAT,
+        ),
+    )
+
+
+_HOOK_DESCRIPTIONS = {
+    "in": "Program run on the input/forward path of packets routed by the route "
+    "(read-only; may drop).",
+    "out": "Program run on the output path of locally generated packets using the route "
+    "(read-only; may drop).",
+    "xmit": "Program run just before neighbour output (may rewrite packets, push an "
+    "encapsulation header, reroute or redirect).",
+}
+
+
+def hook_schema(hook: str) -> dict[str, Any]:
+    rules: tuple[CelRule, ...] = (CONFIG_ONLY_FOR_BUILTIN,)
+    rules += (HEADROOM_RANGE,) if hook == "xmit" else (HEADROOM_ONLY_ON_XMIT,)
+    return _object(
+        _HOOK_DESCRIPTIONS[hook],
+        {
+            "program": program_schema(),
+            "config": {
+                "type": "object",
+                "description": "Configuration of a builtin program, written into its maps. "
+                "Its shape depends on the builtin (docs/builtins.md); the operator and the "
+                "agent check it against the builtin's schema and map layout.",
+                "x-kubernetes-preserve-unknown-fields": True,
+            },
+            "headroom": _integer(
+                f"xmit only: bytes of headroom (0..{MAX_HEADROOM}) reserved for headers the "
+                "program pushes (encapsulation)."
+            ),
+        },
+        required=["program"],
+        rules=rules,
+    )
+
+
+def spec_schema() -> dict[str, Any]:
+    return _object(
+        "Which routes get which LWT BPF programs.",
+        {
+            "podSelector": label_selector_schema(
+                "Target: the per-pod routes of Running, non-hostNetwork pods of the policy's "
+                "own namespace whose labels match. An empty selector matches every pod of the "
+                "namespace."
+            ),
+            "podSubnets": {
+                "type": "array",
+                "description": "Target: node pod-CIDR routes. `local`: the route to this "
+                "node's own Node.spec.podCIDRs; `remote`: the routes to other nodes' pod CIDRs "
+                "(bridge and host-gw CNIs). They carry every tenant's traffic, so they are "
+                "accepted only in the operator's admin namespace.",
+                "minItems": 1,
+                "maxItems": len(POD_SUBNETS),
+                "items": {"type": "string", "enum": list(POD_SUBNETS)},
+                "x-kubernetes-list-type": "set",
+            },
+            "nodeSelector": label_selector_schema(
+                "Nodes (by Node labels) on which the policy applies. Absent or empty: every "
+                "node."
+            ),
+            "failurePolicy": _string(
+                "What a route gets when its program cannot be loaded or attached on a node: "
+                "FailOpen leaves the route without a program (traffic flows unfiltered), "
+                "FailClosed attaches the drop-all builtin (traffic to the target is dropped).",
+                enum=list(FAILURE_POLICIES),
+                default=DEFAULT_FAILURE_POLICY,
+            ),
+            "priority": _integer(
+                "When two policies target the same route and hook, the lower number wins; "
+                "ties go to the policy whose namespace/name sorts first. The loser reports a "
+                f"Conflict. {MIN_PRIORITY}..{MAX_PRIORITY}.",
+                default=DEFAULT_PRIORITY,
+                minimum=MIN_PRIORITY,
+                maximum=MAX_PRIORITY,
+            ),
+            "hooks": _object(
+                "Programs per LWT hook; at least one of in, out, xmit.",
+                {hook: hook_schema(hook) for hook in HOOKS},
+                rules=(AT_LEAST_ONE_HOOK,),
+            ),
+        },
+        required=["hooks"],
+        rules=(EXACTLY_ONE_TARGET,),
+    )
+
+
+def condition_schema() -> dict[str, Any]:
+    """metav1.Condition, as Kubernetes publishes it."""
+    return _object(
+        "One aspect of the policy's state (Ready, Degraded, Progressing).",
+        {
+            "type": _string("Condition type.", maxLength=316),
+            "status": _string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
+            "observedGeneration": _integer(
+                "metadata.generation the condition was computed from.", "int64", minimum=0
+            ),
+            "lastTransitionTime": _string(
+                "When status last changed.", format="date-time"
+            ),
+            "reason": _string("CamelCase machine-readable reason.", maxLength=1024),
+            "message": _string("Human-readable detail.", maxLength=32768),
+        },
+        required=["type", "status", "lastTransitionTime", "reason", "message"],
+    )
+
+
+def program_status_schema(hook: str) -> dict[str, Any]:
+    return _object(
+        f"The program attached on the {hook} hook on this node.",
+        {
+            "id": _integer("Kernel program id (bpftool prog show id ID).", "int64"),
+            "tag": _string("Kernel program tag (16 hex digits)."),
+            "label": _string("LWT label the routes carry for this program version."),
+        },
+    )
+
+
+def node_status_schema() -> dict[str, Any]:
+    return _object(
+        "What one node's agent did for this policy. Written by that agent only (JSON merge "
+        "patch on its own key).",
+        {
+            "observedGeneration": _integer(
+                "metadata.generation this entry reflects.", "int64", minimum=0
+            ),
+            "routes": _integer("Routes on this node the policy targets.", minimum=0),
+            "attachedRoutes": _integer(
+                "Targeted routes that carry the policy's programs now.", minimum=0
+            ),
+            "programs": _object(
+                "Programs loaded for this policy, per hook.",
+                {hook: program_status_schema(hook) for hook in HOOKS},
+            ),
+            "conflicts": {
+                "type": "array",
+                "description": "Hooks on which another policy won routes this policy targets.",
+                "maxItems": 64,
+                "x-kubernetes-list-type": "atomic",
+                "items": _object(
+                    "Routes of one hook lost to a higher-priority policy.",
+                    {
+                        "hook": _string("The hook.", enum=list(HOOKS)),
+                        "winner": _string("namespace/name of the policy that won."),
+                        "routes": _integer("Routes lost to it.", minimum=0),
+                        "reason": _string("Why it won."),
+                    },
+                    required=["hook", "winner", "routes"],
+                ),
+            },
+            "lastError": _object(
+                "The last failure on this node, or null.",
+                {
+                    "message": _string("What failed and what to do."),
+                    "verifierLog": _string("Excerpt (tail) of the BPF verifier log, if any."),
+                },
+                required=["message"],
+                nullable=True,
+            ),
+            "detached": {
+                "type": "boolean",
+                "description": "True once the node has detached everything of a policy being "
+                "deleted (the operator's finalizer waits for it).",
+            },
+            "lastUpdateTime": _string("When the agent wrote this entry.", format="date-time"),
+        },
+    )
+
+
+def status_schema() -> dict[str, Any]:
+    return _object(
+        "Observed state. The operator owns conditions and summary; each node's agent owns "
+        "its key under nodes.",
+        {
+            "observedGeneration": _integer(
+                "metadata.generation the conditions and summary reflect.", "int64", minimum=0
+            ),
+            "conditions": {
+                "type": "array",
+                "description": "Ready, Degraded and Progressing conditions.",
+                "maxItems": 16,
+                "items": condition_schema(),
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            },
+            "summary": _object(
+                "Aggregate over nodes.",
+                {
+                    "nodes": _integer("Nodes that report this policy.", minimum=0),
+                    "readyNodes": _integer(
+                        "Nodes whose entry is at the current generation, with every targeted "
+                        "route attached and no error.",
+                        minimum=0,
+                    ),
+                    "nodesReady": _string(
+                        "readyNodes/nodes, for `kubectl get` (e.g. 2/3)."
+                    ),
+                    "routes": _integer("Targeted routes over all nodes.", minimum=0),
+                    "attachedRoutes": _integer(
+                        "Attached routes over all nodes.", minimum=0
+                    ),
+                },
+            ),
+            "nodes": {
+                "type": "object",
+                "description": "Per-node state, keyed by node name.",
+                "additionalProperties": node_status_schema(),
+            },
+        },
+    )
+
+
+def root_schema() -> dict[str, Any]:
+    """The whole openAPIV3Schema of LwtRoutePolicy v1alpha1."""
+    return _object(
+        "LwtRoutePolicy attaches Linux lightweight-tunnel (LWT) BPF programs to the routes of "
+        "selected pods (or of node pod subnets) on selected nodes.",
+        {
+            "apiVersion": _string("APIVersion of this object (lwt.dev/v1alpha1)."),
+            "kind": _string("Kind of this object (LwtRoutePolicy)."),
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "maxLength": MAX_POLICY_NAME},
+                },
+            },
+            "spec": spec_schema(),
+            "status": status_schema(),
+        },
+        required=["spec"],
+    )
+
+
+def printer_columns() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+            "description": "Every node has attached the policy at its current generation.",
+        },
+        {
+            "name": "Nodes",
+            "type": "string",
+            "jsonPath": ".status.summary.nodesReady",
+            "description": "Ready nodes / nodes reporting.",
+        },
+        {
+            "name": "Routes",
+            "type": "integer",
+            "jsonPath": ".status.summary.attachedRoutes",
+            "description": "Routes that carry the policy's programs.",
+        },
+        {
+            "name": "Priority",
+            "type": "integer",
+            "jsonPath": ".spec.priority",
+            "priority": 1,
+        },
+        {
+            "name": "FailurePolicy",
+            "type": "string",
+            "jsonPath": ".spec.failurePolicy",
+            "priority": 1,
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
