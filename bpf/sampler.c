@@ -39,6 +39,8 @@ struct smp_sample {
 	__u8 data[SMP_MAX_SNAP];
 };
 
+_Static_assert(sizeof(struct smp_sample) == 184, "ringbuf.py SAMPLE_FORMAT repeats this layout");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
