@@ -19,12 +19,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
 from lwt_policy import schema
 from lwt_policy.errors import PolicyValidationError, Problem, join_path
 from lwt_policy.selectors import LabelSelector, selector_problems
-from lwt_policy.validation import validate_object
+from lwt_policy.validation import json_schema_problems, validate_object
 
 DEFAULT_ADMIN_NAMESPACE = "lwt-system"
 ADMIN_NAMESPACE_ENV = "LWT_ADMIN_NAMESPACE"
@@ -246,18 +244,17 @@ def _builtin_problems(
                         f"builtin {builtin!r} cannot run on the {hook} hook (it supports: "
                         f"{allowed})", "builtin-hook")]
     config_path = join_path(base, "config")
-    validator = jsonschema.Draft202012Validator(program.config_schema)
-    schema_errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path)))
+    schema_errors = json_schema_problems(config, program.config_schema, config_path)
     if schema_errors:
-        return [Problem(join_path(config_path, *err.absolute_path),
-                        f"{err.message} (config of builtin {builtin!r})",
-                        "builtin-config-schema") for err in schema_errors]
+        return [Problem(p.path, f"{p.message} (config of builtin {builtin!r})",
+                        "builtin-config-schema") for p in schema_errors]
     try:
         catalogue.encode_config(builtin, config)
     except catalogue.config_error as err:
+        # ProgramConfigError.field is relative to the hook ("config.denyTCPPorts[0]").
         field_name = getattr(err, "field", None)
-        path = join_path(config_path, *str(field_name).split(".")) if field_name else config_path
-        return [Problem(path, str(err), "builtin-config")]
+        path = f"{base}.{field_name}" if field_name else config_path
+        return [Problem(path, getattr(err, "message", str(err)), "builtin-config")]
     return []
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import celpy
@@ -111,7 +112,13 @@ _REQUIRED_RE = re.compile(r"^'(?P<name>.+)' is a required property$")
 
 def schema_problems(obj: Any, node: dict[str, Any], base: str = "") -> list[Problem]:
     """Problems of `obj` against the openAPIV3Schema `node` (defaults already applied)."""
-    validator = jsonschema.Draft202012Validator(to_json_schema(node))
+    return json_schema_problems(obj, to_json_schema(node), base)
+
+
+def json_schema_problems(obj: Any, json_schema: Mapping[str, Any], base: str = ""
+                         ) -> list[Problem]:
+    """Problems of `obj` against a plain JSON schema, one per field, paths under `base`."""
+    validator = jsonschema.Draft202012Validator(json_schema)
     problems: list[Problem] = []
     for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.path))):
         path = join_path(base, *error.absolute_path)

@@ -1,0 +1,255 @@
+"""Pure targeting: which programs should sit on which routes of one node.
+
+    desired = desired_attachments(policies, pods, nodes, node_name="node-a",
+                                  admin_namespace="lwt-system")
+    desired.attachments[ip_network("10.244.1.7/32")]["out"]  -> Attachment
+    desired.losers                                            -> [Loser, ...]
+
+Inputs are parsed policies (`lwt_policy.model.parse_policy`) and Pod/Node object dicts as the
+API returns them. Rules:
+- a policy applies on this node when its nodeSelector matches this Node's labels (absent
+  selector: every node; a Node object missing from `nodes` has no labels);
+- policies being deleted (deletionTimestamp set) attach nothing: the agent detaches them;
+- podSelector: every IP in status.podIPs (IPv4 -> /32, IPv6 -> /128) of the Running,
+  non-hostNetwork pods of the policy's own namespace scheduled to this node whose labels match;
+- podSubnets `local`: this Node's spec.podCIDRs; `remote`: every other Node's spec.podCIDRs;
+  accepted only from the admin namespace (others are listed in `excluded`);
+- two policies on the same destination and hook: the lower priority number wins, ties go to
+  the namespace/name that sorts first; each loser is listed with the winner and the reason.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lwt_policy.model import LwtRoutePolicy, PolicyRef, ProgramSource
+
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+DestinationKind = Literal["pod", "local-subnet", "remote-subnet"]
+
+
+@dataclass(frozen=True, order=True)
+class PodRef:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A route destination on this node and where it comes from."""
+
+    prefix: Prefix
+    kind: DestinationKind
+    pod: PodRef | None = None   # kind "pod"
+    node: str | None = None     # kind "*-subnet": the node whose pod CIDR this is
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """What one hook of one route should run."""
+
+    policy: PolicyRef
+    uid: str
+    generation: int
+    priority: int
+    hook: str
+    program: ProgramSource
+    config: Mapping[str, Any]
+    headroom: int | None
+    failure_policy: str
+
+
+@dataclass(frozen=True)
+class Loser:
+    """A policy that targets `destination` on `hook` but lost it to `winner`."""
+
+    policy: PolicyRef
+    hook: str
+    destination: Prefix
+    winner: PolicyRef
+    reason: str
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A policy that attaches nothing on this node, and why."""
+
+    policy: PolicyRef
+    reason: str
+
+
+@dataclass
+class DesiredState:
+    destinations: dict[Prefix, Destination] = field(default_factory=dict)
+    attachments: dict[Prefix, dict[str, Attachment]] = field(default_factory=dict)
+    losers: list[Loser] = field(default_factory=list)
+    excluded: list[Excluded] = field(default_factory=list)
+    # Destinations each applicable policy targets on this node, won or lost.
+    targeted: dict[PolicyRef, set[Prefix]] = field(default_factory=dict)
+
+    def routes_of(self, policy: PolicyRef) -> set[Prefix]:
+        """Destinations where `policy` won at least one hook."""
+        return {prefix for prefix, hooks in self.attachments.items()
+                if any(a.policy == policy for a in hooks.values())}
+
+    def conflicts_of(self, policy: PolicyRef) -> list[tuple[str, PolicyRef, int, str]]:
+        """(hook, winner, routes lost, reason) for `policy`, aggregated for status."""
+        counts: dict[tuple[str, PolicyRef], list[Any]] = {}
+        for loser in self.losers:
+            if loser.policy == policy:
+                entry = counts.setdefault((loser.hook, loser.winner), [0, loser.reason])
+                entry[0] += 1
+        return [(hook, winner, n, reason)
+                for (hook, winner), (n, reason) in sorted(counts.items())]
+
+
+def pod_prefixes(pod: Mapping[str, Any]) -> list[Prefix]:
+    """Host prefixes of a pod's IPs (status.podIPs, else status.podIP); invalid IPs skipped."""
+    status = pod.get("status") or {}
+    raw = [entry.get("ip") for entry in status.get("podIPs") or [] if isinstance(entry, Mapping)]
+    if not raw and status.get("podIP"):
+        raw = [status["podIP"]]
+    prefixes: list[Prefix] = []
+    for ip in raw:
+        try:
+            address = ipaddress.ip_address(ip)
+        except (TypeError, ValueError):
+            continue
+        prefix = ipaddress.ip_network(address)
+        if prefix not in prefixes:
+            prefixes.append(prefix)
+    return prefixes
+
+
+def pod_is_attachable(pod: Mapping[str, Any], node_name: str) -> bool:
+    """Running on this node with its own network namespace (hostNetwork pods share the
+    node's addresses: there is no per-pod route to program)."""
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    return (spec.get("nodeName") == node_name
+            and status.get("phase") == "Running"
+            and not spec.get("hostNetwork", False))
+
+
+def node_pod_cidrs(node: Mapping[str, Any]) -> list[Prefix]:
+    spec = node.get("spec") or {}
+    raw = list(spec.get("podCIDRs") or [])
+    if not raw and spec.get("podCIDR"):
+        raw = [spec["podCIDR"]]
+    cidrs: list[Prefix] = []
+    for cidr in raw:
+        try:
+            prefix = ipaddress.ip_network(cidr, strict=False)
+        except (TypeError, ValueError):
+            continue
+        if prefix not in cidrs:
+            cidrs.append(prefix)
+    return cidrs
+
+
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return (obj.get("metadata") or {}).get("name", "")
+
+
+def _policy_destinations(
+    policy: LwtRoutePolicy,
+    pods: list[Mapping[str, Any]],
+    this_node: Mapping[str, Any],
+    other_nodes: list[Mapping[str, Any]],
+    node_name: str,
+) -> list[Destination]:
+    spec = policy.spec
+    found: list[Destination] = []
+    if spec.pod_selector is not None:
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            if (meta.get("namespace") or "default") != policy.namespace:
+                continue
+            if not pod_is_attachable(pod, node_name):
+                continue
+            if not spec.pod_selector.matches(_labels(pod)):
+                continue
+            ref = PodRef(policy.namespace, meta.get("name", ""))
+            found += [Destination(p, "pod", pod=ref) for p in pod_prefixes(pod)]
+    if "local" in spec.pod_subnets:
+        found += [Destination(p, "local-subnet", node=node_name)
+                  for p in node_pod_cidrs(this_node)]
+    if "remote" in spec.pod_subnets:
+        for node in other_nodes:
+            found += [Destination(p, "remote-subnet", node=_name(node))
+                      for p in node_pod_cidrs(node)]
+    return found
+
+
+def _loss_reason(winner: Attachment, loser: Attachment) -> str:
+    if winner.priority < loser.priority:
+        return (f"{winner.policy} has priority {winner.priority}, lower (stronger) than "
+                f"{loser.priority}")
+    return (f"{winner.policy} has the same priority {winner.priority} and sorts first by "
+            "namespace/name")
+
+
+def desired_attachments(
+    policies: Iterable[LwtRoutePolicy],
+    pods: Iterable[Mapping[str, Any]],
+    nodes: Iterable[Mapping[str, Any]],
+    node_name: str,
+    admin_namespace: str,
+) -> DesiredState:
+    """The attachments this node should have, the losers of conflicts, and the exclusions."""
+    pods = list(pods)
+    nodes = list(nodes)
+    this_node: Mapping[str, Any] = next((n for n in nodes if _name(n) == node_name), {})
+    other_nodes = sorted((n for n in nodes if _name(n) != node_name), key=_name)
+    state = DesiredState()
+    candidates: dict[tuple[Prefix, str], list[Attachment]] = defaultdict(list)
+
+    for policy in sorted(policies, key=lambda p: p.ref):
+        if policy.deleting:
+            state.excluded.append(Excluded(policy.ref, "being deleted: detaching"))
+            continue
+        if policy.spec.pod_subnets and policy.namespace != admin_namespace:
+            state.excluded.append(Excluded(
+                policy.ref, f"podSubnets targets are accepted only in the admin namespace "
+                f"{admin_namespace!r}"))
+            continue
+        if not policy.spec.node_selector.matches(_labels(this_node)):
+            state.excluded.append(Excluded(policy.ref, "nodeSelector does not match this node"))
+            continue
+        targeted = state.targeted.setdefault(policy.ref, set())
+        for dest in _policy_destinations(policy, pods, this_node, other_nodes, node_name):
+            state.destinations.setdefault(dest.prefix, dest)
+            if dest.prefix in targeted:
+                continue
+            targeted.add(dest.prefix)
+            for hook, hook_spec in policy.spec.hooks.items():
+                candidates[(dest.prefix, hook)].append(Attachment(
+                    policy=policy.ref,
+                    uid=policy.uid,
+                    generation=policy.generation,
+                    priority=policy.spec.priority,
+                    hook=hook,
+                    program=hook_spec.program,
+                    config=hook_spec.config,
+                    headroom=hook_spec.headroom,
+                    failure_policy=policy.spec.failure_policy,
+                ))
+
+    for (prefix, hook), contenders in candidates.items():
+        contenders.sort(key=lambda a: (a.priority, a.policy))
+        winner, *losers = contenders
+        state.attachments.setdefault(prefix, {})[hook] = winner
+        state.losers += [Loser(lost.policy, hook, prefix, winner.policy,
+                               _loss_reason(winner, lost)) for lost in losers]
+    state.losers.sort(key=lambda x: (x.policy, x.hook, str(x.destination)))
+    return state
