@@ -1,0 +1,291 @@
+"""The Helm chart: lint, render, schema-validate, and hold it to its least-privilege promises."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from .rendering import (
+    CHART,
+    NAMESPACE,
+    REPO,
+    VALUE_SETS,
+    VALUES_FULL,
+    Rendered,
+    render,
+    run_helm_py,
+)
+
+INSTALL_DOC = REPO / "docs" / "install.md"
+TOP_LEVEL_CRD = REPO / "crds" / "lwt.dev_lwtroutepolicies.yaml"
+CHART_CRD = CHART / "crds" / "lwt.dev_lwtroutepolicies.yaml"
+KUBERNETES_VERSION = kubernetes_validate.utils.latest_version()
+
+# Kinds no Kubernetes release schema knows, with the CRD that defines each. Those the chart
+# ships are validated against its own crds/; the ServiceMonitor's CRD belongs to
+# prometheus-operator and is not available offline (see docs/install.md).
+CUSTOM_KINDS = {"ClusterKopfPeering": "clusterkopfpeerings.kopf.dev", "ServiceMonitor": None}
+
+STANDARD_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/component",
+    "helm.sh/chart",
+)
+
+value_sets = pytest.mark.parametrize("value_set", list(VALUE_SETS))
+
+
+@value_sets
+def test_lint_strict_passes(value_set: str) -> None:
+    args = ["lint", "--strict", str(CHART)]
+    if VALUE_SETS[value_set] is not None:
+        args += ["-f", str(VALUE_SETS[value_set])]
+    result = run_helm_py(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no failures" in result.stdout
+
+
+def test_lint_strict_fails_on_values_the_schema_refuses(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agent:\n  capabilities: [CAP_SYS_ADMIN]\nreplicas: 3\n")
+    result = run_helm_py("lint", "--strict", str(CHART), "-f", str(bad))
+    assert result.returncode == 1
+    assert "/agent/capabilities/0" in result.stdout
+    assert "'replicas' not allowed" in result.stdout
+
+
+@value_sets
+def test_template_renders_every_expected_kind(value_set: str) -> None:
+    rendered = render(value_set)
+    kinds = sorted({doc["kind"] for doc in rendered.documents})
+    expected = {
+        "ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
+        "CustomResourceDefinition", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding",
+        "Service", "ServiceAccount",
+    }
+    if value_set == "full":
+        expected.add("ServiceMonitor")
+    assert set(kinds) == expected
+    # The chart never renders the agent DaemonSet: the operator owns it (agent.yaml).
+    assert not rendered.of_kind("DaemonSet")
+
+
+@value_sets
+def test_every_manifest_passes_kubernetes_validate(value_set: str) -> None:
+    rendered = render(value_set)
+    crds = {doc["metadata"]["name"]: doc for doc in rendered.of_kind("CustomResourceDefinition")}
+    checked_custom = 0
+    for doc in rendered.documents:
+        if doc["kind"] in CUSTOM_KINDS:
+            crd_name = CUSTOM_KINDS[doc["kind"]]
+            with pytest.raises(kubernetes_validate.utils.SchemaNotFoundError):
+                kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+            if crd_name is not None:
+                schema = crds[crd_name]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+                jsonschema.validate(doc, schema)
+                checked_custom += 1
+            continue
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    assert checked_custom == len(rendered.of_kind("ClusterKopfPeering"))
+
+
+def test_kubernetes_validate_catches_a_broken_manifest() -> None:
+    # The validation above is only worth something if a wrong field is refused.
+    deployment = yaml.safe_load(yaml.safe_dump(render("default").one("Deployment")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsNonRot"] = True
+    with pytest.raises(kubernetes_validate.utils.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+def test_chart_crd_is_the_generated_crd_not_a_copy() -> None:
+    # One source: the chart's CRD is a symlink to the generated file at the top level...
+    assert CHART_CRD.is_symlink(), f"{CHART_CRD} must be a symlink to {TOP_LEVEL_CRD}"
+    assert CHART_CRD.resolve() == TOP_LEVEL_CRD.resolve()
+    # ...that Helm follows when it loads the chart, and packages as file contents.
+    with helm.Chart.load(CHART) as chart:
+        loaded = {crd["name"]: crd["data"] for crd in chart.crds}
+    assert loaded["crds/lwt.dev_lwtroutepolicies.yaml"] == TOP_LEVEL_CRD.read_text()
+
+
+def test_packaged_chart_carries_the_crd_contents(tmp_path: Path) -> None:
+    # `helm package` (what a chart repository or OCI registry receives) must hold the file,
+    # not a dangling link.
+    archive = helm.package(CHART, destination=tmp_path)
+    with helm.Chart.load(archive) as packaged:
+        loaded = {crd["name"]: crd["data"] for crd in packaged.crds}
+    assert loaded["crds/lwt.dev_lwtroutepolicies.yaml"] == TOP_LEVEL_CRD.read_text()
+
+
+def _rules(rendered: Rendered, kinds: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (doc["metadata"]["name"], rule)
+        for doc in rendered.documents
+        if doc["kind"] in kinds
+        for rule in doc.get("rules", [])
+    ]
+
+
+@value_sets
+def test_rbac_has_no_wildcards(value_set: str) -> None:
+    rules = _rules(render(value_set), ("ClusterRole", "Role"))
+    assert rules
+    for role, rule in rules:
+        for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+            for item in rule.get(field, []):
+                assert "*" not in item, f"{role}: wildcard in {field}: {rule}"
+
+
+def _permissions_of(rendered: Rendered, service_account: str) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) granted to a ServiceAccount through every binding."""
+    roles = {
+        (doc["kind"], doc["metadata"]["name"]): doc
+        for doc in rendered.documents
+        if doc["kind"] in ("ClusterRole", "Role")
+    }
+    granted: set[tuple[str, str, str]] = set()
+    for binding in rendered.documents:
+        if binding["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
+            continue
+        subjects = binding.get("subjects", [])
+        if not any(
+            s["kind"] == "ServiceAccount"
+            and s["name"] == service_account
+            and s["namespace"] == NAMESPACE
+            for s in subjects
+        ):
+            continue
+        role = roles[(binding["roleRef"]["kind"], binding["roleRef"]["name"])]
+        for rule in role["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        granted.add((group, resource, verb))
+    return granted
+
+
+@value_sets
+def test_agent_cannot_touch_secrets_and_writes_only_status_and_events(value_set: str) -> None:
+    rendered = render(value_set)
+    agent_sa = rendered.agent_settings()["serviceAccountName"]
+    granted = _permissions_of(rendered, agent_sa)
+    assert granted, "no RBAC bound to the agent's ServiceAccount"
+    assert not any(resource.startswith("secrets") for _, resource, _ in granted)
+    writes = {g for g in granted if g[2] not in ("get", "list", "watch")}
+    assert writes == {("lwt.dev", "lwtroutepolicies/status", "patch"), ("", "events", "create")}
+
+
+@value_sets
+def test_agent_reads_configmaps_only_when_enabled(value_set: str) -> None:
+    rendered = render(value_set)
+    agent_sa = rendered.agent_settings()["serviceAccountName"]
+    reads_configmaps = ("", "configmaps", "get") in _permissions_of(rendered, agent_sa)
+    enabled = yaml.safe_load(VALUES_FULL.read_text())["agent"]["configMapPrograms"]
+    assert reads_configmaps == (enabled if value_set == "full" else False)
+
+
+@value_sets
+def test_operator_manages_daemonsets_only_in_its_namespace(value_set: str) -> None:
+    rendered = render(value_set)
+    deployment = rendered.one("Deployment")
+    operator_sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    granted = _permissions_of(rendered, operator_sa)
+    assert ("apps", "daemonsets", "create") in granted
+    assert not any(resource.startswith("secrets") for _, resource, _ in granted)
+    for binding in rendered.of_kind("ClusterRoleBinding"):
+        role = rendered.one("ClusterRole", binding["roleRef"]["name"])
+        assert not any("daemonsets" in rule["resources"] for rule in role["rules"])
+
+
+def documented_capabilities() -> set[str]:
+    """The capability table of docs/install.md: `| CAP_X | why |` rows under its heading."""
+    text = INSTALL_DOC.read_text()
+    section = text.split("## Agent capabilities", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\|\s*`CAP_([A-Z_]+)`\s*\|\s*(\S.*?)\s*\|\s*$", section, re.MULTILINE)
+    assert rows, "docs/install.md has no capability table under '## Agent capabilities'"
+    return {name for name, _why in rows}
+
+
+@value_sets
+def test_agent_capabilities_are_exactly_the_documented_set(value_set: str) -> None:
+    settings = render(value_set).agent_settings()
+    assert set(settings["capabilities"]) == documented_capabilities() == {"BPF", "NET_ADMIN"}
+    assert len(settings["capabilities"]) == len(set(settings["capabilities"]))
+
+
+@value_sets
+def test_agent_settings_carry_every_contract_key(value_set: str) -> None:
+    settings = render(value_set).agent_settings()
+    contract = {
+        "image", "imagePullPolicy", "serviceAccountName", "tolerations", "nodeSelector",
+        "affinity", "resources", "updateStrategy", "priorityClassName", "metricsPort",
+        "bpffsPath", "capabilities", "logLevel",
+    }
+    assert contract <= set(settings)
+    assert set(settings) - contract == {"podLabels", "imagePullSecrets"}
+
+
+@value_sets
+def test_metrics_service_selects_the_agent_pods(value_set: str) -> None:
+    rendered = render(value_set)
+    service = rendered.one("Service", "-agent-metrics")
+    settings = rendered.agent_settings()
+    assert service["spec"]["selector"] == settings["podLabels"]
+    assert service["spec"]["ports"][0]["port"] == settings["metricsPort"]
+    for monitor in rendered.of_kind("ServiceMonitor"):
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"][
+            "labels"
+        ].items()
+        assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+
+
+@value_sets
+def test_operator_pod_is_locked_down(value_set: str) -> None:
+    deployment = render(value_set).one("Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == (3 if value_set == "full" else 2)
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not pod.get("hostNetwork") and not pod.get("hostPID")
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert not context.get("privileged")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] == "health"
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert "--agent-config=/etc/lwt-operator/agent.yaml" in container["args"]
+
+
+@value_sets
+def test_every_object_has_the_standard_labels(value_set: str) -> None:
+    rendered = render(value_set)
+    for doc in rendered.documents:
+        if doc["kind"] == "CustomResourceDefinition":
+            continue  # crds/ are not templated: Helm installs them as they are
+        labels = doc["metadata"].get("labels", {})
+        missing = [label for label in STANDARD_LABELS if label not in labels]
+        assert not missing, f"{doc['kind']} {doc['metadata']['name']} lacks {missing}"
+
+
+def test_full_values_exercise_every_top_level_key() -> None:
+    # values-full.yaml is meant to switch everything on: a key the schema allows but the
+    # file leaves out is a feature nobody renders.
+    with helm.Chart.load(CHART) as chart:
+        schema = chart.schema
+    assert schema is not None
+    full = yaml.safe_load(VALUES_FULL.read_text())
+    untested = set(schema["properties"]) - set(full) - {"global", "nameOverride"}
+    assert not untested, f"values-full.yaml leaves out {sorted(untested)}"
