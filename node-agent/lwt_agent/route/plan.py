@@ -1,0 +1,301 @@
+"""Pure planning: (what is wanted, what the kernel has) -> the route changes to make.
+
+No I/O here: the planner works on ObservedRoute values (from netlink.py or built by a unit
+test) and returns RouteAction values that netlink.py turns into messages. Every refusal is
+decided here, before anything is sent, so a refused destination is never touched.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from . import labels
+from .errors import (
+    BadRequestError,
+    FailurePolicyError,
+    ForeignEncapError,
+    MissingDeviceError,
+    MultipathRouteError,
+    RouteError,
+    UnknownDestinationError,
+    UnsupportedRouteError,
+)
+from .model import (
+    HOOK_ORDER,
+    LWTUNNEL_ENCAP_BPF,
+    RTN_UNICAST,
+    EncapSpec,
+    FailurePolicy,
+    HookProgram,
+    IPNetwork,
+    ObservedRoute,
+    ProgramRef,
+    Unavailable,
+)
+from .resolve import RouteIndex
+
+# rtm_type values of routes that deliver nothing (no device to carry an encap).
+_NO_DEVICE_TYPES = {6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
+
+
+class Kind(enum.Enum):
+    ATTACH = "attach"  # plain route -> route with encap
+    SWAP = "swap"  # encap -> other encap, one atomic replace
+    DETACH = "detach"  # encap -> the plain route it was
+    CREATE_OWNED = "create-owned"  # new /32 (/128) with encap, copied from a subnet route
+    DELETE_OWNED = "delete-owned"  # remove our /32 (/128)
+    UNCHANGED = "unchanged"  # already right (adopted): nothing is sent
+
+
+@dataclass(frozen=True)
+class RouteIntent:
+    """What one destination should carry.
+
+    ``hooks`` maps a hook to the program it must run, or to None to remove our program
+    from that hook. Hooks not named keep what they have (unless a ``gc_owners`` owner put
+    it there: see :func:`make_plan`). ``headroom`` applies to ``xmit``.
+    """
+
+    dst: IPNetwork
+    hooks: Mapping[str, ProgramRef | None]
+    headroom: int = 0
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class RouteAction:
+    kind: Kind
+    dst: IPNetwork
+    route: ObservedRoute  # the route to rewrite/delete, or the template of an owned route
+    encap: EncapSpec | None
+
+
+@dataclass
+class Plan:
+    actions: list[RouteAction] = field(default_factory=list)
+    refusals: dict[str, RouteError] = field(default_factory=dict)
+
+    @property
+    def changes(self) -> list[RouteAction]:
+        return [a for a in self.actions if a.kind is not Kind.UNCHANGED]
+
+    def counts(self) -> dict[str, int]:
+        counts = {kind.value: 0 for kind in Kind}
+        for action in self.actions:
+            counts[action.kind.value] += 1
+        return counts
+
+
+def apply_failure_policy(
+    hooks: Mapping[str, ProgramRef | Unavailable | None],
+    policy: FailurePolicy,
+    fallbacks: Mapping[str, ProgramRef],
+) -> dict[str, ProgramRef | None]:
+    """Replace programs that could not be loaded according to the failure policy.
+
+    FailOpen: the hook is left without a program (the route stays plain on it).
+    FailClosed: the hook gets the fallback program given for it (the drop-all built-in,
+    loaded by the caller for that hook's program type).
+    """
+    result: dict[str, ProgramRef | None] = {}
+    for hook, program in hooks.items():
+        if not isinstance(program, Unavailable):
+            result[hook] = program
+        elif policy is FailurePolicy.FAIL_OPEN:
+            result[hook] = None
+        elif hook in fallbacks:
+            result[hook] = fallbacks[hook]
+        else:
+            raise FailurePolicyError(
+                f"FailClosed needs a fallback program for hook {hook} "
+                f"(the {hook} program is unavailable: {program.reason}); load drop-all for it"
+            )
+    return result
+
+
+def check_route_shape(route: ObservedRoute, links: Collection[int] | None) -> None:
+    """Refuse routes a bpf encap cannot (or must not) be put on."""
+    if route.multipath:
+        raise MultipathRouteError(
+            f"route {route.dst} has several nexthops (multipath): an LWT encap cannot be "
+            "attached per nexthop (pyroute2 would silently drop it); give the pod a "
+            "single-nexthop route"
+        )
+    if route.nh_id is not None:
+        raise UnsupportedRouteError(
+            f"route {route.dst} uses nexthop object {route.nh_id}; the kernel does not allow "
+            "an encap beside a nexthop id — put the encap on the nexthop or use a plain route"
+        )
+    if route.type in _NO_DEVICE_TYPES:
+        raise MissingDeviceError(
+            f"route {route.dst} is a {_NO_DEVICE_TYPES[route.type]} route: it has no device "
+            "to carry a program; the pod's route must point at its interface"
+        )
+    if route.type != RTN_UNICAST:
+        raise UnsupportedRouteError(
+            f"route {route.dst} has type {route.type}; only unicast routes carry programs"
+        )
+    if route.oif is None or (links is not None and route.oif not in links):
+        raise MissingDeviceError(
+            f"the device of route {route.dst} (ifindex {route.oif}) does not exist; the pod "
+            "interface is gone or being re-created — retry once the CNI has set it up"
+        )
+
+
+def _current_hooks(route: ObservedRoute | None) -> tuple[dict[str, str], list[str]]:
+    """(our hooks -> label, foreign hook names) of a route's encap."""
+    if route is None or route.encap_type is None:
+        return {}, []
+    if route.encap_type != LWTUNNEL_ENCAP_BPF:
+        return {}, [f"encap type {route.encap_type}"]
+    ours: dict[str, str] = {}
+    foreign: list[str] = []
+    for hook, label in route.encap_labels.items():
+        parsed = labels.parse(label)
+        if parsed is None or parsed.hook != hook:
+            foreign.append(f"{hook}={label!r}")
+        else:
+            ours[hook] = label
+    return ours, foreign
+
+
+def _build_encap(hooks: Mapping[str, HookProgram]) -> EncapSpec | None:
+    if not hooks:
+        return None
+    headroom = 0
+    if "xmit" in hooks:
+        parsed = labels.parse(hooks["xmit"].label)
+        headroom = parsed.headroom if parsed else 0
+    ordered = tuple((hook, hooks[hook]) for hook in HOOK_ORDER if hook in hooks)
+    return EncapSpec(ordered, headroom)
+
+
+def _plan_route(
+    dst: IPNetwork,
+    route: ObservedRoute | None,
+    template: ObservedRoute | None,
+    wanted: Mapping[str, ProgramRef | None],
+    headroom: int,
+    force: bool,
+    gc_owners: Collection[str],
+) -> RouteAction | None:
+    ours, foreign = _current_hooks(route)
+    if foreign and not force:
+        raise ForeignEncapError(
+            f"route {dst} carries an LWT encap that is not ours ({', '.join(foreign)}); "
+            "another tool manages it — detach it there, or pass --force to replace it"
+        )
+    hooks: dict[str, HookProgram] = {}
+    for hook, label in ours.items():
+        parsed = labels.parse(label)
+        assert parsed is not None
+        if parsed.owner in gc_owners and hook not in wanted:
+            continue  # ours, managed by this caller, no longer wanted
+        hooks[hook] = HookProgram(label=label, prog_id=parsed.prog_id)
+    for hook, program in wanted.items():
+        if program is None:
+            hooks.pop(hook, None)
+        else:
+            label = labels.wire_label(program.label, hook, headroom if hook == "xmit" else 0)
+            hooks[hook] = HookProgram(label=label, fd=program.fd)
+    encap = _build_encap(hooks)
+    new_labels = encap.labels() if encap else {}
+    if route is None:
+        if encap is None:
+            return None  # nothing attached and nothing wanted
+        assert template is not None
+        return RouteAction(Kind.CREATE_OWNED, dst, template, encap)
+    old_labels = dict(route.encap_labels) if route.encap_type is not None else {}
+    if route.encap_type in (None, LWTUNNEL_ENCAP_BPF) and old_labels == new_labels:
+        return RouteAction(Kind.UNCHANGED, dst, route, encap)
+    if encap is None:
+        kind = Kind.DELETE_OWNED if route.owned else Kind.DETACH
+    else:
+        kind = Kind.SWAP if old_labels or route.encap_type is not None else Kind.ATTACH
+    return RouteAction(kind, dst, route, encap)
+
+
+def make_plan(
+    intents: Iterable[RouteIntent],
+    routes: Iterable[ObservedRoute] | RouteIndex,
+    links: Collection[int] | None = None,
+    *,
+    gc_owners: Collection[str] = (),
+) -> Plan:
+    """Plan the changes that make ``routes`` carry what ``intents`` ask.
+
+    ``links``: ifindexes that exist (None: do not check). ``gc_owners``: owner tokens
+    (labels.owner_token) whose attachments the caller manages completely: a hook of theirs
+    that no intent asks for is removed, on every route of the table (garbage collection
+    after a restart). Destinations are refused one by one; refusals never stop the others.
+    """
+    index = routes if isinstance(routes, RouteIndex) else RouteIndex(routes)
+    gc_owners = frozenset(gc_owners)
+    plan = Plan()
+    seen: set[IPNetwork] = set()
+    touched: set[IPNetwork] = set()
+    for intent in intents:
+        key = str(intent.dst)
+        if intent.dst in seen:
+            plan.refusals[key] = BadRequestError(f"destination {key} is given twice")
+            continue
+        seen.add(intent.dst)
+        try:
+            for hook in intent.hooks:
+                labels.check_headroom(hook, intent.headroom if hook == "xmit" else 0)
+                if hook not in HOOK_ORDER:
+                    raise BadRequestError(f"hook {hook!r} is not one of in, out, xmit")
+            if intent.headroom and "xmit" not in intent.hooks:
+                labels.check_headroom("out", intent.headroom)  # raises: xmit only
+            resolved = index.resolve(intent.dst)
+            check_route_shape(resolved.route or resolved.template, links)  # type: ignore[arg-type]
+            action = _plan_route(
+                intent.dst,
+                resolved.route,
+                resolved.template,
+                intent.hooks,
+                intent.headroom,
+                intent.force,
+                gc_owners,
+            )
+        except UnknownDestinationError as exc:
+            if all(p is None for p in intent.hooks.values()):
+                continue  # removing from a route that is gone: nothing to do
+            plan.refusals[key] = exc
+            continue
+        except RouteError as exc:
+            plan.refusals[key] = exc
+            continue
+        if action is not None:
+            plan.actions.append(action)
+            touched.add(action.route.dst if action.kind is not Kind.CREATE_OWNED else action.dst)
+    if gc_owners:
+        _plan_garbage(index, gc_owners, seen | touched, plan)
+    return plan
+
+
+def _plan_garbage(
+    index: RouteIndex, gc_owners: frozenset[str], keep: set[IPNetwork], plan: Plan
+) -> None:
+    """Remove hooks of managed owners from routes no intent names."""
+    for route in index.exact.values():
+        if route.dst in keep or route.encap_type != LWTUNNEL_ENCAP_BPF:
+            continue
+        mine = [
+            hook
+            for hook, label in route.encap_labels.items()
+            if (parsed := labels.parse(label)) is not None and parsed.owner in gc_owners
+        ]
+        if not mine:
+            continue
+        try:
+            # force=False: a route mixing foreign hooks with ours is reported, not wiped.
+            action = _plan_route(
+                route.dst, route, None, dict.fromkeys(mine), 0, False, gc_owners
+            )
+        except RouteError as exc:
+            plan.refusals[str(route.dst)] = exc
+            continue
+        if action is not None:
+            plan.actions.append(action)
