@@ -1,4 +1,9 @@
-"""Pure-Python BPF object loader (pyelftools + bpf(2)); see docs/loader.md."""
+"""Pure-Python BPF object loader (pyelftools + bpf(2)) for LWT programs; see docs/loader.md.
+
+    spec = ObjectSpec.from_file("counters.o")          # parse only, never touches the kernel
+    with spec.load("lwt_counters", Hook.OUT) as prog:  # maps created, program loaded
+        prog.fd, prog.id, prog.tag, prog.maps["..."]
+"""
 from .errors import (
     KernelError,
     LoaderError,
@@ -7,12 +12,23 @@ from .errors import (
     UnsupportedFeatureError,
     VerifierError,
 )
+from .hooks import Hook
+from .maps import BpfMap, MapSpec
+from .objects import LoadedProgram, ObjectSpec, UnsupportedFeature
+from .programs import ProgramSpec
 
 __all__ = [
+    "BpfMap",
+    "Hook",
     "KernelError",
+    "LoadedProgram",
     "LoaderError",
     "MalformedObjectError",
+    "MapSpec",
+    "ObjectSpec",
     "PinConflictError",
+    "ProgramSpec",
+    "UnsupportedFeature",
     "UnsupportedFeatureError",
     "VerifierError",
 ]
