@@ -1,0 +1,388 @@
+"""The emulator's gap fillers, each against the real API server behaviour it stands in for.
+
+Every test here would fail against kmock 0.8's plain KubernetesEmulator (see the module docstring
+of tests/k8s/emulator.py for the list of gaps).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.k8s.client import ApiError, KubeClient, api_path
+from tests.k8s.conftest import CRD_FILE, POLICIES
+from tests.k8s.emulator import EmulatedApiServer
+
+PODS = "v1/pods"
+DAEMONSETS = "apps/v1/daemonsets"
+
+
+def policy(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "lwt.dev/v1alpha1", "kind": "LwtRoutePolicy",
+            "metadata": {"name": name}, "spec": spec or {"failurePolicy": "FailOpen"}}
+
+
+def pod(name: str, node: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]}}
+
+
+def events_since(kube: KubeClient, path: str, version: str, **params: str) -> list[dict[str, Any]]:
+    """The watch events after `version`, read from a watch that the server closes after 0.3 s."""
+    return list(kube.watch(path, resourceVersion=version, timeoutSeconds="0.3", **params))
+
+
+# --- 1. resourceVersion, uid, optimistic concurrency -------------------------------------------
+
+def test_create_sets_uid_resource_version_generation_and_namespace(kube: KubeClient) -> None:
+    created = kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    meta = created["metadata"]
+    assert len(meta["uid"]) == 36
+    assert int(meta["resourceVersion"]) > 0
+    assert meta["generation"] == 1
+    assert meta["namespace"] == "shop"  # from the URL: kmock keeps the body as sent
+    assert meta["creationTimestamp"].endswith("Z")
+    with pytest.raises(ApiError) as exc:
+        kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    assert exc.value.status == 409 and exc.value.reason == "AlreadyExists"
+
+
+def test_resource_version_increases_on_every_write_and_not_on_noop(kube: KubeClient) -> None:
+    path = api_path(POLICIES, "shop", "p1")
+    v1 = int(kube.create(api_path(POLICIES, "shop"), policy("p1"))["metadata"]["resourceVersion"])
+    v2 = int(kube.merge_patch(path, {"metadata": {"labels": {"a": "b"}}})["metadata"]
+             ["resourceVersion"])
+    kube.create(api_path(POLICIES, "other"), policy("p2"))  # the counter is cluster-wide
+    v3 = int(kube.merge_patch(path, {"spec": {"priority": 5}})["metadata"]["resourceVersion"])
+    assert v1 < v2 < v3 - 1
+    same = kube.merge_patch(path, {"spec": {"priority": 5}})
+    assert int(same["metadata"]["resourceVersion"]) == v3  # nothing changed: no new version
+
+
+def test_stale_updates_conflict(kube: KubeClient) -> None:
+    path = api_path(POLICIES, "shop", "p1")
+    stale = kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    kube.merge_patch(path, {"spec": {"priority": 1}})
+    # PUT with the old resourceVersion: 409, as client-go's retry-on-conflict expects.
+    with pytest.raises(ApiError) as exc:
+        kube.replace(path, {**stale, "spec": {"priority": 2}})
+    assert exc.value.status == 409 and exc.value.reason == "Conflict"
+    # A merge patch that carries a resourceVersion is conditional too.
+    with pytest.raises(ApiError) as exc:
+        kube.merge_patch(path, {"metadata": {"resourceVersion": stale["metadata"]
+                                             ["resourceVersion"]}, "spec": {"priority": 3}})
+    assert exc.value.status == 409
+    # kopf's finalizer patch: JSON patch guarded by a `test` of the resourceVersion -> 422.
+    with pytest.raises(ApiError) as exc:
+        kube.json_patch(path, [
+            {"op": "test", "path": "/metadata/resourceVersion",
+             "value": stale["metadata"]["resourceVersion"]},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["x/y"]}])
+    assert exc.value.status == 422
+    # With the current version, both succeed.
+    current = kube.get(path)
+    replaced = kube.replace(path, {**current, "spec": {"priority": 9}})
+    assert replaced["spec"] == {"priority": 9}
+    assert replaced["metadata"]["uid"] == stale["metadata"]["uid"]
+
+
+# --- 2. namespaced objects in watches ---------------------------------------------------------
+
+def test_namespaced_watch_gets_events_of_its_namespace_only(kube: KubeClient) -> None:
+    version = kube.get(api_path(POLICIES))["metadata"]["resourceVersion"]
+    kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    kube.create(api_path(POLICIES, "bank"), policy("p2"))
+    shop = events_since(kube, api_path(POLICIES, "shop"), version)
+    everywhere = events_since(kube, api_path(POLICIES), version)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in shop] == [("ADDED", "p1")]
+    assert [e["object"]["metadata"]["namespace"] for e in everywhere] == ["shop", "bank"]
+
+
+def test_watch_delivers_live_events(kube: KubeClient) -> None:
+    received: list[dict[str, Any]] = []
+    watcher = threading.Thread(target=lambda: received.extend(
+        kube.watch(api_path(POLICIES, "shop"), timeoutSeconds="1")))
+    watcher.start()
+    time.sleep(0.2)
+    kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    kube.merge_patch(api_path(POLICIES, "shop", "p1"), {"spec": {"priority": 1}})
+    kube.delete(api_path(POLICIES, "shop", "p1"))
+    watcher.join(5)
+    assert [e["type"] for e in received] == ["ADDED", "MODIFIED", "DELETED"]
+
+
+# --- 3. label and field selectors -------------------------------------------------------------
+
+def test_label_selectors_filter_lists(kube: KubeClient) -> None:
+    for name, labels in [("a", {"app": "web", "tier": "1"}), ("b", {"app": "db"}), ("c", {})]:
+        kube.create(api_path(PODS, "shop"), pod(name, "node-1", labels))
+
+    def names(selector: str) -> list[str]:
+        items = kube.get(api_path(PODS, "shop"), labelSelector=selector)["items"]
+        return [i["metadata"]["name"] for i in items]
+
+    assert names("app=web") == ["a"]
+    assert names("app==web") == ["a"]
+    assert names("app!=web") == ["b", "c"]
+    assert names("app in (web,db)") == ["a", "b"]
+    assert names("app notin (web)") == ["b", "c"]
+    assert names("tier") == ["a"]
+    assert names("!tier") == ["b", "c"]
+    assert names("app=web,tier=2") == []
+    with pytest.raises(ApiError) as exc:
+        names("app in web")
+    assert exc.value.status == 400
+
+
+def test_field_selector_spec_node_name_on_pods(kube: KubeClient) -> None:
+    kube.create(api_path(PODS, "shop"), pod("a", "node-1"))
+    kube.create(api_path(PODS, "bank"), pod("b", "node-2"))
+    kube.create(api_path(PODS, "bank"), pod("c", "node-1"))
+    on_node_1 = kube.get(api_path(PODS), fieldSelector="spec.nodeName=node-1")["items"]
+    assert sorted(i["metadata"]["name"] for i in on_node_1) == ["a", "c"]
+    not_node_1 = kube.get(api_path(PODS), fieldSelector="spec.nodeName!=node-1")["items"]
+    assert [i["metadata"]["name"] for i in not_node_1] == ["b"]
+    by_name = kube.get(api_path(PODS), fieldSelector="metadata.namespace=bank,metadata.name=c")
+    assert [i["metadata"]["name"] for i in by_name["items"]] == ["c"]
+    # A real API server refuses field paths a resource does not index.
+    with pytest.raises(ApiError) as exc:
+        kube.get(api_path(POLICIES), fieldSelector="spec.failurePolicy=FailOpen")
+    assert exc.value.status == 400 and "field label not supported" in str(exc.value)
+
+
+def test_watch_with_field_selector_sees_objects_enter_and_leave(kube: KubeClient) -> None:
+    version = kube.get(api_path(PODS))["metadata"]["resourceVersion"]
+    kube.create(api_path(PODS, "shop"), pod("a", "node-2", {"app": "web"}))
+    kube.create(api_path(PODS, "shop"), pod("b", "node-1", {"app": "web"}))
+    kube.merge_patch(api_path(PODS, "shop", "b"), {"metadata": {"labels": {"app": "db"}}})
+    kube.merge_patch(api_path(PODS, "shop", "b"), {"metadata": {"labels": {"app": "web"}}})
+    events = events_since(kube, api_path(PODS), version,
+                          fieldSelector="spec.nodeName=node-1", labelSelector="app=web")
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "b"), ("DELETED", "b"), ("ADDED", "b")]
+
+
+# --- 4. the /status subresource and generation ------------------------------------------------
+
+def test_status_subresource_is_separate_from_the_main_resource(kube: KubeClient) -> None:
+    created = kube.create(api_path(POLICIES, "shop"), {**policy("p1"), "status": {"x": 1}})
+    assert "status" not in created  # a custom resource's create ignores .status
+    path = api_path(POLICIES, "shop", "p1")
+    # A spec write that carries status: the status part is ignored.
+    after_spec = kube.merge_patch(path, {"spec": {"priority": 2}, "status": {"summary": {}}})
+    assert after_spec["spec"]["priority"] == 2 and "status" not in after_spec
+    assert after_spec["metadata"]["generation"] == 2
+    # A status write that carries spec: the spec part is ignored, generation stays.
+    after_status = kube.merge_patch(path + "/status", {"spec": {"priority": 7},
+                                                       "status": {"nodes": {"n1": {"routes": 3}}}})
+    assert after_status["spec"]["priority"] == 2
+    assert after_status["status"] == {"nodes": {"n1": {"routes": 3}}}
+    assert after_status["metadata"]["generation"] == 2
+    # Two agents patch their own keys: the merge patch keeps both.
+    kube.merge_patch(path + "/status", {"status": {"nodes": {"n2": {"routes": 1}}}})
+    assert set(kube.get(path)["status"]["nodes"]) == {"n1", "n2"}
+    # PUT of the main resource keeps the stored status.
+    current = kube.get(path)
+    replaced = kube.replace(path, {**current, "status": {}})
+    assert replaced["status"] == current["status"]
+    assert kube.get(path + "/status")["status"] == current["status"]
+
+
+def test_generation_bumps_only_on_spec_changes(kube: KubeClient) -> None:
+    path = api_path(POLICIES, "shop", "p1")
+    kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    kube.merge_patch(path, {"metadata": {"labels": {"x": "y"}, "annotations": {"a": "b"},
+                                         "finalizers": ["f/g"]}})
+    kube.merge_patch(path + "/status", {"status": {"observedGeneration": 1}})
+    assert kube.get(path)["metadata"]["generation"] == 1
+    kube.merge_patch(path, {"spec": {"priority": 4}})
+    assert kube.get(path)["metadata"]["generation"] == 2
+
+
+# --- 5. patch types ---------------------------------------------------------------------------
+
+def test_json_merge_patch_and_json_patch(kube: KubeClient) -> None:
+    path = api_path(POLICIES, "shop", "p1")
+    kube.create(api_path(POLICIES, "shop"), policy("p1", priority=1, hooks={"out": {"a": 1}}))
+    merged = kube.merge_patch(path, {"spec": {"priority": None, "hooks": {"in": {"b": 2}}}})
+    assert merged["spec"] == {"hooks": {"out": {"a": 1}, "in": {"b": 2}}}  # null deletes
+    patched = kube.json_patch(path, [
+        {"op": "add", "path": "/metadata/finalizers", "value": ["lwt.dev/finalizer"]},
+        {"op": "remove", "path": "/spec/hooks/in"},
+        {"op": "replace", "path": "/spec/hooks/out/a", "value": 5}])
+    assert patched["spec"] == {"hooks": {"out": {"a": 5}}}
+    assert patched["metadata"]["finalizers"] == ["lwt.dev/finalizer"]
+    with pytest.raises(ApiError) as exc:
+        kube.json_patch(path, [{"op": "remove", "path": "/spec/nothing"}])
+    assert exc.value.status == 422
+    # Strategic merge patch exists for built-ins only; custom resources answer 415.
+    with pytest.raises(ApiError) as exc:
+        kube.request("PATCH", path, {"spec": {}}, "application/strategic-merge-patch+json")
+    assert exc.value.status == 415
+
+
+def test_strategic_merge_patch_on_builtins_and_404_on_missing(kube: KubeClient) -> None:
+    ds = {"metadata": {"name": "agent"}, "spec": {"template": {"spec": {"hostNetwork": True}}}}
+    kube.create(api_path(DAEMONSETS, "lwt-system"), ds)
+    patched = kube.request("PATCH", api_path(DAEMONSETS, "lwt-system", "agent"),
+                           {"spec": {"minReadySeconds": 5}},
+                           "application/strategic-merge-patch+json")
+    assert patched["spec"]["minReadySeconds"] == 5
+    assert patched["spec"]["template"]["spec"]["hostNetwork"] is True
+    with pytest.raises(ApiError) as exc:
+        kube.merge_patch(api_path(DAEMONSETS, "lwt-system", "nope"), {"spec": {}})
+    assert exc.value.status == 404
+
+
+# --- 6. deletion with finalizers -------------------------------------------------------------
+
+def test_deletion_waits_for_finalizers(kube: KubeClient) -> None:
+    path = api_path(POLICIES, "shop", "p1")
+    body = policy("p1")
+    body["metadata"]["finalizers"] = ["lwt.dev/a", "lwt.dev/b"]
+    version = kube.create(api_path(POLICIES, "shop"), body)["metadata"]["resourceVersion"]
+    deleting = kube.delete(path)
+    assert deleting["metadata"]["deletionTimestamp"]
+    assert deleting["metadata"]["generation"] == 2  # as apiserver's markAsDeleting does
+    assert kube.get(path)["metadata"]["deletionTimestamp"] == deleting["metadata"][
+        "deletionTimestamp"]
+    kube.delete(path)  # a second delete changes nothing
+    with pytest.raises(ApiError) as exc:
+        kube.merge_patch(path, {"metadata": {"finalizers": ["lwt.dev/a", "lwt.dev/b", "new/c"]}})
+    assert exc.value.status == 422  # no new finalizers once deletion started
+    kube.merge_patch(path, {"metadata": {"finalizers": ["lwt.dev/b"]}})
+    assert kube.get(path)["metadata"]["finalizers"] == ["lwt.dev/b"]
+    kube.json_patch(path, [{"op": "remove", "path": "/metadata/finalizers/0"}])
+    with pytest.raises(ApiError) as exc:
+        kube.get(path)
+    assert exc.value.status == 404
+    events = events_since(kube, api_path(POLICIES, "shop"), version)
+    assert [e["type"] for e in events] == ["MODIFIED", "MODIFIED", "DELETED"]
+
+
+def test_delete_without_finalizers_and_preconditions(kube: KubeClient) -> None:
+    path = api_path(POLICIES, "shop", "p1")
+    kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    with pytest.raises(ApiError) as exc:
+        kube.delete(path, {"preconditions": {"uid": "not-the-uid"}})
+    assert exc.value.status == 409
+    kube.delete(path)
+    with pytest.raises(ApiError) as exc:
+        kube.delete(path)
+    assert exc.value.status == 404
+    # A re-created object is a new object: new uid, generation 1.
+    again = kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    assert again["metadata"]["generation"] == 1
+
+
+# --- 7. watch resumption, expiry, timeouts, initial events ----------------------------------
+
+def test_watch_resumes_from_a_resource_version(kube: KubeClient) -> None:
+    kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    middle = kube.merge_patch(api_path(POLICIES, "shop", "p1"), {"spec": {"priority": 1}})
+    kube.merge_patch(api_path(POLICIES, "shop", "p1"), {"spec": {"priority": 2}})
+    events = events_since(kube, api_path(POLICIES), middle["metadata"]["resourceVersion"])
+    assert [(e["type"], e["object"]["spec"]["priority"]) for e in events] == [("MODIFIED", 2)]
+    # Without a version, the current state comes first as ADDED (what a relist would show).
+    fresh = list(kube.watch(api_path(POLICIES), timeoutSeconds="0.3"))
+    assert [(e["type"], e["object"]["spec"]["priority"]) for e in fresh] == [("ADDED", 2)]
+
+
+def test_watch_from_a_compacted_version_is_gone(k8s_api: EmulatedApiServer,
+                                                kube: KubeClient) -> None:
+    assert k8s_api.emulator is not None
+    k8s_api.emulator.event_log_limit = 3
+    first = kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    for priority in range(5):
+        kube.merge_patch(api_path(POLICIES, "shop", "p1"), {"spec": {"priority": priority}})
+    events = events_since(kube, api_path(POLICIES), first["metadata"]["resourceVersion"])
+    assert events[0]["type"] == "ERROR"
+    assert events[0]["object"]["code"] == 410
+
+
+def test_watch_timeout_and_initial_events_bookmark(kube: KubeClient) -> None:
+    kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    started = time.monotonic()
+    events = list(kube.watch(api_path(POLICIES), timeoutSeconds="0.5", sendInitialEvents="true",
+                             resourceVersionMatch="NotOlderThan", allowWatchBookmarks="true"))
+    assert 0.4 < time.monotonic() - started < 3
+    assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
+    assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
+# --- 8. list versions and pagination -----------------------------------------------------------
+
+def test_list_has_a_resource_version_and_pages(kube: KubeClient) -> None:
+    for i in range(5):
+        kube.create(api_path(PODS, "shop"), pod(f"p{i}", "node-1"))
+    first = kube.get(api_path(PODS), limit="2")
+    assert int(first["metadata"]["resourceVersion"]) >= 5
+    names = [i["metadata"]["name"] for i in first["items"]]
+    token = first["metadata"]["continue"]
+    while token:
+        page = kube.get(api_path(PODS), limit="2", **{"continue": token})
+        names += [i["metadata"]["name"] for i in page["items"]]
+        token = page["metadata"]["continue"]
+    assert names == [f"p{i}" for i in range(5)]
+
+
+# --- 9. CRDs ---------------------------------------------------------------------------------
+
+def test_crd_file_is_served_in_discovery(kube: KubeClient) -> None:
+    resources = kube.get("/apis/lwt.dev/v1alpha1")["resources"]
+    assert {r["name"] for r in resources} == {"lwtroutepolicies", "lwtroutepolicies/status"}
+    main = next(r for r in resources if r["name"] == "lwtroutepolicies")
+    assert main["kind"] == "LwtRoutePolicy" and main["namespaced"] is True
+    assert "lrp" in main["shortNames"]
+    if CRD_FILE.exists():  # the generated CRD, once lwt_policy writes it
+        crd = yaml.safe_load(CRD_FILE.read_text())
+        assert main["shortNames"] == crd["spec"]["names"]["shortNames"]
+
+
+def test_posting_a_crd_registers_its_resource(kube: KubeClient) -> None:
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "widgets.example.com"},
+           "spec": {"group": "example.com", "scope": "Cluster",
+                    "names": {"plural": "widgets", "kind": "Widget"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "selectableFields": [{"jsonPath": ".spec.color"}]}]}}
+    kube.create(api_path("apiextensions.k8s.io/v1/customresourcedefinitions"), crd)
+    kube.create(api_path("example.com/v1/widgets"),
+                {"metadata": {"name": "w1"}, "spec": {"color": "red"}})
+    kube.create(api_path("example.com/v1/widgets"),
+                {"metadata": {"name": "w2"}, "spec": {"color": "blue"}})
+    red = kube.get(api_path("example.com/v1/widgets"), fieldSelector="spec.color=red")
+    assert [i["metadata"]["name"] for i in red["items"]] == ["w1"]
+    with pytest.raises(ApiError) as exc:  # cluster-scoped: no namespaced URL
+        kube.get(api_path("example.com/v1/widgets", "shop"))
+    assert exc.value.status == 404
+
+
+# --- 10. restarts and fault injection -----------------------------------------------------------
+
+def test_restart_keeps_objects_and_versions(k8s_api: EmulatedApiServer, kube: KubeClient) -> None:
+    created = kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    port = k8s_api.port
+    k8s_api.stop_listening()
+    with pytest.raises(OSError):
+        kube.get(api_path(POLICIES, "shop", "p1"))
+    k8s_api.start_listening()
+    assert k8s_api.port == port
+    assert kube.get(api_path(POLICIES, "shop", "p1"))["metadata"]["uid"] == created["metadata"][
+        "uid"]
+    patched = kube.merge_patch(api_path(POLICIES, "shop", "p1"), {"spec": {"priority": 1}})
+    assert int(patched["metadata"]["resourceVersion"]) > int(created["metadata"][
+        "resourceVersion"])
+
+
+def test_kmock_reactions_inject_faults(k8s_api: EmulatedApiServer, kube: KubeClient) -> None:
+    assert k8s_api.emulator is not None
+    k8s_api.emulator["list", k8s_api.emulator.resource("v1/pods")] << 503
+    with pytest.raises(ApiError) as exc:
+        kube.get(api_path(PODS))
+    assert exc.value.status == 503
+    kube.create(api_path(PODS, "shop"), pod("a", "node-1"))  # other requests still work
