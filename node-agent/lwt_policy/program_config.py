@@ -77,7 +77,7 @@ class MapLike(Protocol):
 
     def keys(self) -> Iterator[bytes]: ...
     def lookup(self, key: bytes) -> bytes | None: ...
-    def lookup_percpu(self, key: bytes) -> list[bytes]: ...
+    def lookup_percpu(self, key: bytes) -> list[bytes] | None: ...
     def update(self, key: bytes, value: bytes, flags: int = 0) -> None: ...
     def delete(self, key: bytes) -> Any: ...
 
@@ -363,8 +363,12 @@ def read_destination_counters(builtin_name: str, maps: Mapping[str, MapLike]
                               ) -> dict[str, DestinationCounters]:
     """{destination address: counters} of a built-in that counts per destination."""
     bpf_map = maps[PER_DESTINATION_MAP[builtin_name]]
-    return {decode_addr(key): decode_destination_value(builtin_name, bpf_map.lookup_percpu(key))
-            for key in list(bpf_map.keys())}
+    out: dict[str, DestinationCounters] = {}
+    for key in list(bpf_map.keys()):
+        per_cpu = bpf_map.lookup_percpu(key)
+        if per_cpu is not None:  # None: deleted between keys() and the lookup
+            out[decode_addr(key)] = decode_destination_value(builtin_name, per_cpu)
+    return out
 
 
 # Global (not per-destination) per-CPU counters: map -> field names of its u64s.
@@ -382,9 +386,11 @@ def read_program_counters(builtin_name: str, maps: Mapping[str, MapLike]) -> dic
         return {}
     map_name, names = _GLOBAL_COUNTERS[builtin_name]
     bpf_map = maps[map_name]
+
+    def slot(index: int, count: int) -> list[int]:
+        # array slots always exist; `or []` only guards a map that is not an array
+        return _sum_u64(bpf_map.lookup_percpu(struct.pack("<I", index)) or [], count)
+
     if names is None:  # counters: one u64 per array slot
-        slots = ("notIP", "tableFull")
-        return {name: _sum_u64(bpf_map.lookup_percpu(struct.pack("<I", i)), 1)[0]
-                for i, name in enumerate(slots)}
-    return dict(zip(names, _sum_u64(bpf_map.lookup_percpu(struct.pack("<I", 0)), len(names)),
-                    strict=True))
+        return {name: slot(i, 1)[0] for i, name in enumerate(("notIP", "tableFull"))}
+    return dict(zip(names, slot(0, len(names)), strict=True))

@@ -1,0 +1,195 @@
+"""Typed configuration of the built-ins: encoding, validation messages that name the field,
+and the catalogue staying in step with the C sources (read from the objects' BTF)."""
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lwt_policy.catalogue import CATALOGUE, UnknownBuiltinError, builtin_object_dir, get_builtin
+from lwt_policy.program_config import (
+    MapLayoutError,
+    ProgramConfigError,
+    check_map_layout,
+    decode_addr,
+    decode_destination_value,
+    encode_addr,
+    encode_config,
+    histogram_dict,
+)
+
+
+def test_catalogue_names_and_hooks() -> None:
+    assert set(CATALOGUE) == {"counters", "port-filter", "sampler", "encap", "drop-all"}
+    assert CATALOGUE["encap"].hooks == frozenset({"in", "xmit"})
+    for program in CATALOGUE.values():
+        assert program.hooks <= {"in", "out", "xmit"}
+        assert program.object.endswith(".o")
+        for spec in program.maps:
+            assert len(spec.name) <= 15
+    with pytest.raises(UnknownBuiltinError, match="choose one of"):
+        get_builtin("nope")
+
+
+def test_builtin_object_dir_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LWT_BPF_DIR", str(tmp_path))
+    assert builtin_object_dir() == tmp_path
+    monkeypatch.delenv("LWT_BPF_DIR")
+    assert builtin_object_dir().name == "build"  # a source checkout
+
+
+def _btf_maps(obj: Path) -> dict[str, dict[str, int]]:
+    """Map name -> key/value size and max_entries from the object's BTF (bpftool)."""
+    dump = json.loads(subprocess.run(["bpftool", "-j", "btf", "dump", "file", str(obj)],
+                                     capture_output=True, text=True, check=True).stdout)
+    types = {t["id"]: t for t in dump["types"]}
+
+    def size_of(type_id: int) -> int:
+        t = types[type_id]
+        while "size" not in t:
+            t = types[t["type_id"]]
+        return int(t["size"])
+
+    out: dict[str, dict[str, int]] = {}
+    for t in dump["types"]:
+        if t["kind"] != "DATASEC" or t["name"] != ".maps":
+            continue
+        for var in t["vars"]:
+            v = types[var["type_id"]]
+            members = {m["name"]: m for m in types[v["type_id"]]["members"]}
+            fields: dict[str, int] = {}
+            for name in ("key", "value"):
+                if name in members:
+                    ptr = types[members[name]["type_id"]]
+                    fields[f"{name}_size"] = size_of(ptr["type_id"])
+            for name in ("max_entries", "type"):
+                # __uint(name, N) is `int (*name)[N]`: the array's nr_elems
+                arr = types[types[members[name]["type_id"]]["type_id"]]
+                fields[name] = int(arr["nr_elems"])
+            out[v["name"]] = fields
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_catalogue_matches_object_btf(name: str, builtin_objects: Path) -> None:
+    program = CATALOGUE[name]
+    maps = _btf_maps(builtin_objects / program.object)
+    assert set(maps) == {m.name for m in program.maps}
+    for spec in program.maps:
+        got = maps[spec.name]
+        assert got["type"] == spec.type_id, spec.name
+        assert got["max_entries"] == spec.max_entries, spec.name
+        assert got.get("key_size", 0) == spec.key_size, spec.name
+        assert got.get("value_size", 0) == spec.value_size, spec.name
+
+
+def test_port_filter_encoding() -> None:
+    entries = encode_config("port-filter", {
+        "denyTCPPorts": [8080, 22], "denyUDPPorts": [53],
+        "denySourceCIDRs": ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7"]})
+    assert sorted(entries["pf_ports"]) == sorted([
+        (struct.pack("<HBx", 8080, 6), b"\x01"), (struct.pack("<HBx", 22, 6), b"\x01"),
+        (struct.pack("<HBx", 53, 17), b"\x01")])
+    srcs = dict(entries["pf_srcs"])
+    assert struct.pack("<I", 96 + 24) + encode_addr("192.0.2.0") in srcs
+    assert struct.pack("<I", 32) + encode_addr("2001:db8::") in srcs
+    assert struct.pack("<I", 128) + encode_addr("198.51.100.7") in srcs
+    # an empty config empties both maps
+    assert encode_config("port-filter", {}) == {"pf_ports": [], "pf_srcs": []}
+
+
+def test_sampler_encoding_and_defaults() -> None:
+    assert encode_config("sampler", {"oneIn": 10, "snapLength": 96}) == {
+        "smp_config": [(b"\0\0\0\0", struct.pack("<II", 10, 96))]}
+    assert encode_config("sampler", None)["smp_config"][0][1] == struct.pack("<II", 100, 64)
+
+
+def test_encap_encoding() -> None:
+    (key, value), = encode_config("encap", {"remote": "10.1.0.2", "source": "10.1.0.1",
+                                            "mode": "udp", "udpPort": 5555})["enc_config"]
+    assert key == b"\0\0\0\0" and len(value) == 40
+    mode, family, ttl, tos, dport, sport, remote, source = struct.unpack("<BBBBHH16s16s", value)
+    assert (mode, family, ttl, tos, dport, sport) == (2, 4, 64, 0, 5555, 0)
+    assert remote[:4] == bytes([10, 1, 0, 2]) and source[:4] == bytes([10, 1, 0, 1])
+    (_, value6), = encode_config("encap", {"remote": "fd00::2", "source": "fd00::1",
+                                           "ttl": 9})["enc_config"]
+    assert struct.unpack_from("<BBB", value6) == (1, 6, 9)
+
+
+@pytest.mark.parametrize(("builtin", "config", "field", "words"), [
+    ("port-filter", {"denyTCPPorts": [0]}, "config.denyTCPPorts[0]", "minimum"),
+    ("port-filter", {"denyTCPPorts": [70000]}, "config.denyTCPPorts[0]", "maximum"),
+    ("port-filter", {"denyTCPPorts": ["80"]}, "config.denyTCPPorts[0]", "integer"),
+    ("port-filter", {"denyTCPPorts": [80, 80]}, "config.denyTCPPorts", "non-unique"),
+    ("port-filter", {"denyUDPPorts": 53}, "config.denyUDPPorts", "array"),
+    ("port-filter", {"denySourceCIDRs": ["10.0.0.1/33"]}, "config.denySourceCIDRs[0]", "CIDR"),
+    ("port-filter", {"denySourceCIDRs": ["10.0.0.1/8"]}, "config.denySourceCIDRs[0]",
+     "host bits"),
+    ("port-filter", {"denyPorts": [1]}, "config.denyPorts", "allowed fields"),
+    ("counters", {"x": 1}, "config.x", "allowed fields: none"),
+    ("sampler", {"oneIn": -1}, "config.oneIn", "minimum"),
+    ("sampler", {"snapLength": 129}, "config.snapLength", "maximum"),
+    ("sampler", {"oneIn": True}, "config.oneIn", "integer"),
+    ("encap", {"source": "10.0.0.1"}, "config.remote", "required"),
+    ("encap", {"remote": "nope", "source": "10.0.0.1"}, "config.remote", "not an IPv4"),
+    ("encap", {"remote": "10.0.0.2", "source": "fd00::1"}, "config.source", "family"),
+    ("encap", {"remote": "10.0.0.2", "source": "10.0.0.1", "mode": "gre"}, "config.mode",
+     "is not one of"),
+    ("encap", {"remote": "10.0.0.2", "source": "10.0.0.1", "mode": "udp"}, "config.udpPort",
+     "needs udpPort"),
+    ("encap", {"remote": "fd00::2", "source": "fd00::1", "mode": "udp", "udpPort": 1},
+     "config.mode", "IPv4 remote"),
+    ("encap", {"remote": "10.0.0.2", "source": "10.0.0.1", "udpPort": 1}, "config.udpPort",
+     "only apply to mode udp"),
+    ("encap", {"remote": "224.0.0.1", "source": "10.0.0.1"}, "config.remote", "multicast"),
+    ("encap", {"remote": "10.0.0.2", "source": "10.0.0.1", "ttl": 0}, "config.ttl",
+     "minimum"),
+    ("nope", {}, "program.builtin", "unknown built-in"),
+])
+def test_bad_config_names_the_field(builtin: str, config: dict, field: str,
+                                    words: str) -> None:
+    with pytest.raises(ProgramConfigError) as info:
+        encode_config(builtin, config)
+    assert info.value.field == field, str(info.value)
+    assert words in str(info.value)
+    assert info.value.problem.path == field
+
+
+def test_too_many_ports_for_the_map() -> None:
+    with pytest.raises(ProgramConfigError, match="at most 1024"):
+        encode_config("port-filter", {"denyTCPPorts": list(range(1, 1001)),
+                                      "denyUDPPorts": list(range(1, 101))})
+
+
+class _FakeInfo:
+    def __init__(self, key_size: int, value_size: int, type_: int | None = None) -> None:
+        self.key_size, self.value_size, self.type = key_size, value_size, type_
+
+
+def test_check_map_layout_reports_each_difference() -> None:
+    good = {m.name: _FakeInfo(m.key_size, m.value_size, m.type_id)
+            for m in CATALOGUE["port-filter"].maps}
+    check_map_layout("port-filter", good)
+    bad = dict(good, pf_stats=_FakeInfo(16, 24, 5))
+    del bad["pf_srcs"]
+    with pytest.raises(MapLayoutError) as info:
+        check_map_layout("port-filter", bad)
+    text = str(info.value)
+    assert "pf_stats.value_size is 24, expected 32" in text
+    assert "map pf_srcs missing" in text
+    assert "make -C bpf" in text
+
+
+def test_addresses_and_counter_decoding() -> None:
+    assert decode_addr(encode_addr("10.1.2.3")) == "10.1.2.3"
+    assert decode_addr(encode_addr("fd00::7")) == "fd00::7"
+    cpu0 = struct.pack("<18Q", 2, 200, *([0] * 6 + [2] + [0] * 9))
+    cpu1 = struct.pack("<18Q", 1, 1500, *([0] * 10 + [1] + [0] * 5))
+    c = decode_destination_value("counters", [cpu0, cpu1])
+    assert (c.packets, c.bytes) == (3, 1700)
+    assert histogram_dict(c.histogram) == {"64-127": 2, "1024-2047": 1}
+    pf = decode_destination_value("port-filter", [struct.pack("<4Q", 1, 2, 3, 4)] * 2)
+    assert (pf.packets, pf.bytes, pf.dropped_packets, pf.dropped_bytes) == (2, 4, 6, 8)
