@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from lwt_policy.catalogue import CATALOGUE, builtin_object_dir
 
 from .netns import Node, build_node

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from lwt_policy.catalogue import CATALOGUE, UnknownBuiltinError, builtin_object_dir, get_builtin
 from lwt_policy.program_config import (
     MapLayoutError,

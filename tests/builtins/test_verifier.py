@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
 from lwt_policy.catalogue import CATALOGUE, HOOKS
 
 from .netns import Node
