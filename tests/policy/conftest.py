@@ -1,0 +1,33 @@
+"""Shared helpers of the policy tests: a valid policy to mutate, the repo paths."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+ADMIN_NS = "lwt-system"
+
+_BASE: dict[str, Any] = {
+    "apiVersion": "lwt.dev/v1alpha1",
+    "kind": "LwtRoutePolicy",
+    "metadata": {"name": "web", "namespace": "shop", "uid": "u-1", "generation": 3},
+    "spec": {
+        "podSelector": {"matchLabels": {"app": "web"}},
+        "hooks": {"out": {"program": {"builtin": "port-filter"},
+                          "config": {"denyTCPPorts": [8080]}}},
+    },
+}
+
+
+@pytest.fixture
+def policy() -> dict[str, Any]:
+    """A valid policy; each test mutates its own copy."""
+    return copy.deepcopy(_BASE)
+
+
+def base_policy() -> dict[str, Any]:
+    return copy.deepcopy(_BASE)
