@@ -1,0 +1,109 @@
+"""Fixtures of the loader tests: test objects, a throwaway netns with a veth for iproute2's
+reference loads, and a helper that lets iproute2 load a section and reports the kernel's tag.
+
+Program budget: every kernel load here costs a program (DESIGN.md §6); the tests load each
+section once per purpose and close everything (LoadedProgram is a context manager).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+NETNS_PREFIX = "lwtL"
+
+
+@pytest.fixture(scope="session")
+def testobj(bpf_objects: Path) -> Path:
+    path = bpf_objects / "testobj"
+    if not (path / "subprogs.o").is_file():
+        raise RuntimeError(f"{path} has no loader test objects: run `make -C bpf`")
+    return path
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def host_bpf_mounts() -> list[str]:
+    """bpffs mounts of the host (pid 1's mount namespace), not of this test process."""
+    return [line for line in Path("/proc/1/mounts").read_text().splitlines()
+            if line.split()[2] == "bpf"]
+
+
+@dataclass
+class ReferenceLoad:
+    returncode: int
+    output: str
+    programs: list[dict]  # type: ignore[type-arg]  # bpftool entries of the new program(s)
+
+
+class IpRoute2:
+    """Loads sections through `ip route add ... encap bpf` inside a private netns."""
+
+    def __init__(self, netns: str) -> None:
+        self.netns = netns
+        self._next_host = 10
+
+    def load(self, obj: Path, section: str, hook: str, function: str) -> ReferenceLoad:
+        before = {p["id"] for p in bpftool_programs()}
+        self._next_host += 1
+        addr = f"10.77.0.{self._next_host}/32"
+        # iproute2 (libbpf) wants a bpffs at /sys/fs/bpf: give it a fresh one in a mount
+        # namespace of its own, so neither the host nor this process ever sees its pins.
+        script = ('mount -t bpf bpf /sys/fs/bpf && exec ip -n "$0" route add "$1" dev v0 '
+                  'encap bpf "$2" obj "$3" section "$4"')
+        proc = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", script,
+             self.netns, addr, hook, str(obj), section],
+            capture_output=True, text=True, timeout=60,
+        )
+        new = [p for p in bpftool_programs()
+               if p["id"] not in before and p.get("name") == function[:15]
+               and p.get("type") == f"lwt_{hook}"]
+        return ReferenceLoad(proc.returncode, proc.stdout + proc.stderr, new)
+
+
+def bpftool_programs() -> list[dict]:  # type: ignore[type-arg]
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    return json.loads(out or "[]")
+
+
+@pytest.fixture(scope="module")
+def netns() -> Iterator[str]:
+    """A private netns with a veth pair (v0 up, 10.77.0.1/24) for reference route loads."""
+    name = f"{NETNS_PREFIX}{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for cmd in (["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+                    ["link", "set", "v0", "up"], ["link", "set", "v1", "up"],
+                    ["addr", "add", "10.77.0.1/24", "dev", "v0"]):
+            subprocess.run(["ip", "-n", name, *cmd], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture(scope="module")
+def iproute2(netns: str) -> IpRoute2:
+    return IpRoute2(netns)
+
+
+@pytest.fixture
+def pin_dir(bpffs: Path) -> Iterator[Path]:
+    """A fresh directory on the test bpffs, emptied (pins removed) afterwards."""
+    path = bpffs / f"loader-{secrets.token_hex(4)}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        for entry in path.iterdir():
+            entry.unlink()
+        path.rmdir()
