@@ -12,9 +12,9 @@ import socket
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
-from . import netlink
+from . import labels, netlink
 from .errors import BatchError, NetlinkError, RouteError
-from .model import RT_TABLE_MAIN, EncapSpec, IPNetwork, ObservedRoute, ProgramRef
+from .model import RT_TABLE_MAIN, Destination, EncapSpec, IPNetwork, ObservedRoute, ProgramRef
 from .plan import Kind, Plan, RouteAction, RouteIntent, make_plan
 from .resolve import RouteIndex, parse_destination
 
@@ -100,7 +100,7 @@ class RouteEngine:
         if not changes:
             return result
         opened: dict[int, int] = {}  # prog id -> fd opened for kept hooks
-        encoded: dict[EncapSpec, bytes] = {}
+        encoded: dict[int, bytes] = {}  # id(EncapSpec) -> bytes: the planner shares encaps
         messages: list[bytes] = []
         sent: list[RouteAction] = []
         try:
@@ -108,10 +108,10 @@ class RouteEngine:
                 try:
                     encap = b""
                     if action.encap is not None:
-                        encap = encoded.get(action.encap, b"")
+                        encap = encoded.get(id(action.encap), b"")
                         if not encap:
                             encap = self._encode_encap(action.encap, opened)
-                            encoded[action.encap] = encap
+                            encoded[id(action.encap)] = encap
                     messages.append(self._message(action, encap))
                     sent.append(action)
                 except RouteError as exc:
@@ -157,7 +157,7 @@ class RouteEngine:
 
     def attach(
         self,
-        dsts: Iterable[str | IPNetwork],
+        dsts: Iterable[str | IPNetwork | Destination],
         hook: str,
         program: ProgramRef,
         *,
@@ -170,22 +170,18 @@ class RouteEngine:
         the first refusal is raised. Kernel failures of single routes raise BatchError
         after the rest were applied.
         """
-        intents = [
-            RouteIntent(_dst(d), {hook: program}, headroom if hook == "xmit" else 0, force)
-            for d in dsts
-        ]
-        if headroom and hook != "xmit":
-            from . import labels
-
-            labels.check_headroom(hook, headroom)
+        labels.check_headroom(hook, headroom)
+        wanted = {hook: program}  # one mapping shared by every intent: the planner memoizes
+        intents = [RouteIntent(_dst(d), wanted, headroom, force) for d in dsts]
         return self._apply_strict(self.plan(intents))
 
     def detach(
-        self, dsts: Iterable[str | IPNetwork], hooks: Collection[str] | None = None
+        self, dsts: Iterable[str | IPNetwork | Destination], hooks: Collection[str] | None = None
     ) -> ApplyResult:
         """Remove our programs (all hooks, or ``hooks``) and restore the plain route."""
         wanted = tuple(hooks) if hooks else ("in", "out", "xmit")
-        intents = [RouteIntent(_dst(d), dict.fromkeys(wanted)) for d in dsts]
+        removal: dict[str, ProgramRef | None] = dict.fromkeys(wanted)
+        intents = [RouteIntent(_dst(d), removal) for d in dsts]
         return self._apply_strict(self.plan(intents))
 
     def reconcile(
@@ -211,8 +207,8 @@ class RouteEngine:
         return result
 
 
-def _dst(value: str | IPNetwork) -> IPNetwork:
-    return parse_destination(value) if isinstance(value, str) else value
+def _dst(value: str | IPNetwork | Destination) -> Destination:
+    return parse_destination(value)
 
 
 def _explain(action: RouteAction, error: NetlinkError) -> RouteError:

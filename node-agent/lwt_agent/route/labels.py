@@ -30,6 +30,7 @@ bpf obj` or another tool) and is never touched without ``--force``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ def program_label(owner: str, hook: str, tag: str, prog_id: int) -> str:
     return label
 
 
+@functools.lru_cache(maxsize=1024)
 def wire_label(label: str, hook: str, headroom: int) -> str:
     """The label actually written on the route: ``label`` plus the xmit headroom."""
     check_headroom(hook, headroom)
@@ -109,6 +111,7 @@ def check_headroom(hook: str, headroom: int) -> None:
         raise HeadroomError(f"headroom is only meaningful on the xmit hook, not {hook}")
 
 
+@functools.lru_cache(maxsize=4096)  # a few labels, read back from thousands of routes
 def parse(label: str) -> Label | None:
     """Parse a label read back from a route; None when it is not ours."""
     match = _LABEL.match(label)

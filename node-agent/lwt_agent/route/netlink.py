@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import errno as errno_mod
-import ipaddress
 import os
 import socket
 import struct
@@ -22,7 +21,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import NetlinkError, NetnsNotFoundError
-from .model import HOOK_ORDER, LWTUNNEL_ENCAP_BPF, RTPROT_LWT, EncapSpec, ObservedRoute
+from .model import (
+    HOOK_ORDER,
+    LWTUNNEL_ENCAP_BPF,
+    RTPROT_LWT,
+    Destination,
+    EncapSpec,
+    ObservedRoute,
+)
 
 # netlink / rtnetlink numbers (linux/netlink.h, linux/rtnetlink.h, linux/lwtunnel.h)
 NLMSG_ERROR = 2
@@ -110,10 +116,6 @@ def _attr(kind: int, payload: bytes) -> bytes:
     return _NLATTR.pack(length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
 
 
-def _addr_bytes(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
-    return address.packed
-
-
 def encode_encap(encap: EncapSpec, fds: Mapping[str, int]) -> bytes:
     """RTA_ENCAP_TYPE + RTA_ENCAP for a bpf encap; ``fds`` gives the fd for each hook."""
     nested = b""
@@ -129,21 +131,6 @@ def encode_encap(encap: EncapSpec, fds: Mapping[str, int]) -> bytes:
     )
 
 
-def _header(route: ObservedRoute, dst_len: int | None = None, proto: int | None = None) -> bytes:
-    fam, dlen, slen, tos, table, prot, scope, rtype, flags = _RTMSG.unpack(route.header)
-    return _RTMSG.pack(
-        fam,
-        dlen if dst_len is None else dst_len,
-        slen,
-        tos,
-        table,
-        prot if proto is None else proto,
-        scope,
-        rtype,
-        flags & _KEEP_RTM_FLAGS,
-    )
-
-
 def _message(kind: int, flags: int, body: bytes) -> bytes:
     return _NLMSGHDR.pack(16 + len(body), kind, NLM_F_REQUEST | flags, 0, 0) + body
 
@@ -154,36 +141,23 @@ def replace_message(route: ObservedRoute, encap_attrs: bytes) -> bytes:
     No NLM_F_CREATE: if the route vanished meanwhile the kernel answers ENOENT instead of
     re-creating a route its owner (the CNI) just removed.
     """
-    body = (
-        _header(route)
-        + _attr(RTA_DST, _addr_bytes(route.dst.network_address))
-        + route.attrs
-        + encap_attrs
-    )
-    return _message(RTM_NEWROUTE, NLM_F_REPLACE, body)
+    body = route.header + route.dst_attr + route.attrs + encap_attrs
+    return _NLMSGHDR.pack(16 + len(body), RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_REPLACE, 0, 0) + body
 
 
-def create_owned_message(
-    template: ObservedRoute,
-    dst: ipaddress.IPv4Network | ipaddress.IPv6Network,
-    encap_attrs: bytes,
-) -> bytes:
+def create_owned_message(template: ObservedRoute, dst: Destination, encap_attrs: bytes) -> bytes:
     """A host route for ``dst`` copied from the subnet route, marked RTPROT_LWT, with encap.
 
     Created and given its encap in one message (CREATE|EXCL): it never exists plain.
     """
-    body = (
-        _header(template, dst_len=dst.max_prefixlen, proto=RTPROT_LWT)
-        + _attr(RTA_DST, _addr_bytes(dst.network_address))
-        + template.attrs
-        + encap_attrs
-    )
+    fam, _dlen, slen, tos, table, _prot, scope, rtype, flags = _RTMSG.unpack(template.header)
+    header = _RTMSG.pack(fam, dst.prefixlen, slen, tos, table, RTPROT_LWT, scope, rtype, flags)
+    body = header + _attr(RTA_DST, dst.raw) + template.attrs + encap_attrs
     return _message(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body)
 
 
 def delete_message(route: ObservedRoute) -> bytes:
-    body = _header(route) + _attr(RTA_DST, _addr_bytes(route.dst.network_address)) + route.attrs
-    return _message(RTM_DELROUTE, 0, body)
+    return _message(RTM_DELROUTE, 0, route.header + route.dst_attr + route.attrs)
 
 
 # --- decoding ----------------------------------------------------------------------------
@@ -215,65 +189,81 @@ def _decode_bpf_encap(data: bytes, start: int, end: int) -> dict[str, str]:
 
 
 def parse_route(data: bytes, start: int, end: int) -> ObservedRoute | None:
-    """Decode one RTM_NEWROUTE/RTM_DELROUTE message (data[start:end], netlink header first)."""
+    """Decode one RTM_NEWROUTE/RTM_DELROUTE message (data[start:end], netlink header first).
+
+    Hot path (10,000 routes per dump): one flat loop, no per-attribute generator.
+    """
     body = start + 16
-    fam, dst_len, _slen, _tos, table, proto, scope, rtype, flags = _RTMSG.unpack_from(data, body)
-    if flags & RTM_F_CLONED or fam not in (socket.AF_INET, socket.AF_INET6):
+    fam, dst_len, slen, tos, table, proto, scope, rtype, flags = _RTMSG.unpack_from(data, body)
+    if flags & RTM_F_CLONED or (fam != socket.AF_INET and fam != socket.AF_INET6):
         return None
     dst_raw = b""
+    dst_attr = b""
     oif = gateway = prefsrc = metric = nh_id = encap_type = None
     multipath = False
     labels: dict[str, str] = {}
     keep: list[bytes] = []
     encap_span: tuple[int, int] | None = None
-    for kind, s, e in _iter_attrs(data, body + 12, end):
-        if kind in _SKIP_ATTRS:
-            if kind == RTA_DST:
-                dst_raw = bytes(data[s:e])
-            elif kind == RTA_ENCAP_TYPE:
-                encap_type = struct.unpack_from("=H", data, s)[0]
-            elif kind == RTA_ENCAP:
-                encap_span = (s, e)
-            continue
-        keep.append(bytes(data[s - 4 : (e + 3) & ~3]))
-        if kind == RTA_TABLE:
-            table = _U32.unpack_from(data, s)[0]
-        elif kind == RTA_OIF:
-            oif = _U32.unpack_from(data, s)[0]
-        elif kind == RTA_PRIORITY:
-            metric = _U32.unpack_from(data, s)[0]
-        elif kind == RTA_GATEWAY:
-            gateway = str(ipaddress.ip_address(bytes(data[s:e])))
-        elif kind == RTA_VIA:
-            gateway = f"via:{bytes(data[s:e]).hex()}"
-        elif kind == RTA_PREFSRC:
-            prefsrc = str(ipaddress.ip_address(bytes(data[s:e])))
-        elif kind == RTA_MULTIPATH:
-            multipath = True
-        elif kind == RTA_NH_ID:
-            nh_id = _U32.unpack_from(data, s)[0]
+    unpack_attr = _NLATTR.unpack_from
+    unpack_u32 = _U32.unpack_from
+    pos = body + 12
+    while pos + 4 <= end:
+        length, kind = unpack_attr(data, pos)
+        if length < 4:
+            break
+        kind &= NLA_TYPE_MASK
+        s, e = pos + 4, pos + length
+        nxt = (e + 3) & ~3
+        if kind == RTA_DST:
+            dst_raw = data[s:e]
+            dst_attr = data[pos:nxt]
+        elif kind == RTA_ENCAP_TYPE:
+            encap_type = struct.unpack_from("=H", data, s)[0]
+        elif kind == RTA_ENCAP:
+            encap_span = (s, e)
+        elif kind != RTA_CACHEINFO:
+            keep.append(data[pos:nxt])
+            if kind == RTA_OIF:
+                oif = unpack_u32(data, s)[0]
+            elif kind == RTA_TABLE:
+                table = unpack_u32(data, s)[0]
+            elif kind == RTA_PRIORITY:
+                metric = unpack_u32(data, s)[0]
+            elif kind == RTA_GATEWAY:
+                gateway = socket.inet_ntop(fam, data[s:e])
+            elif kind == RTA_VIA:
+                gateway = f"via:{bytes(data[s:e]).hex()}"
+            elif kind == RTA_PREFSRC:
+                prefsrc = socket.inet_ntop(fam, data[s:e])
+            elif kind == RTA_MULTIPATH:
+                multipath = True
+            elif kind == RTA_NH_ID:
+                nh_id = unpack_u32(data, s)[0]
+        pos = nxt
     if encap_type == LWTUNNEL_ENCAP_BPF and encap_span is not None:
         labels = _decode_bpf_encap(data, *encap_span)
-    width = 4 if fam == socket.AF_INET else 16
-    address = dst_raw if dst_raw else b"\0" * width
-    network = ipaddress.ip_network((address, dst_len))
+    if not dst_raw:
+        dst_raw = b"\0" * (4 if fam == socket.AF_INET else 16)
+    header = _RTMSG.pack(fam, dst_len, slen, tos, table if table < 256 else RT_TABLE_COMPAT,
+                         proto, scope, rtype, flags & _KEEP_RTM_FLAGS)
     return ObservedRoute(
-        family=fam,
-        dst=network,
-        table=table,
-        protocol=proto,
-        scope=scope,
-        type=rtype,
-        oif=oif,
-        gateway=gateway,
-        prefsrc=prefsrc,
-        metric=metric,
-        multipath=multipath,
-        nh_id=nh_id,
-        encap_type=encap_type,
-        encap_labels=labels,
-        header=bytes(data[body : body + 12]),
-        attrs=b"".join(keep),
+        fam,
+        Destination(dst_raw, dst_len),
+        table,
+        proto,
+        scope,
+        rtype,
+        oif,
+        gateway,
+        prefsrc,
+        metric,
+        multipath,
+        nh_id,
+        encap_type,
+        labels,
+        header,
+        dst_attr,
+        b"".join(keep),
     )
 
 

@@ -3,6 +3,9 @@
 No I/O here: the planner works on ObservedRoute values (from netlink.py or built by a unit
 test) and returns RouteAction values that netlink.py turns into messages. Every refusal is
 decided here, before anything is sent, so a refused destination is never touched.
+
+Batches of 10,000 routes go through here in tens of milliseconds: everything shared by
+many routes (wire labels, the encap of a set of programs) is computed once and memoized.
 """
 from __future__ import annotations
 
@@ -25,10 +28,10 @@ from .model import (
     HOOK_ORDER,
     LWTUNNEL_ENCAP_BPF,
     RTN_UNICAST,
+    Destination,
     EncapSpec,
     FailurePolicy,
     HookProgram,
-    IPNetwork,
     ObservedRoute,
     ProgramRef,
     Unavailable,
@@ -48,25 +51,26 @@ class Kind(enum.Enum):
     UNCHANGED = "unchanged"  # already right (adopted): nothing is sent
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteIntent:
     """What one destination should carry.
 
     ``hooks`` maps a hook to the program it must run, or to None to remove our program
     from that hook. Hooks not named keep what they have (unless a ``gc_owners`` owner put
     it there: see :func:`make_plan`). ``headroom`` applies to ``xmit``.
+    Share one ``hooks`` mapping between the intents of a batch: the planner memoizes by it.
     """
 
-    dst: IPNetwork
+    dst: Destination
     hooks: Mapping[str, ProgramRef | None]
     headroom: int = 0
     force: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RouteAction:
     kind: Kind
-    dst: IPNetwork
+    dst: Destination
     route: ObservedRoute  # the route to rewrite/delete, or the template of an owned route
     encap: EncapSpec | None
 
@@ -143,77 +147,123 @@ def check_route_shape(route: ObservedRoute, links: Collection[int] | None) -> No
         )
 
 
-def _current_hooks(route: ObservedRoute | None) -> tuple[dict[str, str], list[str]]:
-    """(our hooks -> label, foreign hook names) of a route's encap."""
-    if route is None or route.encap_type is None:
-        return {}, []
-    if route.encap_type != LWTUNNEL_ENCAP_BPF:
-        return {}, [f"encap type {route.encap_type}"]
-    ours: dict[str, str] = {}
-    foreign: list[str] = []
-    for hook, label in route.encap_labels.items():
-        parsed = labels.parse(label)
-        if parsed is None or parsed.hook != hook:
-            foreign.append(f"{hook}={label!r}")
-        else:
-            ours[hook] = label
-    return ours, foreign
+class _Planner:
+    """make_plan's memo: wire labels and encaps are computed once per distinct input."""
 
+    def __init__(self, gc_owners: frozenset[str]) -> None:
+        self.gc_owners = gc_owners
+        self._wanted: dict[tuple[int, int], dict[str, HookProgram | None]] = {}
+        self._held: list[object] = []
+        self._encaps: dict[tuple[object, ...], EncapSpec] = {}
+        self._current: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], list[str]]] = {}
 
-def _build_encap(hooks: Mapping[str, HookProgram]) -> EncapSpec | None:
-    if not hooks:
-        return None
-    headroom = 0
-    if "xmit" in hooks:
-        parsed = labels.parse(hooks["xmit"].label)
-        headroom = parsed.headroom if parsed else 0
-    ordered = tuple((hook, hooks[hook]) for hook in HOOK_ORDER if hook in hooks)
-    return EncapSpec(ordered, headroom)
+    def wanted(
+        self, hooks: Mapping[str, ProgramRef | None], headroom: int
+    ) -> dict[str, HookProgram | None]:
+        key = (id(hooks), headroom)
+        found = self._wanted.get(key)
+        if found is None:
+            found = {}
+            for hook, program in hooks.items():
+                if hook not in HOOK_ORDER:
+                    raise BadRequestError(f"hook {hook!r} is not one of in, out, xmit")
+                room = headroom if hook == "xmit" else 0
+                labels.check_headroom(hook, room)
+                if program is None:
+                    found[hook] = None
+                else:
+                    found[hook] = HookProgram(
+                        labels.wire_label(program.label, hook, room), fd=program.fd
+                    )
+            if headroom and "xmit" not in hooks:
+                labels.check_headroom("out", headroom)  # raises: headroom is for xmit only
+            self._wanted[key] = found
+            self._held.append(hooks)  # keeps id(hooks) unique while memoized
+        return found
 
+    def current(self, route: ObservedRoute) -> tuple[dict[str, str], list[str]]:
+        """(our hooks -> label, foreign hook descriptions) of a route's encap."""
+        if route.encap_type is None:
+            return {}, []
+        if route.encap_type != LWTUNNEL_ENCAP_BPF:
+            return {}, [f"encap type {route.encap_type}"]
+        key = tuple(route.encap_labels.items())
+        found = self._current.get(key)
+        if found is None:
+            ours: dict[str, str] = {}
+            foreign: list[str] = []
+            for hook, label in key:
+                parsed = labels.parse(label)
+                if parsed is None or parsed.hook != hook:
+                    foreign.append(f"{hook}={label!r}")
+                else:
+                    ours[hook] = label
+            found = (ours, foreign)
+            self._current[key] = found
+        return found
 
-def _plan_route(
-    dst: IPNetwork,
-    route: ObservedRoute | None,
-    template: ObservedRoute | None,
-    wanted: Mapping[str, ProgramRef | None],
-    headroom: int,
-    force: bool,
-    gc_owners: Collection[str],
-) -> RouteAction | None:
-    ours, foreign = _current_hooks(route)
-    if foreign and not force:
-        raise ForeignEncapError(
-            f"route {dst} carries an LWT encap that is not ours ({', '.join(foreign)}); "
-            "another tool manages it — detach it there, or pass --force to replace it"
-        )
-    hooks: dict[str, HookProgram] = {}
-    for hook, label in ours.items():
-        parsed = labels.parse(label)
-        assert parsed is not None
-        if parsed.owner in gc_owners and hook not in wanted:
-            continue  # ours, managed by this caller, no longer wanted
-        hooks[hook] = HookProgram(label=label, prog_id=parsed.prog_id)
-    for hook, program in wanted.items():
-        if program is None:
-            hooks.pop(hook, None)
-        else:
-            label = labels.wire_label(program.label, hook, headroom if hook == "xmit" else 0)
-            hooks[hook] = HookProgram(label=label, fd=program.fd)
-    encap = _build_encap(hooks)
-    new_labels = encap.labels() if encap else {}
-    if route is None:
+    def encap(self, hooks: Mapping[str, HookProgram]) -> EncapSpec | None:
+        if not hooks:
+            return None
+        ordered = tuple((hook, hooks[hook]) for hook in HOOK_ORDER if hook in hooks)
+        key = tuple((h, p.label, p.fd, p.prog_id) for h, p in ordered)
+        found = self._encaps.get(key)
+        if found is None:
+            headroom = 0
+            if "xmit" in hooks:
+                parsed = labels.parse(hooks["xmit"].label)
+                headroom = parsed.headroom if parsed else 0
+            found = EncapSpec(ordered, headroom)
+            self._encaps[key] = found
+        return found
+
+    def route(
+        self,
+        dst: Destination,
+        route: ObservedRoute | None,
+        template: ObservedRoute | None,
+        wanted: Mapping[str, HookProgram | None],
+        force: bool,
+    ) -> RouteAction | None:
+        ours, foreign = self.current(route) if route is not None else ({}, [])
+        if foreign and not force:
+            raise ForeignEncapError(
+                f"route {dst} carries an LWT encap that is not ours ({', '.join(foreign)}); "
+                "another tool manages it — detach it there, or pass --force to replace it"
+            )
+        hooks: dict[str, HookProgram] = {}
+        for hook, label in ours.items():
+            parsed = labels.parse(label)
+            assert parsed is not None
+            if parsed.owner in self.gc_owners and hook not in wanted:
+                continue  # ours, managed by this caller, no longer wanted
+            hooks[hook] = HookProgram(label=label, prog_id=parsed.prog_id)
+        for hook, program in wanted.items():
+            if program is None:
+                hooks.pop(hook, None)
+            else:
+                hooks[hook] = program
+        encap = self.encap(hooks)
+        if route is None:
+            if encap is None:
+                return None  # nothing attached and nothing wanted
+            assert template is not None
+            return RouteAction(Kind.CREATE_OWNED, dst, template, encap)
+        if route.encap_type is None:
+            if encap is None:
+                return RouteAction(Kind.UNCHANGED, dst, route, None)
+            return RouteAction(Kind.ATTACH, dst, route, encap)
+        if (
+            encap is not None
+            and route.encap_type == LWTUNNEL_ENCAP_BPF
+            and dict(route.encap_labels) == encap.labels()
+        ):
+            return RouteAction(Kind.UNCHANGED, dst, route, encap)
         if encap is None:
-            return None  # nothing attached and nothing wanted
-        assert template is not None
-        return RouteAction(Kind.CREATE_OWNED, dst, template, encap)
-    old_labels = dict(route.encap_labels) if route.encap_type is not None else {}
-    if route.encap_type in (None, LWTUNNEL_ENCAP_BPF) and old_labels == new_labels:
-        return RouteAction(Kind.UNCHANGED, dst, route, encap)
-    if encap is None:
-        kind = Kind.DELETE_OWNED if route.owned else Kind.DETACH
-    else:
-        kind = Kind.SWAP if old_labels or route.encap_type is not None else Kind.ATTACH
-    return RouteAction(kind, dst, route, encap)
+            return RouteAction(
+                Kind.DELETE_OWNED if route.owned else Kind.DETACH, dst, route, None
+            )
+        return RouteAction(Kind.SWAP, dst, route, encap)
 
 
 def make_plan(
@@ -231,69 +281,53 @@ def make_plan(
     after a restart). Destinations are refused one by one; refusals never stop the others.
     """
     index = routes if isinstance(routes, RouteIndex) else RouteIndex(routes)
-    gc_owners = frozenset(gc_owners)
+    planner = _Planner(frozenset(gc_owners))
     plan = Plan()
-    seen: set[IPNetwork] = set()
-    touched: set[IPNetwork] = set()
+    seen: set[tuple[bytes, int]] = set()
+    actions = plan.actions
     for intent in intents:
-        key = str(intent.dst)
-        if intent.dst in seen:
-            plan.refusals[key] = BadRequestError(f"destination {key} is given twice")
+        dst = intent.dst
+        if dst.key in seen:
+            plan.refusals[str(dst)] = BadRequestError(f"destination {dst} is given twice")
             continue
-        seen.add(intent.dst)
+        seen.add(dst.key)
         try:
-            for hook in intent.hooks:
-                labels.check_headroom(hook, intent.headroom if hook == "xmit" else 0)
-                if hook not in HOOK_ORDER:
-                    raise BadRequestError(f"hook {hook!r} is not one of in, out, xmit")
-            if intent.headroom and "xmit" not in intent.hooks:
-                labels.check_headroom("out", intent.headroom)  # raises: xmit only
-            resolved = index.resolve(intent.dst)
+            wanted = planner.wanted(intent.hooks, intent.headroom)
+            resolved = index.resolve(dst)
             check_route_shape(resolved.route or resolved.template, links)  # type: ignore[arg-type]
-            action = _plan_route(
-                intent.dst,
-                resolved.route,
-                resolved.template,
-                intent.hooks,
-                intent.headroom,
-                intent.force,
-                gc_owners,
-            )
+            action = planner.route(dst, resolved.route, resolved.template, wanted, intent.force)
         except UnknownDestinationError as exc:
             if all(p is None for p in intent.hooks.values()):
                 continue  # removing from a route that is gone: nothing to do
-            plan.refusals[key] = exc
+            plan.refusals[str(dst)] = exc
             continue
         except RouteError as exc:
-            plan.refusals[key] = exc
+            plan.refusals[str(dst)] = exc
             continue
         if action is not None:
-            plan.actions.append(action)
-            touched.add(action.route.dst if action.kind is not Kind.CREATE_OWNED else action.dst)
+            actions.append(action)
     if gc_owners:
-        _plan_garbage(index, gc_owners, seen | touched, plan)
+        _plan_garbage(index, planner, seen, plan)
     return plan
 
 
 def _plan_garbage(
-    index: RouteIndex, gc_owners: frozenset[str], keep: set[IPNetwork], plan: Plan
+    index: RouteIndex, planner: _Planner, keep: set[tuple[bytes, int]], plan: Plan
 ) -> None:
     """Remove hooks of managed owners from routes no intent names."""
-    for route in index.exact.values():
-        if route.dst in keep or route.encap_type != LWTUNNEL_ENCAP_BPF:
+    for route in index.routes():
+        if route.dst.key in keep or route.encap_type != LWTUNNEL_ENCAP_BPF:
             continue
         mine = [
             hook
             for hook, label in route.encap_labels.items()
-            if (parsed := labels.parse(label)) is not None and parsed.owner in gc_owners
+            if (parsed := labels.parse(label)) is not None and parsed.owner in planner.gc_owners
         ]
         if not mine:
             continue
         try:
             # force=False: a route mixing foreign hooks with ours is reported, not wiped.
-            action = _plan_route(
-                route.dst, route, None, dict.fromkeys(mine), 0, False, gc_owners
-            )
+            action = planner.route(route.dst, route, None, dict.fromkeys(mine), False)
         except RouteError as exc:
             plan.refusals[str(route.dst)] = exc
             continue

@@ -10,15 +10,14 @@
 """
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import BadRequestError, UnknownDestinationError
-from .model import IPNetwork, ObservedRoute
+from .model import Destination, IPNetwork, ObservedRoute
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Resolved:
     """Where an attachment for ``dst`` lives.
 
@@ -26,18 +25,18 @@ class Resolved:
     ``template`` is the wider route an owned host route would be copied from.
     """
 
-    dst: IPNetwork
+    dst: Destination
     route: ObservedRoute | None
     template: ObservedRoute | None
 
 
-def parse_destination(text: str) -> IPNetwork:
-    """'10.1.2.3', '10.1.2.3/32', 'fd00::5', '10.1.0.0/24' -> network (host bits refused)."""
+def parse_destination(value: str | IPNetwork | Destination) -> Destination:
+    """'10.1.2.3', '10.1.2.3/32', 'fd00::5', '10.1.0.0/24' -> Destination (host bits refused)."""
     try:
-        return ipaddress.ip_network(text.strip(), strict=True)
+        return Destination.of(value)
     except ValueError as exc:
         raise BadRequestError(
-            f"destination {text!r} is not an IP address or CIDR ({exc}); "
+            f"destination {value!r} is not an IP address or CIDR ({exc}); "
             "give a pod IP or a route prefix such as 10.244.1.7 or 10.244.1.0/24"
         ) from None
 
@@ -46,35 +45,35 @@ class RouteIndex:
     """Routes of one table, indexed for exact and longest-prefix lookups."""
 
     def __init__(self, routes: Iterable[ObservedRoute]) -> None:
-        self.exact: dict[IPNetwork, ObservedRoute] = {}
+        self.exact: dict[tuple[bytes, int], ObservedRoute] = {}
         wider: list[ObservedRoute] = []
+        exact = self.exact
         for route in routes:
-            best = self.exact.get(route.dst)
+            key = route.dst.key
+            best = exact.get(key)
             # Several routes may share a prefix (metric/tos): the kernel uses the lowest metric.
             if best is None or (route.metric or 0) < (best.metric or 0):
-                self.exact[route.dst] = route
-            if route.dst.prefixlen not in (32, 128):
+                exact[key] = route
+            if not route.dst.is_host:
                 wider.append(route)
         wider.sort(key=lambda r: r.dst.prefixlen, reverse=True)
         self._wider = wider
 
-    def covering(self, dst: IPNetwork) -> ObservedRoute | None:
+    def routes(self) -> Iterable[ObservedRoute]:
+        return self.exact.values()
+
+    def covering(self, dst: Destination) -> ObservedRoute | None:
         """The longest non-default prefix strictly containing ``dst`` (same family)."""
         for route in self._wider:
-            if (
-                route.dst.version == dst.version
-                and route.dst.prefixlen < dst.prefixlen
-                and route.dst.prefixlen > 0
-                and dst.subnet_of(route.dst)  # type: ignore[arg-type]
-            ):
+            if 0 < route.dst.prefixlen < dst.prefixlen and dst.within(route.dst):
                 return route
         return None
 
-    def resolve(self, dst: IPNetwork) -> Resolved:
-        route = self.exact.get(dst)
+    def resolve(self, dst: Destination) -> Resolved:
+        route = self.exact.get(dst.key)
         if route is not None:
             return Resolved(dst, route, None)
-        if dst.prefixlen == dst.max_prefixlen:
+        if dst.is_host:
             template = self.covering(dst)
             if template is not None:
                 return Resolved(dst, None, template)

@@ -1,0 +1,109 @@
+"""Benchmark: attach, swap and detach of N routes vs `ip -batch` adding the same plain routes.
+
+Not a test: prints rates and ratios measured side by side in one run. Needs root.
+
+    unshare -m --propagation private .venv/bin/python benchmarks/route_bench.py [--routes 10000]
+
+It builds its own network namespace (prefix lwtR), mounts a private bpffs, loads the two
+test programs of bpf/build/testobj/route_out.o ONCE (both attached to every route: never a
+program per route) and cleans everything up.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "node-agent"))
+
+from lwt_agent.bpf import syscall  # noqa: E402
+from lwt_agent.route import ProgramRef, RouteEngine, labels  # noqa: E402
+
+OBJECT = REPO / "bpf" / "build" / "testobj" / "route_out.o"
+
+
+def sh(cmd: list[str], stdin: str | None = None) -> None:
+    subprocess.run(cmd, input=stdin, text=True, check=True, capture_output=True)
+
+
+def destinations(count: int) -> list[str]:
+    base = int(ipaddress.IPv4Address("10.100.0.0"))
+    return [str(ipaddress.IPv4Address(base + 1 + i)) for i in range(count)]
+
+
+def ip_batch(netns: str, verb: str, dsts: list[str]) -> float:
+    script = "".join(f"route {verb} {d}/32 dev h0 scope link\n" for d in dsts)
+    start = time.perf_counter()
+    sh(["ip", "-n", netns, "-batch", "-"], stdin=script)
+    return time.perf_counter() - start
+
+
+def program(pin: Path, hook: str) -> ProgramRef:
+    fd = syscall.obj_get(str(pin))
+    info = syscall.prog_info(fd)
+    return ProgramRef(fd, labels.program_label("bench", hook, info.tag, info.id))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--routes", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3, help="best of N")
+    args = parser.parse_args()
+    if not OBJECT.exists():
+        print(f"{OBJECT} missing: run `make -C bpf`", file=sys.stderr)
+        return 2
+    netns = f"lwtR{uuid.uuid4().hex[:8]}"
+    bpffs = Path(tempfile.mkdtemp(prefix="lwtR-bench-"))
+    sh(["mount", "-t", "bpf", "bpf", str(bpffs)])
+    sh(["ip", "netns", "add", netns])
+    try:
+        sh(["ip", "-n", netns, "link", "add", "h0", "type", "veth", "peer", "name", "p0"])
+        sh(["ip", "-n", netns, "link", "set", "h0", "up"])
+        (bpffs / "p").mkdir()
+        sh(["bpftool", "prog", "loadall", str(OBJECT), str(bpffs / "p"), "type", "lwt_out"])
+        prog_a = program(bpffs / "p" / "route_drop_a", "out")
+        prog_b = program(bpffs / "p" / "route_drop_b", "out")
+        dsts = destinations(args.routes)
+        best: dict[str, float] = {}
+
+        def keep(name: str, seconds: float) -> None:
+            best[name] = min(best.get(name, seconds), seconds)
+
+        for _ in range(args.rounds):
+            keep("ip -batch add", ip_batch(netns, "add", dsts))
+            with RouteEngine(netns) as engine:
+                start = time.perf_counter()
+                result = engine.attach(dsts, "out", prog_a)
+                keep("attach", time.perf_counter() - start)
+                assert result.counts["attach"] == len(dsts), result.counts
+                start = time.perf_counter()
+                result = engine.attach(dsts, "out", prog_b)
+                keep("swap", time.perf_counter() - start)
+                assert result.counts["swap"] == len(dsts), result.counts
+                start = time.perf_counter()
+                result = engine.detach(dsts)
+                keep("detach", time.perf_counter() - start)
+                assert result.counts["detach"] == len(dsts), result.counts
+            keep("ip -batch del", ip_batch(netns, "del", dsts))
+        base = args.routes / best["ip -batch add"]
+        print(f"routes: {args.routes}, best of {args.rounds} rounds, kernel {os.uname().release}")
+        for name, seconds in best.items():
+            rate = args.routes / seconds
+            print(f"{name:14s} {seconds * 1000:8.1f} ms {rate:10.0f} routes/s "
+                  f"ratio vs ip -batch add {rate / base:5.2f}")
+        return 0
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
+        subprocess.run(["umount", "-l", str(bpffs)], check=False)
+        bpffs.rmdir()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
