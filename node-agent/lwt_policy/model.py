@@ -90,6 +90,21 @@ class PolicySpec:
     hooks: Mapping[str, HookSpec]
 
 
+# CRD field -> model attribute. tests/policy check these against the schema and the dataclasses,
+# so a field added to one and not the other fails the suite.
+SPEC_FIELDS = {
+    "podSelector": "pod_selector",
+    "podSubnets": "pod_subnets",
+    "nodeSelector": "node_selector",
+    "failurePolicy": "failure_policy",
+    "priority": "priority",
+    "hooks": "hooks",
+}
+HOOK_FIELDS = {"program": "program", "config": "config", "headroom": "headroom"}
+CONFIGMAP_PROGRAM_FIELDS = {"configMap": ("name", "key"), "section": "section",
+                            "sha256": "sha256"}
+
+
 @dataclass(frozen=True)
 class LwtRoutePolicy:
     ref: PolicyRef
