@@ -3,10 +3,12 @@
 Two ways, one interface:
 - `LoaderAttacher` (preferred): `lwt_agent.bpf.ObjectSpec` loads each (built-in, hook) once
   and pyroute2 attaches that one program fd to every route that needs it.
-- `IprouteAttacher` (until the loader is available): `ip route add ... encap bpf HOOK obj F
-  section S`, which loads the object again for every route (so tests use 1-3 routes).
-  Maps pinned by name land under $TC_BPF_MNT/tc/globals and are shared by those loads.
-Both pin maps under a directory private to the test, so counters start from zero.
+- `IprouteAttacher` (the reference, or when the loader is unavailable;
+  LWT_BUILTINS_ATTACH=iproute2 selects it): `ip route add ... encap bpf HOOK obj F section
+  S`, which loads the object again for every route (so tests use 1-3 routes). Maps pinned
+  by name land under $TC_BPF_MNT/tc/globals and are shared by those loads.
+Both pin maps under a directory private to the test, so counters start from zero. A test
+uses each built-in on one hook only, so both ways give it one set of maps.
 """
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ class IprouteAttacher:
 
     def __init__(self, pin_root: Path) -> None:
         self.pin_root = pin_root
+        # must exist on the bpffs: for a missing directory `ip -n` mounts a new bpffs there
+        # inside its own short-lived mount namespace, and the pins vanish with it
+        self.pin_root.mkdir(parents=True)
         self.env = dict(os.environ, TC_BPF_MNT=str(pin_root))
         self._maps: list[Any] = []
 
@@ -95,7 +100,11 @@ class LoaderAttacher:
         if key not in self._programs:
             spec = CATALOGUE[builtin]
             obj = ObjectSpec.from_file(spec.object_path(builtin_object_dir()))
-            self._programs[key] = obj.load(spec.section, Hook(hook), pin_dir=str(self.pin_root))
+            # one pin directory per program, as the agent keeps one per (policy, hook):
+            # the loader pins the program itself by name, too
+            pin_dir = self.pin_root / f"{builtin}-{hook}"
+            pin_dir.mkdir()
+            self._programs[key] = obj.load(spec.section, Hook(hook), pin_dir=str(pin_dir))
         return self._programs[key]
 
     def route_add(self, node: Node, ns: str, dst: str, dev: str, hooks: dict[str, str],
@@ -120,10 +129,9 @@ class LoaderAttacher:
         return None
 
     def maps(self, builtin: str) -> dict[str, Any]:
-        for (name, _hook), prog in self._programs.items():
-            if name == builtin:
-                return dict(prog.maps)
-        raise KeyError(f"{builtin} not loaded")
+        loaded = [prog for (name, _hook), prog in self._programs.items() if name == builtin]
+        assert len(loaded) == 1, f"{builtin}: {len(loaded)} programs loaded, tests use one"
+        return dict(loaded[0].maps)
 
     def close(self) -> None:
         for prog in self._programs.values():
