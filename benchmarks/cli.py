@@ -1,0 +1,184 @@
+"""`python -m benchmarks [--quick] [--out DIR]`: the datapath and control-plane benchmarks.
+
+Writes DIR/bench-<UTC time>.json (and DIR/latest.json), a report DIR/performance.md with
+its plots, and for a full run also docs/performance.md (use --docs/--no-docs to choose).
+Exit status: 0 when every scenario ran, 1 when any could not run at all, 2 on bad usage.
+Timings never decide the exit status: benchmarks report, they do not assert.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from benchmarks import control_plane, machine, mounts, report, shell
+from benchmarks.build import build_helpers
+from benchmarks.datapath import run_datapath
+from benchmarks.errors import BenchError
+from benchmarks.lwt import LwtPrograms, RouteAttacher
+from benchmarks.results import DatapathResults, Failure
+from benchmarks.scenarios import Context
+from benchmarks.settings import FULL, MODES, QUICK, TINY, Settings, with_overrides
+from benchmarks.topology import BenchNode, reap_stale
+from benchmarks.traffic import DENIED_TCP_PORT, TrafficServers
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO / "benchmarks" / "results"
+DOCS_PAGE = REPO / "docs" / "performance.md"
+EXIT_FAILED_SCENARIO = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger("benchmarks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Datapath and control-plane benchmarks of lwt-operator against the plain "
+        "route, tc BPF, iptables and nftables, on a node built from network namespaces. "
+        "Needs root.",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", dest="mode", const=QUICK.mode,
+                      help="fewer rounds, 1 s measurements, one traffic path (< 5 min)")
+    mode.add_argument("--tiny", action="store_const", dest="mode", const=TINY.mode,
+                      help="a few seconds: proves the harness works, measures nothing useful")
+    p.set_defaults(mode=FULL.mode)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help=f"directory for the JSON result and report (default {DEFAULT_OUT})")
+    docs = p.add_mutually_exclusive_group()
+    docs.add_argument("--docs", dest="docs", action="store_true", default=None,
+                      help="also write docs/performance.md and its plots (default: full runs)")
+    docs.add_argument("--no-docs", dest="docs", action="store_false")
+    p.add_argument("--rounds", type=int, help="override the number of rounds")
+    p.add_argument("--seconds", type=float, help="override the length of each measurement")
+    p.add_argument("--only", action="append", default=[], metavar="SCENARIO",
+                   help="run only this scenario (repeatable; plain always runs), e.g. "
+                   "port-filter/out, iptables")
+    p.add_argument("--skip-datapath", action="store_true")
+    p.add_argument("--skip-control-plane", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGHUP turned into an exception so every `finally` cleans up."""
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    if os.geteuid() != 0:
+        log.error("the benchmark needs root (network namespaces, CAP_BPF, CAP_NET_ADMIN)")
+        return EXIT_USAGE
+    if args.rounds is not None and args.rounds < 1:
+        log.error("--rounds must be at least 1")
+        return EXIT_USAGE
+    settings = with_overrides(MODES[args.mode], rounds=args.rounds, seconds=args.seconds,
+                              only=tuple(args.only))
+    write_docs = args.docs if args.docs is not None else settings.mode == FULL.mode
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupted)
+
+    command = "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:])
+    started = dt.datetime.now(dt.UTC)
+    document: dict[str, Any] = {
+        "command": command.strip(),
+        "settings": settings.__dict__,
+        "started": started.isoformat(timespec="seconds"),
+        "machine": machine.facts(),
+        "load_average_start": machine.load_average(),
+    }
+    datapath = DatapathResults()
+    try:
+        mounts.enter_private_mount_namespace()
+        stale = reap_stale()
+        if stale:
+            log.info("removed namespaces left by an earlier, killed run: %s", ", ".join(stale))
+        t0 = time.monotonic()
+        if not args.skip_datapath:
+            _run_datapath_phase(settings, datapath)
+        document["datapath_seconds"] = round(time.monotonic() - t0, 1)
+        t1 = time.monotonic()
+        document["control_plane"] = (
+            {"skipped": True} if args.skip_control_plane
+            else control_plane.run(settings, log.info)
+        )
+        document["control_plane_seconds"] = round(time.monotonic() - t1, 1)
+    except (KeyboardInterrupt, Interrupted):
+        log.error("interrupted: everything the run created has been removed; no result written")
+        return 130
+    except BenchError as e:
+        datapath.failures.append(Failure("setup", 0, "harness", str(e)))
+        log.error("%s", e)
+    document["datapath"] = datapath.to_json()
+    document["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    document["load_average_end"] = machine.load_average()
+    failures = list(datapath.failures) + control_plane.failures(document.get("control_plane"))
+
+    path = _write_json(args.out, document, started)
+    log.info("results: %s", path)
+    report.write(document, args.out / "performance.md")
+    log.info("report: %s", args.out / "performance.md")
+    if write_docs:
+        report.write(document, DOCS_PAGE)
+        log.info("docs page: %s", DOCS_PAGE)
+    if failures:
+        log.error("%d scenario(s) could not run:", len(failures))
+        for f in failures:
+            log.error("  %s", f)
+        return EXIT_FAILED_SCENARIO
+    return 0
+
+
+def _run_datapath_phase(settings: Settings, results: DatapathResults) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="lwtX-bench-"))
+    node: BenchNode | None = None
+    programs = LwtPrograms({"port-filter": {"denyTCPPorts": [DENIED_TCP_PORT]}})
+    attacher: RouteAttacher | None = None
+    bpffs: Path | None = None
+    try:
+        helpers = build_helpers(scratch)
+        bpffs = scratch / "bpffs"
+        bpffs.mkdir()
+        shell.run(["mount", "-t", "bpf", "bpf", str(bpffs)])
+        node = BenchNode()
+        attacher = RouteAttacher(node.host)
+        servers = TrafficServers(node, helpers.tcp_rr)
+        ctx = Context(node, programs, attacher, bpffs, helpers.tc_port_filter, helpers.tcp_rr)
+        run_datapath(ctx, servers, settings, results, log.info)
+    finally:
+        # Namespaces first: their routes hold the programs; then our own program fds.
+        if attacher is not None:
+            attacher.close()
+        if node is not None:
+            node.close()
+        programs.close()
+        if bpffs is not None:
+            shell.run(["umount", "-l", str(bpffs)], check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _write_json(out: Path, document: dict[str, Any], started: dt.datetime) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    text = json.dumps(document, indent=1, default=str)
+    path.write_text(text)
+    (out / "latest.json").write_text(text)
+    return path

@@ -1,0 +1,147 @@
+"""Control-plane benchmarks.
+
+- Route engine attach/swap/detach of N routes against `ip -batch` adding the same plain
+  routes: measured by the ROUTE area's benchmarks/route_bench.py (run as a child process,
+  its printed table parsed), so there is one implementation of that benchmark.
+- `ip route … encap bpf obj` per route, for a small count only: iproute2 loads the object
+  again for every route, i.e. one new BPF program per route. Thousands of programs freed at
+  once deadlocked this kernel's BPF JIT allocator (DESIGN.md §6), so the benchmark never
+  does more than `settings.obj_per_route_count` (≤ 100) of them; the rate is what matters.
+- Agent resident memory and policy-to-enforcement latency: need the node agent's standalone
+  mode (`lwt-agent run`); reported as "not yet" until that verb exists.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import shell
+from benchmarks.errors import BenchError, CommandError
+from benchmarks.settings import Settings
+from benchmarks.topology import NETNS_PREFIX
+
+REPO = Path(__file__).resolve().parent.parent
+ROUTE_BENCH = REPO / "benchmarks" / "route_bench.py"
+MAX_OBJ_PER_ROUTE = 100
+_ROW = re.compile(r"^(?P<name>.+?)\s+(?P<ms>[\d.]+) ms\s+(?P<rate>\d+) routes/s\s+ratio vs "
+                  r"ip -batch add\s+(?P<ratio>[\d.]+)$")
+
+
+def run(settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
+    return {
+        "route_engine": [_route_engine(n, settings, progress) for n in settings.route_counts],
+        "obj_per_route": _obj_per_route(settings.obj_per_route_count, progress),
+        "agent": _agent_not_yet(),
+    }
+
+
+def failures(control: dict[str, Any] | None) -> list[str]:
+    """Control-plane parts that could not run at all (not the ones that are 'not yet')."""
+    if not control or control.get("skipped"):
+        return []
+    found = [f"route engine, {r['routes']} routes: {r['error']}"
+             for r in control.get("route_engine", []) if r.get("error")]
+    if control.get("obj_per_route", {}).get("error"):
+        found.append(f"ip route encap bpf obj: {control['obj_per_route']['error']}")
+    return found
+
+
+# -- route engine vs ip -batch (ROUTE area's benchmark) ----------------------------------------
+
+def _route_engine(routes: int, settings: Settings, progress: Callable[[str], None]) -> dict:
+    rounds = 1 if settings.mode == "tiny" else 3
+    result: dict[str, Any] = {"routes": routes, "rounds": rounds, "source": "route_bench.py"}
+    if not ROUTE_BENCH.is_file():
+        result["error"] = f"{ROUTE_BENCH} is missing"
+        return result
+    argv = [sys.executable, str(ROUTE_BENCH), "--routes", str(routes), "--rounds", str(rounds)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        result["error"] = (f"route_bench.py exited {proc.returncode}: "
+                           f"{proc.stderr.strip()[-600:]}")
+        return result
+    rows = {}
+    for line in proc.stdout.splitlines():
+        m = _ROW.match(line.strip())
+        if m:
+            rows[m["name"].strip()] = {"ms": float(m["ms"]), "routes_per_s": int(m["rate"]),
+                                       "ratio_to_ip_batch_add": float(m["ratio"])}
+    if "attach" not in rows or "ip -batch add" not in rows:
+        result["error"] = f"could not read route_bench.py's table: {proc.stdout.strip()[-600:]}"
+        return result
+    result["rows"] = rows
+    progress(f"control plane, {routes} routes: " + ", ".join(
+        f"{k} {v['routes_per_s']}/s" for k, v in rows.items()))
+    return result
+
+
+# -- ip route ... encap bpf obj, one program per route -----------------------------------------
+
+def _obj_per_route(count: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    count = min(count, MAX_OBJ_PER_ROUTE)
+    result: dict[str, Any] = {"routes": count, "object": "counters.o", "hook": "out"}
+    try:
+        from lwt_policy.catalogue import CATALOGUE
+    except ImportError as e:
+        result["error"] = f"lwt_policy.catalogue is missing: {e}"
+        return result
+    builtin = CATALOGUE["counters"]
+    obj = builtin.object_path()
+    if not obj.is_file():
+        result["error"] = f"{obj} missing: run `make -C bpf`"
+        return result
+    netns = f"{NETNS_PREFIX}-{os.getpid()}-{secrets.token_hex(3)}-cp"
+    shell.run(["ip", "netns", "add", netns])
+    try:
+        shell.run(["ip", "-n", netns, "link", "add", "h0", "type", "veth", "peer", "name", "p0"])
+        shell.run(["ip", "-n", netns, "link", "set", "h0", "up"])
+        dsts = [f"10.100.{i // 250}.{i % 250 + 1}/32" for i in range(count)]
+        plain = "".join(f"route add {d} dev h0 scope link\n" for d in dsts)
+        started = time.perf_counter()
+        shell.run(["ip", "-n", netns, "-batch", "-"], input_text=plain)
+        plain_s = time.perf_counter() - started
+        shell.run(["ip", "-n", netns, "route", "flush", "dev", "h0"])
+        with_obj = "".join(
+            f"route add {d} dev h0 scope link encap bpf out obj {obj} "
+            f"section {builtin.section}\n" for d in dsts
+        )
+        started = time.perf_counter()
+        shell.run(["ip", "-n", netns, "-batch", "-"], input_text=with_obj)
+        obj_s = time.perf_counter() - started
+        loaded = shell.run(["ip", "-n", netns, "route", "show", "dev", "h0"]).stdout.count(
+            "encap bpf out")
+        if loaded != count:
+            raise BenchError(f"{loaded} of {count} routes got the program")
+        result.update(
+            plain_ip_batch_routes_per_s=round(count / plain_s),
+            obj_per_route_routes_per_s=round(count / obj_s),
+            programs_loaded=count,
+        )
+        progress(f"control plane: `ip route … encap bpf obj` {count / obj_s:.0f} routes/s "
+                 f"({count} programs loaded), plain ip -batch {count / plain_s:.0f} routes/s")
+    except (BenchError, CommandError) as e:
+        result["error"] = str(e)
+    finally:
+        shell.run(["ip", "netns", "del", netns], check=False)
+    return result
+
+
+# -- agent -------------------------------------------------------------------------------------
+
+def _agent_not_yet() -> dict[str, Any]:
+    has_run_verb = importlib.util.find_spec("lwt_agent.commands.run") is not None
+    reason = (
+        "the agent's standalone mode (`lwt-agent run`) exists but the benchmark does not "
+        "drive it yet" if has_run_verb
+        else "the node agent's standalone mode (`lwt-agent run`) does not exist yet"
+    )
+    return {"not_yet": True, "reason": reason,
+            "rss_at_routes": None, "policy_to_enforcement": None}

@@ -1,0 +1,419 @@
+"""Writes the performance page (Markdown) and its PNG plots from one run's JSON document.
+
+Everything on the page comes from the document: figures, the command, the machine facts and
+the noise measured in that run. Plots go to `<page dir>/<page stem>/`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks.results import DISPLAY_SCALE, METRICS
+
+GOAL_TCP_RATIO = 0.95  # port-filter on out: at most 5 % less TCP throughput than plain
+GOAL_RR_ADDED = 0.05  # ... and at most 5 % added request/response latency
+GOAL_SCALE_DRIFT = 0.03  # at 10,000 routes, within 3 % of the one-route figure
+GOAL_ROUTE_RATE = 1 / 3  # attach/swap at >= 1/3 of ip -batch's plain-route rate
+PLOTTED = ("tcp_bps", "udp_pps", "rr_mean_us")
+
+
+def write(doc: dict[str, Any], page: Path) -> None:
+    page.parent.mkdir(parents=True, exist_ok=True)
+    plot_dir = page.parent / page.stem
+    summaries = doc.get("datapath", {}).get("summary", [])
+    plots = _plots(summaries, plot_dir)
+    page.write_text(_markdown(doc, summaries, {k: f"{page.stem}/{v}" for k, v in plots.items()}))
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+def _get(summaries: list[dict], **want: Any) -> dict | None:
+    for s in summaries:
+        if all(s.get(k) == v for k, v in want.items()):
+            return s
+    return None
+
+
+def _ratio(s: dict | None) -> str:
+    if s is None:
+        return "-"
+    if s["rounds"] < 2:
+        return f"{s['ratio_median']:.3f}"
+    return f"{s['ratio_median']:.3f} ({s['ratio_min']:.2f}-{s['ratio_max']:.2f})"
+
+
+def _value(metric: str, v: float) -> str:
+    v *= DISPLAY_SCALE.get(metric, 1.0)
+    return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
+
+
+def _order(summaries: list[dict], phase: str) -> list[str]:
+    seen: list[str] = []
+    for s in summaries:
+        if s["phase"] == phase and s["scenario"] not in seen:
+            seen.append(s["scenario"])
+    seen.sort(key=lambda n: (n != "plain", not n.startswith(("counters", "port-filter")), n))
+    return seen
+
+
+def _paths(summaries: list[dict], phase: str) -> list[str]:
+    return list(dict.fromkeys(s["path"] for s in summaries if s["phase"] == phase))
+
+
+def _scales(summaries: list[dict]) -> list[int]:
+    return sorted({s["other_pods"] for s in summaries if s["phase"] == "scale"})
+
+
+# -- plots -------------------------------------------------------------------------------------
+
+def _plots(summaries: list[dict], plot_dir: Path) -> dict[str, str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {}
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    made: dict[str, str] = {}
+    if any(s["phase"] == "hooks" for s in summaries):
+        made["hooks"] = _plot_hooks(plt, summaries, plot_dir / "hooks.png")
+    if _scales(summaries):
+        made["scale"] = _plot_scale(plt, summaries, plot_dir / "scale.png")
+    return made
+
+
+def _plot_hooks(plt: Any, summaries: list[dict], out: Path) -> str:
+    scenarios = [n for n in _order(summaries, "hooks") if n != "plain"]
+    paths = _paths(summaries, "hooks")
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(5 * len(PLOTTED), 0.45 * len(scenarios) + 2),
+                             sharey=True)
+    width = 0.8 / max(1, len(paths))
+    for ax, metric in zip(axes, PLOTTED, strict=True):
+        title, _unit, higher_better = METRICS[metric]
+        for i, path in enumerate(paths):
+            ys, vals, lo, hi = [], [], [], []
+            for j, name in enumerate(scenarios):
+                s = _get(summaries, phase="hooks", path=path, scenario=name, metric=metric)
+                if s is None:
+                    continue
+                ys.append(j + i * width)
+                vals.append(s["ratio_median"])
+                lo.append(s["ratio_median"] - s["ratio_min"])
+                hi.append(s["ratio_max"] - s["ratio_median"])
+            ax.barh(ys, vals, height=width, xerr=[lo, hi], label=path, capsize=2)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_title(_plot_title(title, higher_better), fontsize=9)
+        ax.set_yticks([j + width * (len(paths) - 1) / 2 for j in range(len(scenarios))])
+        ax.set_yticklabels(scenarios, fontsize=8)
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out.name
+
+
+def _plot_scale(plt: Any, summaries: list[dict], out: Path) -> str:
+    scales = _scales(summaries)
+    scenarios = [n for n in _order(summaries, "scale") if n != "plain"]
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(5 * len(PLOTTED), 3.6))
+    for ax, metric in zip(axes, PLOTTED, strict=True):
+        title, _unit, higher_better = METRICS[metric]
+        for name in scenarios:
+            xs, ys, lo, hi = [], [], [], []
+            for n in scales:
+                s = _get(summaries, phase="scale", other_pods=n, scenario=name, metric=metric)
+                if s is None:
+                    continue
+                xs.append(n)
+                ys.append(s["ratio_median"])
+                lo.append(s["ratio_median"] - s["ratio_min"])
+                hi.append(s["ratio_max"] - s["ratio_median"])
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("other pods (routes / rules / set elements)")
+        ax.set_title(_plot_title(title, higher_better), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out.name
+
+
+def _plot_title(title: str, higher_better: bool) -> str:
+    return f"{title}\n(ratio to plain; {'higher' if higher_better else 'lower'} is better)"
+
+
+# -- markdown ----------------------------------------------------------------------------------
+
+def _markdown(doc: dict[str, Any], summaries: list[dict], plots: dict[str, str]) -> str:
+    m = doc.get("machine", {})
+    s = doc.get("settings", {})
+    lines = [
+        "# Performance",
+        "",
+        "<!-- Generated by `python -m benchmarks` (benchmarks/report.py) from one run's JSON; "
+        "do not edit by hand: re-run the benchmark. -->",
+        "",
+        "What a per-destination packet policy costs on the datapath when it rides on the pod's "
+        "route (LWT BPF, this project) compared with the plain route and with what one would use "
+        "otherwise (tc BPF on the pod's veth, iptables, nftables), how that cost grows with the "
+        "number of pods, and how fast the control plane changes routes. **Every datapath figure "
+        "is a ratio to the plain route measured in the same run** (same round, same path, same "
+        "number of other pods); absolute numbers from this machine mean little elsewhere.",
+        "",
+        "## The run",
+        "",
+        f"- Command: `{doc.get('command', '?')}` (mode `{s.get('mode')}`: "
+        f"{s.get('rounds')} rounds, {s.get('seconds')} s per measurement)",
+        f"- When: {doc.get('started')} → {doc.get('finished')} (datapath "
+        f"{doc.get('datapath_seconds', '?')} s, control plane "
+        f"{doc.get('control_plane_seconds', '?')} s)",
+        f"- Machine: {m.get('cpu_model')}, {m.get('cpus_online')} CPUs online, "
+        f"{m.get('memory_mb')} MB, virtualized: {m.get('virtualized')}",
+        f"- Kernel {m.get('kernel')} ({m.get('machine')}), {m.get('os')}",
+        f"- Tools: {m.get('iperf3')}; {m.get('iptables')}; {m.get('nft')}; {m.get('iproute2')}; "
+        f"{m.get('clang')}",
+        f"- Load average at start {_load(doc.get('load_average_start'))}, at end "
+        f"{_load(doc.get('load_average_end'))}",
+        "",
+        "Reproduce: `make bench` (full run, writes this page), `make bench-quick` or "
+        "`python -m benchmarks --quick` (< 5 min, writes only `benchmarks/results/`). "
+        "`make` cannot take `--quick` as a flag: `make bench ARGS=--quick` also works. Needs root "
+        "and the packages of `scripts/bootstrap.sh`.",
+        "",
+    ]
+    lines += _noise_section(doc)
+    lines += _goals_section(summaries, doc)
+    lines += _hooks_section(summaries, plots)
+    lines += _scale_section(summaries, plots)
+    lines += _control_section(doc.get("control_plane", {}))
+    lines += _failures_section(doc)
+    lines += _method_section()
+    return "\n".join(lines) + "\n"
+
+
+def _load(v: Any) -> str:
+    return " / ".join(f"{x:.2f}" for x in v) if v else "?"
+
+
+def _noise_section(doc: dict[str, Any]) -> list[str]:
+    spread = doc.get("datapath", {}).get("plain_spread", {})
+    lines = ["## How noisy the machine was", ""]
+    if not spread:
+        return [*lines, "Only one round ran, so the spread across rounds is unknown.", ""]
+    lines += [
+        "The machine has 2 cores shared with other work running at the same time (see the load "
+        "average above). The spread of the *plain route* across rounds — (max - min) / median of "
+        "the same measurement repeated — is the noise floor: a ratio closer to 1 than this "
+        "cannot be told apart from 1.",
+        "",
+        "| metric | median spread | worst spread |",
+        "|---|---|---|",
+    ]
+    for metric, v in spread.items():
+        lines.append(f"| {METRICS[metric][0]} | {v['median_spread_pct']:.1f} % | "
+                     f"{v['max_spread_pct']:.1f} % |")
+    return [*lines, ""]
+
+
+def _goals_section(summaries: list[dict], doc: dict[str, Any]) -> list[str]:
+    lines = ["## Goals (issue 7) against this run", "",
+             "| goal | figure in this run | reading |", "|---|---|---|"]
+    tcp = _get(summaries, phase="hooks", path="client-to-pod", scenario="port-filter/out",
+               metric="tcp_bps")
+    rr = _get(summaries, phase="hooks", path="client-to-pod", scenario="port-filter/out",
+              metric="rr_mean_us")
+    spread = doc.get("datapath", {}).get("plain_spread", {})
+    if tcp:
+        lines.append(f"| port-filter on out: ≤ 5 % TCP throughput cost | ratio {_ratio(tcp)} | "
+                     f"{_verdict(tcp['ratio_median'] >= GOAL_TCP_RATIO, spread, 'tcp_bps')} |")
+    if rr:
+        lines.append(f"| port-filter on out: ≤ 5 % added RR latency | ratio {_ratio(rr)} | "
+                     f"{_verdict(rr['ratio_median'] <= 1 + GOAL_RR_ADDED, spread, 'rr_mean_us')} |")
+    scales = _scales(summaries)
+    if len(scales) >= 2:
+        lo, hi = scales[0], scales[-1]
+        for metric in ("tcp_bps", "rr_mean_us"):
+            a = _get(summaries, phase="scale", other_pods=lo, scenario="port-filter/out",
+                     metric=metric)
+            b = _get(summaries, phase="scale", other_pods=hi, scenario="port-filter/out",
+                     metric=metric)
+            if a and b:
+                drift = b["ratio_median"] / a["ratio_median"] - 1
+                lines.append(
+                    f"| {hi:,} attached routes within 3 % of {lo} ({METRICS[metric][0]}) | "
+                    f"{b['ratio_median']:.3f} vs {a['ratio_median']:.3f} ({drift:+.1%}) | "
+                    f"{_verdict(abs(drift) <= GOAL_SCALE_DRIFT, spread, metric)} |")
+    for r in doc.get("control_plane", {}).get("route_engine", []):
+        rows = r.get("rows") or {}
+        for verb in ("attach", "swap"):
+            if verb in rows:
+                ratio = rows[verb]["ratio_to_ip_batch_add"]
+                verdict = "met" if ratio >= GOAL_ROUTE_RATE else "not met"
+                lines.append(f"| {verb} of {r['routes']:,} routes ≥ 1/3 of `ip -batch` rate | "
+                             f"{ratio:.2f} x | {verdict} |")
+    return [*lines, "", "Benchmarks report; they do not assert: a goal shown as not met is a "
+            "finding, not a failed build.", ""]
+
+
+def _verdict(met: bool, spread: dict, metric: str) -> str:
+    noise = spread.get(metric, {}).get("median_spread_pct")
+    suffix = f" (noise ±{noise / 2:.1f} %)" if noise is not None else ""
+    return ("met" if met else "not met") + suffix
+
+
+def _hooks_section(summaries: list[dict], plots: dict[str, str]) -> list[str]:
+    scenarios = _order(summaries, "hooks")
+    if not scenarios:
+        return []
+    lines = [
+        "## Datapath: each hook and each alternative (no other pods)", "",
+        "Median ratio to the plain route over the rounds, (min-max) across rounds. Throughput and "
+        "rates: higher is better; latency: lower is better.", "",
+    ]
+    if "hooks" in plots:
+        lines += [f"![ratios per scenario]({plots['hooks']})", ""]
+    for path in _paths(summaries, "hooks"):
+        lines += [f"### {path}", "",
+                  "| scenario | " + " | ".join(METRICS[k][0] for k in METRICS) + " |",
+                  "|---|" + "---|" * len(METRICS)]
+        for name in scenarios:
+            cells = []
+            for metric in METRICS:
+                s = _get(summaries, phase="hooks", path=path, scenario=name, metric=metric)
+                if name == "plain" and s:
+                    cells.append(f"{_value(metric, s['median'])} {METRICS[metric][1]}")
+                else:
+                    cells.append(_ratio(s))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _scale_section(summaries: list[dict], plots: dict[str, str]) -> list[str]:
+    scales = _scales(summaries)
+    if not scales:
+        return []
+    lines = [
+        "## Datapath at scale: 1 to 10,000 other pods", "",
+        "Our port-filter is one program attached to every pod route; iptables has one rule per pod "
+        "(the measured pod's rule last); nftables has one rule and a set with one element per pod. "
+        "Ratio to the plain route with the same number of other pod routes, client-to-pod path.",
+        "",
+    ]
+    if "scale" in plots:
+        lines += [f"![ratios by number of pods]({plots['scale']})", ""]
+    for metric in ("tcp_bps", "udp_pps", "rr_mean_us", "rr_p99_us"):
+        lines += [f"### {METRICS[metric][0]}", "",
+                  "| scenario | " + " | ".join(f"{n:,} other pods" for n in scales) + " |",
+                  "|---|" + "---|" * len(scales)]
+        for name in _order(summaries, "scale"):
+            cells = []
+            for n in scales:
+                s = _get(summaries, phase="scale", other_pods=n, scenario=name, metric=metric)
+                if name == "plain" and s:
+                    cells.append(f"{_value(metric, s['median'])} {METRICS[metric][1]}")
+                else:
+                    cells.append(_ratio(s))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _control_section(cp: dict[str, Any]) -> list[str]:
+    lines = ["## Control plane", ""]
+    if not cp or cp.get("skipped"):
+        return [*lines, "Not measured in this run.", ""]
+    lines += [
+        "Route changes per second in a namespace of their own, by `benchmarks/route_bench.py` "
+        "(the route engine's batched netlink, one program attached to every route) against "
+        "`ip -batch` adding the same number of plain routes in the same run; best of its rounds.",
+        "",
+        "| routes | operation | time | routes/s | ratio to `ip -batch` add |",
+        "|---|---|---|---|---|",
+    ]
+    for r in cp.get("route_engine", []):
+        if r.get("error"):
+            lines.append(f"| {r['routes']:,} | could not run: {r['error']} | | | |")
+            continue
+        for name, row in r.get("rows", {}).items():
+            lines.append(f"| {r['routes']:,} | {name} | {row['ms']:.1f} ms | "
+                         f"{row['routes_per_s']:,} | {row['ratio_to_ip_batch_add']:.2f} |")
+    obj = cp.get("obj_per_route", {})
+    lines += ["", "### `ip route … encap bpf obj`, one route at a time", ""]
+    if obj.get("error"):
+        lines.append(f"Could not run: {obj['error']}")
+    elif obj:
+        lines += [
+            f"{obj['routes']} routes added with `ip -batch` lines of the form `route add DST dev "
+            f"h0 encap bpf out obj {obj['object']} section …`: "
+            f"**{obj['obj_per_route_routes_per_s']:,} routes/s**, against "
+            f"{obj['plain_ip_batch_routes_per_s']:,} routes/s for the same plain routes. iproute2 "
+            "loads the object again for every route, so this is one new BPF program per route "
+            f"({obj['programs_loaded']} programs here). The benchmark stops at a few dozen on "
+            "purpose: loading and then freeing thousands of programs at once deadlocked this "
+            "kernel's BPF JIT allocator machine-wide (DESIGN.md §6), and iproute2 also leaks a "
+            "file descriptor per route (it fails near 10,000). The rate, not the count, is the "
+            "point: it is what an attach-by-object approach costs per route.",
+        ]
+    agent = cp.get("agent", {})
+    lines += ["", "### Agent", "", "| measurement | result |", "|---|---|"]
+    if agent.get("not_yet"):
+        why = agent.get("reason", "")
+        lines += [f"| agent RSS at 0 / 1,000 / 10,000 routes | **not yet**: {why} |",
+                  "| policy change → enforcement (standalone; API emulator) | "
+                  f"**not yet**: {why} |"]
+    else:
+        for k, v in agent.items():
+            lines.append(f"| {k} | {v} |")
+    return [*lines, ""]
+
+
+def _failures_section(doc: dict[str, Any]) -> list[str]:
+    fails = doc.get("datapath", {}).get("failures", [])
+    if not fails:
+        return []
+    lines = ["## Scenarios that could not run", ""]
+    for f in fails:
+        lines.append(f"- {f['phase']} (other pods {f['other_pods']}) {f['scenario']}: {f['error']}")
+    return [*lines, ""]
+
+
+def _method_section() -> list[str]:
+    return [
+        "## Method", "",
+        "- **Node.** Network namespaces: a client and two pods joined to a forwarding host "
+        "namespace by veth pairs, Calico style (pod `/32` on eth0, default route via "
+        "169.254.1.1, host route `POD/32 dev cali… scope link`). Our programs ride on the host "
+        "route to the measured pod; the other pods of the scale phase are `/32` routes on one "
+        "more veth. Traffic paths: *client-to-pod* (client → host, forwarded → pod) and "
+        "*pod-to-pod* (pod A → host → pod B).",
+        "- **Policy.** Every filtering scenario drops TCP to one port of the measured pod (7999) "
+        "that the benchmark traffic does not use: each packet is evaluated and passed. Before "
+        "measuring, the run proves each scenario is in place: the route shows the encap, and a "
+        "SYN to the denied port is dropped (answered for non-filtering scenarios).",
+        "- **Scenarios.** `counters/<hook>` and `port-filter/<hook>`: our built-ins loaded once by "
+        "the project's loader, configured through the catalogue's typed config, attached by the "
+        "route engine. `tc-bpf`: `benchmarks/tc_port_filter.c`, same verdict and map shape as "
+        "port-filter (without its per-destination counters and source-prefix trie) on the pod's "
+        "host-side veth, clsact egress. `iptables`: Debian's iptables (nf_tables backend), one "
+        "`FORWARD -d POD -p tcp --dport 7999 -j DROP` rule per pod. `nftables`: one forward-hook "
+        "rule `ip daddr . tcp dport @deny drop` with one set element per pod.",
+        "- **Metrics.** iperf3 TCP, one stream (throughput received); iperf3 UDP with 64-byte "
+        "payloads at unlimited rate (packets delivered per second: the per-packet cost shows "
+        "here, TCP's GSO super-packets hide it); `benchmarks/tcp_rr.c`, netperf TCP_RR's "
+        "equivalent (netperf is not in Debian): 1-byte request and answer over one connection, "
+        "transaction rate and latency percentiles.",
+        "- **Noise control.** Rounds interleave scenarios in a rotated order; every ratio divides "
+        "by the plain route of the same round; the tables give the median and the min-max of "
+        "those per-round ratios. Nothing is pinned to a CPU: there are only 2.",
+        "- **Only one program per built-in and hook** is ever loaded, whatever the number of "
+        "routes (DESIGN.md §6).",
+        "",
+    ]
+

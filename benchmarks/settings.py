@@ -1,0 +1,67 @@
+"""How much a run measures: the full run, `--quick`, and the smoke test's `--tiny`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str
+    rounds: int  # every scenario is measured once per round; rounds interleave scenarios
+    seconds: float  # length of each traffic measurement (TCP, UDP, RR each)
+    scales: tuple[int, ...]  # numbers of other pods in the scale phase
+    hook_paths: tuple[str, ...]  # traffic paths measured in the hooks phase
+    hooks: tuple[str, ...] = ("out", "in", "xmit")
+    builtins: tuple[str, ...] = ("counters", "port-filter")
+    alternatives: tuple[str, ...] = ("tc-bpf", "iptables", "nftables")
+    scale_scenarios: tuple[str, ...] = ("plain", "port-filter/out", "iptables", "nftables")
+    # control plane
+    route_counts: tuple[int, ...] = (1000, 10000)
+    obj_per_route_count: int = 50  # `ip route … encap bpf obj` loads one program per route
+    rss_route_counts: tuple[int, ...] = (0, 1000, 10000)
+    only: tuple[str, ...] = field(default_factory=tuple)  # scenario names; empty: all
+
+
+FULL = Settings(
+    mode="full",
+    rounds=5,
+    seconds=3.0,
+    scales=(1, 1000, 10000),
+    hook_paths=("client-to-pod", "pod-to-pod"),
+)
+
+QUICK = Settings(
+    mode="quick",
+    rounds=2,
+    seconds=1.0,
+    scales=(1, 1000, 10000),
+    hook_paths=("client-to-pod",),
+    obj_per_route_count=10,
+)
+
+# A few seconds of everything, for the smoke test: proves the harness runs, measures nothing.
+TINY = Settings(
+    mode="tiny",
+    rounds=1,
+    seconds=1.0,
+    scales=(10,),
+    hook_paths=("client-to-pod",),
+    hooks=("out",),
+    builtins=("port-filter",),
+    scale_scenarios=("plain", "port-filter/out", "iptables"),
+    route_counts=(100,),
+    obj_per_route_count=2,
+    rss_route_counts=(0, 100),
+)
+
+MODES = {s.mode: s for s in (FULL, QUICK, TINY)}
+
+
+def with_overrides(base: Settings, *, rounds: int | None, seconds: float | None,
+                   only: tuple[str, ...]) -> Settings:
+    return replace(
+        base,
+        rounds=rounds if rounds is not None else base.rounds,
+        seconds=seconds if seconds is not None else base.seconds,
+        only=only,
+    )
