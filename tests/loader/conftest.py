@@ -10,11 +10,13 @@ import json
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from lwt_agent.bpf import KernelError, syscall
 
 NETNS_PREFIX = "lwtL"
 
@@ -29,6 +31,20 @@ def testobj(bpf_objects: Path) -> Path:
 
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
+
+
+def program_gone(prog_id: int, timeout: float = 5.0) -> bool:
+    """True once no program has this id (the kernel frees programs after an RCU grace)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.close(syscall.prog_get_fd_by_id(prog_id))
+        except KernelError as exc:
+            if exc.errno == 2:  # ENOENT
+                return True
+            raise
+        time.sleep(0.05)
+    return False
 
 
 def host_bpf_mounts() -> list[str]:

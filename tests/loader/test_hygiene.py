@@ -2,41 +2,22 @@
 unpinned, unattached program is gone from the kernel."""
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import pytest
 from lwt_agent.bpf import (
     Hook,
-    KernelError,
     LoaderError,
     MalformedObjectError,
     ObjectSpec,
     UnsupportedFeatureError,
     VerifierError,
-    syscall,
 )
 from lwt_policy.catalogue import CATALOGUE, builtin_object_dir
 
-from .conftest import open_fds
+from .conftest import open_fds, program_gone
 
 pytestmark = pytest.mark.kernel
-
-
-def _gone(prog_id: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            fd = syscall.prog_get_fd_by_id(prog_id)
-        except KernelError as exc:
-            if exc.errno == 2:  # ENOENT
-                return True
-            raise
-        else:
-            os.close(fd)
-        time.sleep(0.05)
-    return False
 
 
 def test_no_fd_leaks_on_success_and_error_paths(testobj: Path, tmp_path: Path) -> None:
@@ -61,4 +42,4 @@ def test_no_fd_leaks_on_success_and_error_paths(testobj: Path, tmp_path: Path) -
     with pytest.raises(MalformedObjectError):
         ObjectSpec.from_file(truncated)
     assert open_fds() == before
-    assert _gone(prog_id), f"program {prog_id} still loaded after close()"
+    assert program_gone(prog_id), f"program {prog_id} still loaded after close()"
