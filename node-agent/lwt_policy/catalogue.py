@@ -267,9 +267,11 @@ ENCAP = BuiltinProgram(
     description="Pushes an outer IPv4/IPv6 header (IP-in-IP, or UDP over IPv4) toward a "
     "remote and re-routes the packet by its new destination (BPF_LWT_REROUTE).",
     notes=(
-        "TCP GSO packets with an IPv4 IP-in-IP outer header are refused by "
-        "bpf_lwt_push_encap (EPROTONOSUPPORT) on this kernel and counted as errors; "
-        "mode udp or an IPv6 outer header handles them.",
+        "mode ipip with an IPv4 inner packet (protocol 4): bpf_lwt_push_encap refuses "
+        "TCP GSO packets (EPROTONOSUPPORT, net/core/lwt_bpf.c handle_gso_encap), so "
+        "locally generated TCP is dropped and counted as errors; mode udp handles GSO.",
+        "The outer header is sent without DF: packets that no longer fit the outer MTU "
+        "are fragmented. Lower the pod MTU by the overhead (20/28/40 bytes) to avoid it.",
         "Unconfigured (no enc_config entry written) it drops: sending traffic "
         "unencapsulated could leak it onto the wrong network.",
     ),

@@ -219,6 +219,13 @@ def _ipv4_outer(frame: bytes) -> tuple[int, str, str, bytes]:
     return ip[9], socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20]), ip[ihl:]
 
 
+def _ipv4_checksum_ok(header: bytes) -> bool:
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
 def _to_remote(node: Node, frame: bytes) -> bool:
     """An IP packet addressed to the remote (not ARP/ND/MLD chatter of the link)."""
     if ethertype(frame) == 0x0800:
@@ -251,6 +258,8 @@ def test_encap_pushes_outer_headers_on_the_wire(node: Node, attacher) -> None:
     sync_config("encap", {"remote": node.REMOTE4, "source": node.HOST_R4}, maps)
     got = [_ipv4_outer(f) for f in _encapsulated(node, node.POD4, 5)]
     assert len(got) == 5
+    for f in _encapsulated(node, node.POD4, 2):
+        assert _ipv4_checksum_ok(f[14:34]), "outer IPv4 header checksum"
     for proto, src, dst, inner in got:
         assert (proto, src, dst) == (4, node.HOST_R4, node.REMOTE4)
         assert inner[0] == 0x45 and socket.inet_ntoa(inner[16:20]) == node.POD4
@@ -281,7 +290,21 @@ def test_encap_pushes_outer_headers_on_the_wire(node: Node, attacher) -> None:
             assert socket.inet_ntop(socket.AF_INET6, ip6[24:40]) == node.REMOTE6
             assert struct.unpack_from("!H", ip6, 4)[0] == inner_len
     stats = read_program_counters("encap", maps)
-    assert stats["packets"] == 5 + 4 + 3 + 3 and stats["errors"] == 0
+    assert stats["packets"] == 5 + 2 + 4 + 3 + 3 and stats["errors"] == 0
+
+
+def test_encap_on_the_input_hook_reroutes_forwarded_traffic(node: Node, attacher) -> None:
+    """On `in` the kernel routes the encapsulated packet as if it had arrived that way
+    (ip_route_input), so the outer source must not be a local address: use the client's."""
+    attacher.route_add(node, node.host, f"{node.POD4}/32", node.POD_DEV, {"in": "encap"})
+    maps = attacher.maps("encap")
+    sync_config("encap", {"remote": node.REMOTE4, "source": node.CLIENT4}, maps)
+    got = [_ipv4_outer(f) for f in _encapsulated(node, node.POD4, 4)]
+    assert len(got) == 4
+    for proto, src, dst, inner in got:
+        assert (proto, src, dst) == (4, node.CLIENT4, node.REMOTE4)
+        assert socket.inet_ntoa(inner[16:20]) == node.POD4
+    assert read_program_counters("encap", maps)["packets"] == 4
 
 
 # --- drop-all ------------------------------------------------------------------------------
