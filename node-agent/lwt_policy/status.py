@@ -8,10 +8,11 @@ status schema in tests/policy.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lwt_policy.errors import Problem, problems_text
 from lwt_policy.model import PolicyRef
 from lwt_policy.targets import DesiredState
 
@@ -145,6 +146,15 @@ def ready_condition(nodes: Mapping[str, Mapping[str, Any]], generation: int,
     return {"type": "Ready", "status": status, "observedGeneration": generation,
             "lastTransitionTime": rfc3339(now or dt.datetime.now(dt.UTC)),
             "reason": reason, "message": message}
+
+
+def invalid_condition(problems: Sequence[Problem], generation: int,
+                      now: dt.datetime | None = None) -> dict[str, Any]:
+    """The Ready=False condition of a policy refused by validation (no node acts on it)."""
+    return {"type": "Ready", "status": "False", "observedGeneration": generation,
+            "lastTransitionTime": rfc3339(now or dt.datetime.now(dt.UTC)),
+            "reason": "InvalidSpec",
+            "message": _bounded_head(problems_text(problems), MAX_MESSAGE)}
 
 
 def policy_status(nodes: Mapping[str, Mapping[str, Any]], generation: int,

@@ -15,6 +15,7 @@ from lwt_policy.status import (
     ProgramStatus,
     bounded_tail,
     conflicts_from_desired,
+    invalid_condition,
     node_status,
     node_status_patch,
     policy_status,
@@ -110,6 +111,19 @@ def test_summary_and_whole_status() -> None:
     all_ready = policy_status({"node-a": nodes["node-a"]}, 3, NOW)
     assert all_ready["conditions"][0]["status"] == "True"
     assert policy_status({}, 3, NOW)["conditions"][0]["status"] == "Unknown"
+
+
+def test_invalid_condition() -> None:
+    from lwt_policy.model import validate_policy
+
+    from tests.policy.conftest import base_policy
+
+    obj = base_policy()
+    obj["spec"]["hooks"]["out"]["program"]["builtin"] = "nope"
+    condition = invalid_condition(validate_policy(obj), 3, NOW)
+    assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
+    assert condition["message"].startswith("spec.hooks.out.program.builtin: unknown builtin")
+    assert_valid_status({"conditions": [condition]})
 
 
 @pytest.mark.parametrize("bad", [
