@@ -365,7 +365,7 @@ def spec_schema() -> dict[str, Any]:
 def condition_schema() -> dict[str, Any]:
     """metav1.Condition, as Kubernetes publishes it."""
     return _object(
-        "One aspect of the policy's state (Ready, Degraded, Progressing).",
+        "One aspect of the policy's state (Accepted, Ready, Degraded, Progressing).",
         {
             "type": _string("Condition type.", maxLength=316),
             "status": _string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
@@ -454,7 +454,7 @@ def status_schema() -> dict[str, Any]:
             ),
             "conditions": {
                 "type": "array",
-                "description": "Ready, Degraded and Progressing conditions.",
+                "description": "Accepted, Ready, Degraded and Progressing conditions (operator-owned).",
                 "maxItems": 16,
                 "items": condition_schema(),
                 "x-kubernetes-list-type": "map",
