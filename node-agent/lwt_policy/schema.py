@@ -454,7 +454,8 @@ def status_schema() -> dict[str, Any]:
             ),
             "conditions": {
                 "type": "array",
-                "description": "Accepted, Ready, Degraded and Progressing conditions (operator-owned).",
+                "description": "Accepted, Ready, Degraded and Progressing conditions "
+                "(operator-owned).",
                 "maxItems": 16,
                 "items": condition_schema(),
                 "x-kubernetes-list-type": "map",
