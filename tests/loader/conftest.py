@@ -53,6 +53,10 @@ def host_bpf_mounts() -> list[str]:
             if line.split()[2] == "bpf"]
 
 
+# The host's bpffs mounts before any loader test ran: iproute2 must not add to them.
+HOST_BPF_MOUNTS_AT_START = host_bpf_mounts()
+
+
 @dataclass
 class ReferenceLoad:
     returncode: int
