@@ -4,8 +4,8 @@ This is what the API server does on create/update, reproduced so the agent (stan
 where there is no API server) and the operator (which also sees objects created before a CRD
 upgrade) apply exactly the rules the CRD declares:
 
-1. `apply_defaults`: structural defaulting (a property's `default` fills it when absent and its
-   parent object is present);
+1. `apply_defaults`: nulls of non-nullable fields are dropped, then structural defaulting (a
+   property's `default` fills it when absent and its parent object is present);
 2. `schema_problems`: the openAPIV3Schema, with unknown fields reported the way
    `kubectl apply` (field validation Strict, the default since Kubernetes 1.27) reports them;
 3. `cel_problems`: every `x-kubernetes-validations` rule, evaluated with cel-python on the
@@ -53,6 +53,11 @@ def apply_defaults(obj: Any, node: dict[str, Any]) -> Any:
 
 def _default_in_place(value: Any, node: dict[str, Any]) -> None:
     if isinstance(value, dict):
+        # The API server prunes nulls of non-nullable fields before defaulting
+        # ("Defaulting and Nullable" in the CRD docs): `nodeSelector: null` means absent.
+        for name, sub in node.get("properties", {}).items():
+            if name in value and value[name] is None and not sub.get("nullable"):
+                del value[name]
         for name, sub in node.get("properties", {}).items():
             if name not in value and "default" in sub:
                 value[name] = copy.deepcopy(sub["default"])

@@ -214,6 +214,19 @@ def test_defaults_are_applied_like_the_api_server() -> None:
     assert "status" not in defaulted
 
 
+def test_nulls_of_non_nullable_fields_are_pruned_like_the_api_server() -> None:
+    obj = base_policy()
+    obj["spec"].update(nodeSelector=None, priority=None, failurePolicy=None)
+    obj["spec"]["hooks"]["out"]["config"] = None
+    assert validate_policy(obj) == []
+    defaulted = apply_defaults(obj, schema.root_schema())
+    assert "nodeSelector" not in defaulted["spec"]
+    assert defaulted["spec"]["priority"] == schema.DEFAULT_PRIORITY
+    assert "config" not in defaulted["spec"]["hooks"]["out"]
+    status = {"nodes": {"n": {"lastError": None}}}  # nullable: kept
+    assert apply_defaults(status, schema.status_schema()) == status
+
+
 def test_not_a_mapping() -> None:
     problems = validate_policy(["not", "a", "policy"])  # type: ignore[arg-type]
     assert problems[0].rule == "schema:type"
