@@ -1,7 +1,113 @@
-"""lwt-operator command line."""
+"""lwt-operator command line.
+
+Exit codes: 0 stopped cleanly, 1 the operator failed at run time, 2 bad usage or settings.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
 import sys
+from pathlib import Path
+
+from lwt_operator.config import OperatorConfig, Timings
+from lwt_operator.errors import ConfigError, SettingsError
+from lwt_operator.settings import AgentSettings
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+              "error": logging.ERROR}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    default_namespace = os.environ.get("POD_NAMESPACE") or "lwt-system"
+    parser = argparse.ArgumentParser(
+        prog="lwt-operator",
+        description=(
+            "Kubernetes operator of lwt-operator: validates LwtRoutePolicy objects, keeps the "
+            "lwt-agent DaemonSet as its settings describe, holds a finalizer on each policy until "
+            "every node has detached it, and aggregates the nodes' reports into conditions."
+        ),
+    )
+    parser.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
+                        help="kubeconfig file (default: $KUBECONFIG, else the in-cluster "
+                             "service account, else ~/.kube/config)")
+    parser.add_argument("--agent-config", type=Path, default=None, metavar="FILE",
+                        help="agent DaemonSet settings (YAML; the chart mounts "
+                             "/etc/lwt-operator/agent.yaml); default: built-in defaults")
+    parser.add_argument("--namespace", default=default_namespace,
+                        help="namespace of the agent DaemonSet (default: $POD_NAMESPACE, else "
+                             "%(default)s)")
+    parser.add_argument("--agent-daemonset", default="lwt-agent", metavar="NAME",
+                        help="name of the agent DaemonSet (default: %(default)s)")
+    parser.add_argument("--admin-namespace", default=None, metavar="NAMESPACE",
+                        help="namespace whose policies may target node pod subnets "
+                             "(default: the --namespace value)")
+    parser.add_argument("--finalizer-timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="after this long, a deleting policy's Ready condition names the "
+                             "nodes still holding its finalizer (default: %(default)g)")
+    peering = parser.add_mutually_exclusive_group()
+    peering.add_argument("--peering", metavar="NAME",
+                         help="kopf ClusterKopfPeering object shared by replicas: one replica "
+                              "works, the others stand by (needs kopf's peering CRD)")
+    peering.add_argument("--standalone", action="store_true",
+                         help="run without peering (a single replica; the default)")
+    parser.add_argument("--priority", type=int, default=0,
+                        help="peering priority of this replica (default: %(default)s)")
+    parser.add_argument("--health-port", type=int, default=None, metavar="PORT",
+                        help="serve /healthz on this port")
+    parser.add_argument("--resync", type=float, default=30.0, metavar="SECONDS",
+                        help="re-check every policy and the DaemonSet this often "
+                             "(default: %(default)g)")
+    parser.add_argument("--log-level", choices=sorted(LOG_LEVELS), default="info")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    agent = AgentSettings.from_file(args.agent_config) if args.agent_config else AgentSettings()
+    if args.finalizer_timeout <= 0:
+        raise ConfigError("--finalizer-timeout must be positive")
+    if args.resync <= 0:
+        raise ConfigError("--resync must be positive")
+    return OperatorConfig(
+        agent=agent,
+        kubeconfig=args.kubeconfig,
+        namespace=args.namespace,
+        admin_namespace=args.admin_namespace or args.namespace,
+        daemonset_name=args.agent_daemonset,
+        finalizer_timeout=args.finalizer_timeout,
+        peering=args.peering,
+        standalone=args.peering is None,
+        priority=args.priority,
+        health_port=args.health_port,
+        timings=Timings(resync=args.resync),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("lwt-operator: not yet", file=sys.stderr)
-    return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=LOG_LEVELS[args.log_level],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        config = config_from_args(args)
+    except (SettingsError, ConfigError) as exc:
+        print(f"lwt-operator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from lwt_operator.runner import run_operator  # kopf is imported only to run
+
+    try:
+        asyncio.run(run_operator(config))
+    except ConfigError as exc:
+        print(f"lwt-operator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

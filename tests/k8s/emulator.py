@@ -728,6 +728,12 @@ class EmulatedApiServer:
             await self._unlisten()
             if self.emulator is not None:
                 await self.emulator.__aexit__(None, None, None)
+            # Watch streams still waiting for changes: end them before the loop goes.
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
         try:
             self.call(shutdown)

@@ -1,0 +1,87 @@
+"""What the operator and the node agents agree on through the API (no kopf, no I/O here).
+
+The accepted-generation handshake
+---------------------------------
+An agent acts on a policy only when the operator has accepted the policy's *current* spec:
+
+    status.conditions[type=Accepted].status == "True"
+    and that condition's observedGeneration == metadata.generation
+
+(`is_accepted(obj)` below). While the operator has not judged a new generation yet, an agent
+changes nothing for that policy: what it attached for the previous accepted generation stays.
+When the operator rejects a generation (Accepted=False, reason InvalidSpec, plus Ready=False
+and a Warning Event), agents attach nothing for it and detach what they had for the policy.
+A policy being deleted (`metadata.deletionTimestamp` set) is detached by every agent whatever
+its Accepted condition says (deletion bumps metadata.generation, so the condition lags).
+
+Per-node entries (written by agents, read by the operator)
+---------------------------------------------------------
+Each agent writes only `status.nodes.<its node name>` with a JSON merge patch to the `/status`
+subresource; the fields are declared in the CRD (lwt_policy.schema): observedGeneration, routes
+(targeted), attachedRoutes, programs, conflicts, lastError {message, verifierLog} or null,
+detached, lastUpdateTime. When a policy is being deleted, an agent detaches everything of it
+and then writes `detached: true` into its entry; the operator's finalizer waits for that from
+every node that still exists. The operator removes entries of nodes that no longer exist.
+
+The operator owns `status.conditions` (Accepted, Ready, Degraded, Progressing),
+`status.summary` and `status.observedGeneration`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+GROUP = "lwt.dev"
+VERSION = "v1alpha1"
+PLURAL = "lwtroutepolicies"
+
+FINALIZER = "lwt.dev/nodes-detached"
+ANNOTATION_PREFIX = "lwt.dev"  # kopf's progress and diff-base annotations
+
+ACCEPTED = "Accepted"
+READY = "Ready"
+DEGRADED = "Degraded"
+PROGRESSING = "Progressing"
+CONDITION_TYPES = (ACCEPTED, READY, DEGRADED, PROGRESSING)
+
+# Reasons (CamelCase, as Kubernetes conditions use them).
+VALID = "Valid"
+INVALID_SPEC = "InvalidSpec"
+ALL_NODES_READY = "AllNodesReady"
+NODES_NOT_READY = "NodesNotReady"
+NO_NODES = "NoMatchingNodes"
+NODE_ERRORS = "NodeErrors"
+NO_ERRORS = "NoErrors"
+ROLLING_OUT = "RollingOut"
+ROLLED_OUT = "RolledOut"
+DELETING = "Deleting"
+FINALIZER_TIMEOUT = "FinalizerTimeout"
+
+
+def find_condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == type_:
+            return condition
+    return None
+
+
+def is_accepted(obj: Mapping[str, Any]) -> bool:
+    """True when the operator accepted this policy's current generation (agents may act)."""
+    condition = find_condition(obj, ACCEPTED)
+    generation = (obj.get("metadata") or {}).get("generation")
+    return bool(
+        condition
+        and condition.get("status") == "True"
+        and condition.get("observedGeneration") == generation
+    )
+
+
+def is_rejected(obj: Mapping[str, Any]) -> bool:
+    """True when the operator rejected the current generation (agents detach the policy)."""
+    condition = find_condition(obj, ACCEPTED)
+    generation = (obj.get("metadata") or {}).get("generation")
+    return bool(
+        condition
+        and condition.get("status") == "False"
+        and condition.get("observedGeneration") == generation
+    )

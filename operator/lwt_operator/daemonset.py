@@ -1,0 +1,168 @@
+"""The agent DaemonSet: built from the settings, compared with what the cluster has.
+
+Pure functions; `keeper.py` does the API calls. The DaemonSet gives the agent what it needs and
+nothing more: the host network (it changes the node's routes), the host's bpffs (pins outlive
+agent restarts, so an upgrade detaches nothing), the capabilities from the settings (default
+BPF and NET_ADMIN) with every other capability dropped, and no privileged mode. The node name
+comes from the downward API (NODE_NAME); the agent serves /healthz and /readyz on its metrics
+port, which the probes use.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from lwt_operator.settings import AgentSettings
+
+DEFAULT_NAME = "lwt-agent"
+SETTINGS_HASH_ANNOTATION = "lwt.dev/agent-settings-hash"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "lwt-operator"}
+SELECTOR_LABELS = {"app.kubernetes.io/name": "lwt-agent", "app.kubernetes.io/component": "agent"}
+
+
+def selector_labels(settings: AgentSettings) -> dict[str, str]:
+    """The pod selector: the chart's podLabels when given (its metrics Service selects by them),
+    else our own. A DaemonSet's selector is immutable: a change means delete and re-create."""
+    return dict(settings.podLabels) or dict(SELECTOR_LABELS)
+
+
+def settings_hash(settings: AgentSettings, namespace: str, admin_namespace: str) -> str:
+    data = json.dumps([repr(settings), namespace, admin_namespace], sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def build_daemonset(
+    settings: AgentSettings, *, name: str, namespace: str, admin_namespace: str
+) -> dict[str, Any]:
+    selector = selector_labels(settings)
+    labels = {**SELECTOR_LABELS, **MANAGED_BY}
+    pod_labels = {**SELECTOR_LABELS, **selector}
+    bpffs = settings.bpffsPath
+    port = settings.metricsPort
+
+    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": period,
+                "timeoutSeconds": 5, "failureThreshold": failures}
+
+    container: dict[str, Any] = {
+        "name": "agent",
+        "image": settings.image,
+        "imagePullPolicy": settings.imagePullPolicy,
+        "command": ["lwt-agent"],
+        "args": ["run"],
+        "env": [
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE",
+             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "LWT_ADMIN_NAMESPACE", "value": admin_namespace},
+            {"name": "LWT_METRICS_PORT", "value": str(port)},
+            {"name": "LWT_BPFFS", "value": bpffs},
+            {"name": "LWT_LOG_LEVEL", "value": settings.logLevel},
+        ],
+        "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
+        "livenessProbe": probe("/healthz", 20, 3),
+        "readinessProbe": probe("/readyz", 10, 3),
+        "startupProbe": probe("/healthz", 5, 24),
+        "resources": dict(settings.resources),
+        "securityContext": {
+            "privileged": False,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsUser": 0,  # bpf(2) and netlink need root with the capabilities below
+            "capabilities": {"add": list(settings.capabilities), "drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            # HostToContainer: Bidirectional is refused for unprivileged containers, and pins
+            # the agent makes land in the host's bpffs anyway (it is the same filesystem).
+            {"name": "bpffs", "mountPath": bpffs, "mountPropagation": "HostToContainer"},
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        "hostNetwork": True,
+        "dnsPolicy": "ClusterFirstWithHostNet",
+        "serviceAccountName": settings.serviceAccountName,
+        "automountServiceAccountToken": True,
+        "terminationGracePeriodSeconds": 30,
+        "tolerations": [dict(t) for t in settings.tolerations],
+        "nodeSelector": dict(settings.nodeSelector),
+        "containers": [container],
+        "volumes": [{"name": "bpffs", "hostPath": {"path": bpffs, "type": "Directory"}}],
+    }
+    if settings.affinity:
+        pod_spec["affinity"] = dict(settings.affinity)
+    if settings.priorityClassName:
+        pod_spec["priorityClassName"] = settings.priorityClassName
+    if settings.imagePullSecrets:
+        pod_spec["imagePullSecrets"] = [dict(s) for s in settings.imagePullSecrets]
+
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {
+                SETTINGS_HASH_ANNOTATION: settings_hash(settings, namespace, admin_namespace),
+            },
+        },
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "updateStrategy": dict(settings.updateStrategy),
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def drift(desired: Any, actual: Any, path: str = "") -> list[str]:
+    """Paths where `actual` does not carry what `desired` says.
+
+    Dicts: every desired key must be in actual with a matching value; keys only actual has are
+    fine (the API server fills defaults, `kubectl rollout restart` adds an annotation). Lists must
+    match element by element and in length (an added container or env var is drift)."""
+    if isinstance(desired, Mapping):
+        if not isinstance(actual, Mapping):
+            return [path or "."]
+        found: list[str] = []
+        for key, value in desired.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in actual:
+                if value not in ({}, [], "", None):
+                    found.append(sub)
+                continue
+            found += drift(value, actual[key], sub)
+        return found
+    if isinstance(desired, list):
+        if not isinstance(actual, list) or len(actual) != len(desired):
+            return [path]
+        found = []
+        for index, (want, have) in enumerate(zip(desired, actual, strict=True)):
+            found += drift(want, have, f"{path}[{index}]")
+        return found
+    return [] if desired == actual else [path]
+
+
+def daemonset_drift(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
+    """What differs in the parts the operator owns: labels, its annotation, and the spec."""
+    owned = {
+        "metadata": {"labels": desired["metadata"]["labels"],
+                     "annotations": desired["metadata"]["annotations"]},
+        "spec": desired["spec"],
+    }
+    return drift(owned, actual)
+
+
+def selector_changed(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
+    return bool(desired["spec"]["selector"] != (actual.get("spec") or {}).get("selector"))
+
+
+def repair_patch(desired: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch that puts the owned parts back (lists are replaced whole)."""
+    return {
+        "metadata": {"labels": desired["metadata"]["labels"],
+                     "annotations": desired["metadata"]["annotations"]},
+        "spec": desired["spec"],
+    }

@@ -1,0 +1,141 @@
+"""The kopf handlers: short and declarative; the decisions live in the pure modules.
+
+- every policy event and a periodic timer: judge the spec (validation.py), aggregate the node
+  entries (status.py) and write conditions/summary/observedGeneration when they differ; prune
+  entries of nodes that no longer exist; a Warning Event when a generation is rejected;
+- deletion: the finalizer stays until every existing node reports `detached`
+  (kopf retries the handler every `finalizer_poll` seconds and removes the finalizer when it
+  returns);
+- nodes are indexed (labels, taints) to know which nodes exist and which should report.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+import kopf
+import kubernetes.client
+
+from lwt_operator import contract
+from lwt_operator.config import OperatorConfig
+from lwt_operator.status import DesiredStatus, NodeInfo, desired_status, status_patch
+from lwt_operator.validation import Verdict, judge
+
+POLICIES = (contract.GROUP, contract.VERSION, contract.PLURAL)
+
+
+def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
+    timings = config.timings
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = contract.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=contract.ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=contract.ANNOTATION_PREFIX, key="last-handled-configuration")
+    settings.posting.level = logging.WARNING  # Events for warnings and errors only
+    settings.watching.server_timeout = timings.watch_server_timeout
+    settings.watching.client_timeout = timings.watch_client_timeout
+    settings.watching.connect_timeout = timings.connect_timeout
+    settings.networking.connect_timeout = timings.connect_timeout
+    settings.networking.request_timeout = timings.request_timeout
+    settings.networking.error_backoffs = list(timings.error_backoffs)
+    settings.batching.idle_timeout = timings.batch_idle
+    settings.batching.batch_window = timings.batch_window
+    settings.batching.exit_timeout = 2.0
+    settings.peering.clusterwide = True
+    settings.peering.standalone = config.standalone
+    settings.peering.mandatory = not config.standalone
+    if config.peering:
+        settings.peering.name = config.peering
+    settings.peering.priority = config.priority
+    return settings
+
+
+def connection_info(configuration: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
+    if configuration.refresh_api_key_hook is not None:
+        configuration.refresh_api_key_hook(configuration)  # in-cluster tokens rotate
+    auth = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
+    scheme, token = None, None
+    if auth:
+        scheme, _, token = auth.partition(" ") if " " in auth else ("Bearer", "", auth)
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+def _nodes(index: kopf.Index[str, NodeInfo]) -> dict[str, NodeInfo]:
+    return {name: next(iter(store)) for name, store in index.items()}
+
+
+def build_registry(
+    config: OperatorConfig, configuration: kubernetes.client.Configuration
+) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    verdicts: dict[tuple[str, int], Verdict] = {}  # by (uid, generation): a spec is judged once
+
+    def verdict_for(body: kopf.Body) -> Verdict:
+        key = (body.metadata.uid or "", int(body.metadata.get("generation") or 0))
+        if key not in verdicts:
+            if len(verdicts) > 10000:
+                verdicts.clear()
+            verdicts[key] = judge(body, admin_namespace=config.admin_namespace)
+        return verdicts[key]
+
+    def reconcile(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
+                  logger: Any) -> DesiredStatus:
+        now = datetime.datetime.now(tz=datetime.UTC)
+        verdict = verdict_for(body)
+        desired = desired_status(body, verdict, _nodes(nodes), config.agent, now=now,
+                                 finalizer_timeout=config.finalizer_timeout)
+        changes = status_patch(body, desired, now)
+        if changes:
+            for key, value in changes.items():
+                patch.status[key] = value
+        if not verdict.accepted and not contract.is_rejected(body) and not body.meta.get(
+                "deletionTimestamp"):
+            kopf.warn(body, reason=contract.INVALID_SPEC, message=verdict.message)
+            logger.warning("rejected generation %s: %s", verdict.generation, verdict.message)
+        if desired.prune:
+            logger.info("pruned entries of nodes that no longer exist: %s",
+                        ", ".join(sorted(desired.prune)))
+        return desired
+
+    @kopf.on.login(id="login", registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(configuration)
+
+    @kopf.index("v1", "nodes", id="nodes", registry=registry)
+    def nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeInfo]:
+        return {name: NodeInfo.from_node(body)}
+
+    @kopf.on.event(*POLICIES, id="status", registry=registry)
+    def policy_changed(type: str | None, body: kopf.Body, patch: kopf.Patch,
+                       nodes: kopf.Index[str, NodeInfo], logger: Any, **_: Any) -> None:
+        if type == "DELETED":
+            return
+        reconcile(body, patch, nodes, logger)
+
+    @kopf.timer(*POLICIES, id="resync", interval=config.timings.resync, registry=registry)
+    def policy_resync(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
+                      logger: Any, **_: Any) -> None:
+        # Level-triggered: nodes that appear, disappear or change labels affect every policy.
+        reconcile(body, patch, nodes, logger)
+
+    @kopf.on.delete(*POLICIES, id="detach", registry=registry)
+    def policy_deleted(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
+                       logger: Any, **_: Any) -> None:
+        desired = reconcile(body, patch, nodes, logger)
+        if desired.holding:
+            raise kopf.TemporaryError(
+                f"waiting for nodes {', '.join(sorted(desired.holding))} to report detached",
+                delay=config.timings.finalizer_poll)
+
+    return registry
+

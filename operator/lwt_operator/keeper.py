@@ -1,0 +1,74 @@
+"""Keeps the agent DaemonSet as the settings describe it: creates it, repairs drift, re-creates
+it after a deletion.
+
+Runs in a thread of its own next to kopf: kopf's watches are cluster-wide for policies, while
+the DaemonSet lives in one namespace and the operator's RBAC for it is a namespaced Role; a
+namespaced watch on that one DaemonSet (field selector on its name) plus a periodic re-check
+(the watch's server timeout) covers deletion, drift and missed events alike.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from lwt_operator import daemonset
+from lwt_operator.errors import ApiError
+from lwt_operator.kube import Kube
+
+log = logging.getLogger(__name__)
+
+
+class DaemonSetKeeper:
+    def __init__(self, kube: Kube, desired: Mapping[str, Any], *, resync: float = 30,
+                 retry: float = 2) -> None:
+        self.kube = kube
+        self.desired = desired
+        self.name = desired["metadata"]["name"]
+        self.namespace = desired["metadata"]["namespace"]
+        self.resync = resync
+        self.retry = retry
+        self.collection = f"/apis/apps/v1/namespaces/{self.namespace}/daemonsets"
+        self.path = f"{self.collection}/{self.name}"
+
+    def ensure(self) -> str:
+        """Bring the DaemonSet to the desired state; says what it did."""
+        try:
+            actual = self.kube.get(self.path)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            self.kube.create(self.collection, dict(self.desired))
+            log.info("created DaemonSet %s/%s", self.namespace, self.name)
+            return "created"
+        if daemonset.selector_changed(self.desired, actual):
+            # spec.selector is immutable: the only way to a new one is delete and re-create.
+            self.kube.delete(self.path)
+            self.kube.create(self.collection, dict(self.desired))
+            log.warning("re-created DaemonSet %s/%s: its pod selector changed",
+                        self.namespace, self.name)
+            return "recreated"
+        drifted = daemonset.daemonset_drift(self.desired, actual)
+        if not drifted:
+            return "unchanged"
+        self.kube.merge_patch(self.path, daemonset.repair_patch(self.desired))
+        log.warning("repaired DaemonSet %s/%s; drifted fields: %s", self.namespace, self.name,
+                    ", ".join(drifted[:10]))
+        return "repaired"
+
+    def run(self, stop: threading.Event) -> None:
+        """ensure(), then watch the DaemonSet and ensure() again on every change, until stopped."""
+        while not stop.is_set():
+            try:
+                self.ensure()
+                for _event in self.kube.watch(self.collection,
+                                              field_selector=f"metadata.name={self.name}",
+                                              timeout=max(1, int(self.resync))):
+                    if stop.is_set():
+                        return
+                    self.ensure()
+            except ApiError as exc:
+                log.warning("agent DaemonSet %s/%s: %s; retrying in %gs",
+                            self.namespace, self.name, exc, self.retry)
+                stop.wait(self.retry)

@@ -1,0 +1,284 @@
+"""Aggregating the agents' per-node entries into conditions and a summary (pure).
+
+Inputs: the policy object (metadata.generation, deletionTimestamp, status.nodes, the current
+conditions), the operator's verdict on the spec, the cluster's nodes, and the agent settings
+(which nodes run an agent). Output: the status the operator should write, plus the node entries
+to prune. Nothing here talks to the API.
+
+Which nodes count. A node *should* carry the policy when it matches spec.nodeSelector and an
+agent runs there (the agent DaemonSet's nodeSelector, and its tolerations against the node's
+NoSchedule/NoExecute taints; affinity is not evaluated). A node *reports* when it has an entry
+that is not `detached`. `summary.nodes` counts both (expected or reporting, existing nodes only),
+so `nodesReady` reads 1/2 while the second node has not reported yet.
+
+An entry is ready when it describes the current generation, has no lastError, is not detached,
+and has every targeted route attached (routes lost to a higher-priority policy, listed under
+`conflicts`, do not count against it).
+"""
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lwt_policy.selectors import LabelSelector
+
+from lwt_operator import contract
+from lwt_operator.settings import AgentSettings
+from lwt_operator.validation import Verdict
+
+MAX_LISTED_NODES = 10
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def from_node(cls, node: Mapping[str, Any]) -> NodeInfo:
+        return cls(
+            labels=dict((node.get("metadata") or {}).get("labels") or {}),
+            taints=tuple((node.get("spec") or {}).get("taints") or ()),
+        )
+
+
+def tolerates(tolerations: Iterable[Mapping[str, Any]], taint: Mapping[str, Any]) -> bool:
+    """Kubernetes' toleration matching (k8s.io/api/core/v1 Toleration.ToleratesTaint)."""
+    for toleration in tolerations:
+        effect = toleration.get("effect") or ""
+        if effect and effect != taint.get("effect"):
+            continue
+        key = toleration.get("key") or ""
+        operator = toleration.get("operator") or "Equal"
+        if operator == "Exists":
+            if not key or key == taint.get("key"):
+                return True
+        elif key == taint.get("key") and (toleration.get("value") or "") == (
+            taint.get("value") or ""
+        ):
+            return True
+    return False
+
+
+def runs_agent(node: NodeInfo, agent: AgentSettings) -> bool:
+    if any(node.labels.get(k) != v for k, v in agent.nodeSelector.items()):
+        return False
+    return all(
+        tolerates(agent.tolerations, taint)
+        for taint in node.taints
+        if taint.get("effect") in ("NoSchedule", "NoExecute")
+    )
+
+
+def expected_nodes(
+    obj: Mapping[str, Any], nodes: Mapping[str, NodeInfo], agent: AgentSettings
+) -> set[str]:
+    selector = LabelSelector.from_dict((obj.get("spec") or {}).get("nodeSelector"))
+    return {
+        name for name, info in nodes.items()
+        if runs_agent(info, agent) and selector.matches(info.labels)
+    }
+
+
+def entry_problem(entry: Mapping[str, Any], generation: int) -> str | None:
+    """Why a node entry is not ready for `generation` (None when it is)."""
+    if entry.get("detached"):
+        return "detached"
+    observed = entry.get("observedGeneration")
+    if observed != generation:
+        return f"at generation {observed}, not {generation}"
+    error = entry.get("lastError")
+    if error:
+        message = error.get("message") if isinstance(error, Mapping) else str(error)
+        return f"error: {message}"
+    lost = sum(int(c.get("routes") or 0) for c in entry.get("conflicts") or ())
+    targeted = int(entry.get("routes") or 0)
+    attached = int(entry.get("attachedRoutes") or 0)
+    if attached + lost < targeted:
+        return f"{attached}/{targeted} routes attached"
+    return None
+
+
+def _names(names: Iterable[str]) -> str:
+    ordered = sorted(names)
+    shown = ", ".join(ordered[:MAX_LISTED_NODES])
+    more = len(ordered) - MAX_LISTED_NODES
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _timestamp(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def format_time(when: datetime.datetime) -> str:
+    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class DesiredStatus:
+    conditions: tuple[Condition, ...]
+    summary: Mapping[str, Any]
+    observed_generation: int
+    prune: frozenset[str]  # entries of nodes that no longer exist
+    holding: frozenset[str]  # while deleting: existing nodes that have not detached yet
+
+
+def finalizer_holders(obj: Mapping[str, Any], nodes: Mapping[str, NodeInfo]) -> set[str]:
+    """Existing nodes whose entry does not report `detached` (the finalizer waits for them)."""
+    entries = (obj.get("status") or {}).get("nodes") or {}
+    return {
+        name for name, entry in entries.items()
+        if name in nodes and not (entry or {}).get("detached")
+    }
+
+
+def desired_status(
+    obj: Mapping[str, Any],
+    verdict: Verdict,
+    nodes: Mapping[str, NodeInfo],
+    agent: AgentSettings,
+    *,
+    now: datetime.datetime,
+    finalizer_timeout: float,
+) -> DesiredStatus:
+    meta = obj.get("metadata") or {}
+    generation = int(meta.get("generation") or 0)
+    entries: Mapping[str, Any] = (obj.get("status") or {}).get("nodes") or {}
+    prune = frozenset(name for name in entries if name not in nodes)
+    live = {name: entry or {} for name, entry in entries.items() if name in nodes}
+    reporting = {name for name, entry in live.items() if not entry.get("detached")}
+    expected = expected_nodes(obj, nodes, agent)
+    counted = expected | reporting
+    not_ready = {
+        name: entry_problem(live[name], generation) if name in live else "no report yet"
+        for name in counted
+    }
+    not_ready = {name: why for name, why in not_ready.items() if why}
+    ready = counted - set(not_ready)
+    errors = {name: why for name, why in not_ready.items() if why.startswith("error:")}
+    behind = {name for name, why in not_ready.items() if not why.startswith("error:")}
+    summary = {
+        "nodes": len(counted),
+        "readyNodes": len(ready),
+        "nodesReady": f"{len(ready)}/{len(counted)}",
+        "routes": sum(int(live[n].get("routes") or 0) for n in reporting),
+        "attachedRoutes": sum(int(live[n].get("attachedRoutes") or 0) for n in reporting),
+    }
+    accepted = Condition(contract.ACCEPTED, verdict.accepted, verdict.reason, verdict.message)
+    holding = frozenset(finalizer_holders(obj, nodes))
+
+    def detail(names: Iterable[str]) -> str:
+        return "; ".join(f"{n}: {not_ready[n]}" for n in sorted(names)[:MAX_LISTED_NODES])
+
+    deletion = _timestamp(meta.get("deletionTimestamp"))
+    if deletion is not None:
+        waited = (now - deletion).total_seconds()
+        if not holding:
+            ready_c = Condition(contract.READY, False, contract.DELETING,
+                                "every node has detached; the finalizer is being released")
+        elif waited >= finalizer_timeout:
+            ready_c = Condition(
+                contract.READY, False, contract.FINALIZER_TIMEOUT,
+                f"nodes {_names(holding)} have not reported detached within "
+                f"{finalizer_timeout:g}s and hold finalizer {contract.FINALIZER}; check the "
+                f"lwt-agent pods on those nodes (or, if they will never come back, delete the "
+                f"Node objects)")
+        else:
+            ready_c = Condition(contract.READY, False, contract.DELETING,
+                                f"waiting for nodes {_names(holding)} to detach")
+        progressing = Condition(contract.PROGRESSING, True, contract.DELETING,
+                                f"detaching from {len(holding)} node(s)")
+        degraded = Condition(contract.DEGRADED, bool(errors),
+                             contract.NODE_ERRORS if errors else contract.NO_ERRORS,
+                             detail(errors) if errors else "no node reports an error")
+    elif not verdict.accepted:
+        ready_c = Condition(contract.READY, False, contract.INVALID_SPEC, verdict.message)
+        progressing = Condition(contract.PROGRESSING, False, contract.INVALID_SPEC,
+                                "no node acts on a rejected generation")
+        degraded = Condition(contract.DEGRADED, False, contract.INVALID_SPEC,
+                             "the spec is invalid; see the Accepted condition")
+    else:
+        if not counted:
+            ready_c = Condition(contract.READY, False, contract.NO_NODES,
+                                "no node matches spec.nodeSelector and runs the agent")
+        elif not not_ready:
+            ready_c = Condition(
+                contract.READY, True, contract.ALL_NODES_READY,
+                f"{len(ready)}/{len(counted)} nodes attached {summary['attachedRoutes']} "
+                f"route(s) at generation {generation}")
+        else:
+            ready_c = Condition(
+                contract.READY, False, contract.NODES_NOT_READY,
+                f"{len(ready)}/{len(counted)} nodes ready; {detail(not_ready)}")
+        degraded = Condition(contract.DEGRADED, bool(errors),
+                             contract.NODE_ERRORS if errors else contract.NO_ERRORS,
+                             detail(errors) if errors else "no node reports an error")
+        progressing = Condition(
+            contract.PROGRESSING, bool(behind),
+            contract.ROLLING_OUT if behind else contract.ROLLED_OUT,
+            f"waiting for {_names(behind)} to apply generation {generation}" if behind
+            else f"every node applied generation {generation}")
+    return DesiredStatus(
+        conditions=(accepted, ready_c, degraded, progressing),
+        summary=summary,
+        observed_generation=generation,
+        prune=prune,
+        holding=holding,
+    )
+
+
+def render_conditions(
+    desired: Iterable[Condition],
+    current: Iterable[Mapping[str, Any]],
+    generation: int,
+    now: datetime.datetime,
+) -> list[dict[str, Any]]:
+    """Conditions as stored: lastTransitionTime kept unless the status flips. Conditions of other
+    types (someone else's) are kept as they are."""
+    previous = {c.get("type"): c for c in current}
+    out = []
+    for condition in desired:
+        status = "True" if condition.status else "False"
+        before = previous.pop(condition.type, None)
+        changed = before is None or before.get("status") != status
+        out.append({
+            "type": condition.type,
+            "status": status,
+            "observedGeneration": generation,
+            "lastTransitionTime": format_time(now) if changed else before["lastTransitionTime"],
+            "reason": condition.reason,
+            "message": condition.message,
+        })
+    out += [dict(c) for c in previous.values()]
+    return out
+
+
+def status_patch(
+    obj: Mapping[str, Any], desired: DesiredStatus, now: datetime.datetime
+) -> dict[str, Any]:
+    """The merge patch for .status that brings it to `desired` ({} when it is there already)."""
+    status = obj.get("status") or {}
+    conditions = render_conditions(desired.conditions, status.get("conditions") or [],
+                                   desired.observed_generation, now)
+    patch: dict[str, Any] = {}
+    if conditions != list(status.get("conditions") or []):
+        patch["conditions"] = conditions
+    if dict(desired.summary) != status.get("summary"):
+        patch["summary"] = dict(desired.summary)
+    if desired.observed_generation != status.get("observedGeneration"):
+        patch["observedGeneration"] = desired.observed_generation
+    if desired.prune:
+        patch["nodes"] = {name: None for name in sorted(desired.prune)}
+    return patch

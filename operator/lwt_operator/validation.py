@@ -1,0 +1,49 @@
+"""Judging a policy's spec with the same model code the agents use (lwt_policy).
+
+The operator validates what the API server cannot (the schema and CEL rules again, for objects
+stored before a CRD upgrade; then built-in exists and allows the hook, config fits the program's
+maps, podSubnets only in the admin namespace) and turns the verdict into the Accepted condition
+the agents wait for (see contract.py).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lwt_policy.errors import Problem
+from lwt_policy.model import validate_policy
+
+from lwt_operator import contract
+
+MAX_MESSAGE = 4000  # conditions allow 32 KiB; an Event's message is cut at 1 KiB by kubectl
+
+
+@dataclass(frozen=True)
+class Verdict:
+    generation: int
+    problems: tuple[Problem, ...]
+
+    @property
+    def accepted(self) -> bool:
+        return not self.problems
+
+    @property
+    def message(self) -> str:
+        if self.accepted:
+            return f"generation {self.generation} is valid"
+        text = "; ".join(f"{p.path or '<object>'}: {p.message}" for p in self.problems)
+        return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+    @property
+    def reason(self) -> str:
+        return contract.VALID if self.accepted else contract.INVALID_SPEC
+
+
+def judge(obj: Mapping[str, Any], *, admin_namespace: str) -> Verdict:
+    """Validate the policy's identity and spec (status is the agents' and operator's output,
+    not something to judge)."""
+    subject = {k: v for k, v in obj.items() if k != "status"}
+    generation = int((obj.get("metadata") or {}).get("generation") or 0)
+    problems = validate_policy(subject, admin_namespace=admin_namespace)
+    return Verdict(generation, tuple(problems))
