@@ -5,6 +5,8 @@ from ipaddress import ip_network
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lwt_policy.model import BuiltinSource, ConfigMapSource, LwtRoutePolicy, PolicyRef, parse_policy
 from lwt_policy.targets import PodRef, desired_attachments, node_pod_cidrs, pod_prefixes
 
@@ -263,3 +265,63 @@ def test_scale_thousand_pods_stays_fast() -> None:
     assert len(state.attachments) == 1000
     assert len(state.losers) == 4000
     assert elapsed < 2.0, f"targeting 1000 pods x 5 policies took {elapsed:.2f}s"
+
+
+# --- properties over random clusters ---------------------------------------------------------
+
+
+LABEL_VALUES = ["a", "b", "c"]
+HOOK_SETS = [("out",), ("in",), ("in", "out"), ("xmit",)]
+
+
+@st.composite
+def clusters(draw: st.DrawFn):
+    pods = []
+    for i in range(draw(st.integers(0, 12))):
+        pods.append(pod(f"p{i}", [f"10.244.1.{i + 1}"] + ([f"fd00::{i + 1}"] if i % 3 else []),
+                        node=draw(st.sampled_from([NODE, "node-b"])),
+                        labels={"app": draw(st.sampled_from(LABEL_VALUES))},
+                        phase=draw(st.sampled_from(["Running", "Running", "Pending"]))))
+    policies = []
+    for i in range(draw(st.integers(0, 6))):
+        hooks = {h: {"program": {"builtin": "counters"}}
+                 for h in draw(st.sampled_from(HOOK_SETS))}
+        if draw(st.booleans()):
+            selector: dict[str, Any] = {"matchLabels": {"app": draw(st.sampled_from(LABEL_VALUES))}}
+        else:
+            selector = {"matchExpressions": [{"key": "app", "operator": "NotIn",
+                                              "values": [draw(st.sampled_from(LABEL_VALUES))]}]}
+        policies.append(policy(f"pol{i}", hooks=hooks, selector=selector,
+                               priority=draw(st.sampled_from([10, 100, 100, 500]))))
+    return policies, pods
+
+
+@settings(max_examples=150, deadline=None)
+@given(clusters())
+def test_every_contested_hook_has_exactly_the_strongest_winner(cluster) -> None:
+    policies, pods = cluster
+    state = desired(policies, pods)
+    by_ref = {p.ref: p for p in policies}
+    running_here = [p for p in pods if p["spec"]["nodeName"] == NODE
+                    and p["status"]["phase"] == "Running"]
+    for prefix, hooks in state.attachments.items():
+        owner = next(p for p in running_here if prefix in pod_prefixes(p))
+        labels = owner["metadata"]["labels"]
+        for hook, attachment in hooks.items():
+            contenders = [p for p in policies if hook in p.spec.hooks
+                          and p.spec.pod_selector.matches(labels)]
+            best = min(contenders, key=lambda p: (p.spec.priority, p.ref))
+            assert attachment.policy == best.ref
+            losers = {x.policy for x in state.losers
+                      if x.destination == prefix and x.hook == hook}
+            assert losers == {p.ref for p in contenders} - {best.ref}
+    # Nothing else is attached: every attached prefix belongs to a Running pod of this node.
+    here = {pfx for p in running_here for pfx in pod_prefixes(p)}
+    assert set(state.attachments) <= here
+    # Every pod IP matched by some policy is attached on each hook some matching policy has.
+    for p in running_here:
+        for pfx in pod_prefixes(p):
+            wanted = {h for pol in policies if pol.spec.pod_selector.matches(
+                p["metadata"]["labels"]) for h in pol.spec.hooks}
+            assert set(state.attachments.get(pfx, {})) == wanted
+    assert all(loser.policy in by_ref for loser in state.losers)
