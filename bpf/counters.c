@@ -22,6 +22,9 @@ struct {
 	__uint(max_entries, LWT_MAX_DESTINATIONS);
 	__type(key, struct lwt_addr);
 	__type(value, struct cnt_value);
+	/* allocated on first use: a preallocated per-CPU table costs
+	 * max_entries x value x CPUs even for a handful of pods */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cnt_stats SEC(".maps");
 

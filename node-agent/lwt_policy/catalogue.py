@@ -68,6 +68,7 @@ class MapSpec:
     value_size: int
     max_entries: int
     role: MapRole
+    flags: int = 0  # map_flags, e.g. BPF_F_NO_PREALLOC
     pinned: bool = True
     description: str = ""
 
@@ -114,6 +115,7 @@ PORT_SET_MAX = 1024           # pf_ports max_entries
 SOURCE_PREFIX_MAX = 1024      # pf_srcs max_entries
 SAMPLER_MAX_SNAP = 128        # SMP_MAX_SNAP
 SAMPLER_RING_BYTES = 256 * 1024
+BPF_F_NO_PREALLOC = 1  # per-destination tables: memory grows with the destinations seen
 
 _PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 
@@ -136,7 +138,7 @@ COUNTERS = BuiltinProgram(
     hooks=frozenset({"in", "out", "xmit"}),
     maps=(
         MapSpec("cnt_stats", "percpu_hash", ADDR_KEY_SIZE, 16 + 8 * HIST_BUCKETS,
-                MAX_DESTINATIONS, MapRole.COUNTERS,
+                MAX_DESTINATIONS, MapRole.COUNTERS, flags=BPF_F_NO_PREALLOC,
                 description="per destination: packets, bytes, log2 length histogram"),
         MapSpec("cnt_errors", "percpu_array", 4, 8, 2, MapRole.COUNTERS,
                 description="[0] non-IP packets, [1] destination table full"),
@@ -161,9 +163,10 @@ PORT_FILTER = BuiltinProgram(
         MapSpec("pf_ports", "hash", 4, 1, PORT_SET_MAX, MapRole.CONFIG,
                 description="denied {port (host order) u16, IPPROTO u8, pad u8}"),
         MapSpec("pf_srcs", "lpm_trie", 20, 1, SOURCE_PREFIX_MAX, MapRole.CONFIG,
+                flags=BPF_F_NO_PREALLOC,
                 description="denied source prefixes {prefixlen u32, IPv6/IPv4-mapped addr}"),
         MapSpec("pf_stats", "percpu_hash", ADDR_KEY_SIZE, 32, MAX_DESTINATIONS,
-                MapRole.COUNTERS,
+                MapRole.COUNTERS, flags=BPF_F_NO_PREALLOC,
                 description="per destination: passed packets/bytes, dropped packets/bytes"),
     ),
     config_schema={
@@ -285,7 +288,8 @@ DROP_ALL = BuiltinProgram(
     hooks=frozenset({"in", "out", "xmit"}),
     maps=(
         MapSpec("drop_stats", "percpu_hash", ADDR_KEY_SIZE, 16, MAX_DESTINATIONS,
-                MapRole.COUNTERS, description="per destination: dropped packets, bytes"),
+                MapRole.COUNTERS, flags=BPF_F_NO_PREALLOC,
+                description="per destination: dropped packets, bytes"),
     ),
     config_schema={
         "type": "object",

@@ -119,6 +119,9 @@ def validate_config(name: str, config: Mapping[str, Any] | None) -> dict[str, An
     Raises ProgramConfigError naming the first offending field (the deepest, most specific
     schema error)."""
     program = _builtin_or_error(name)
+    if config is not None and not isinstance(config, Mapping):
+        raise ProgramConfigError(name, "config",
+                                 f"must be an object (a mapping), got {type(config).__name__}")
     data = dict(config or {})
     validator = jsonschema.Draft202012Validator(program.config_schema)
     errors = sorted(validator.iter_errors(data),
@@ -277,8 +280,8 @@ def sync_config(builtin_name: str, config: Mapping[str, Any] | None,
 
 def check_map_layout(builtin_name: str, maps: Mapping[str, Any]) -> None:
     """Compares the catalogue's maps for a built-in with `maps` (name -> object with
-    .key_size .value_size, optionally .type and .max_entries, as read back from the kernel).
-    Raises MapLayoutError listing every difference."""
+    .key_size .value_size, optionally .type .max_entries .flags, as read back from the
+    kernel). Raises MapLayoutError listing every difference."""
     program = get_builtin(builtin_name)
     differences: list[str] = []
     for spec in program.maps:
@@ -288,9 +291,10 @@ def check_map_layout(builtin_name: str, maps: Mapping[str, Any]) -> None:
                                f"{', '.join(sorted(maps)) or 'no maps'})")
             continue
         for attr, want in (("key_size", spec.key_size), ("value_size", spec.value_size),
-                           ("type", spec.type_id), ("max_entries", spec.max_entries)):
+                           ("type", spec.type_id), ("max_entries", spec.max_entries),
+                           ("flags", spec.flags)):
             got = getattr(actual, attr, None)
-            if attr in ("type", "max_entries") and got is None:
+            if attr in ("type", "max_entries", "flags") and got is None:
                 continue
             got_int = int(got.value) if hasattr(got, "value") else got
             if got_int != want:

@@ -64,7 +64,10 @@ def _btf_maps(obj: Path) -> dict[str, dict[str, int]]:
                 if name in members:
                     ptr = types[members[name]["type_id"]]
                     fields[f"{name}_size"] = size_of(ptr["type_id"])
-            for name in ("max_entries", "type"):
+            fields["map_flags"] = 0
+            for name in ("max_entries", "type", "map_flags"):
+                if name not in members:
+                    continue
                 # __uint(name, N) is `int (*name)[N]`: the array's nr_elems
                 arr = types[types[members[name]["type_id"]]["type_id"]]
                 fields[name] = int(arr["nr_elems"])
@@ -81,6 +84,7 @@ def test_catalogue_matches_object_btf(name: str, builtin_objects: Path) -> None:
         got = maps[spec.name]
         assert got["type"] == spec.type_id, spec.name
         assert got["max_entries"] == spec.max_entries, spec.name
+        assert got["map_flags"] == spec.flags, spec.name
         assert got.get("key_size", 0) == spec.key_size, spec.name
         assert got.get("value_size", 0) == spec.value_size, spec.name
 
@@ -147,6 +151,7 @@ def test_encap_encoding() -> None:
     ("encap", {"remote": "10.0.0.2", "source": "10.0.0.1", "ttl": 0}, "config.ttl",
      "minimum"),
     ("nope", {}, "program.builtin", "unknown built-in"),
+    ("sampler", [1], "config", "must be an object"),
 ])
 def test_bad_config_names_the_field(builtin: str, config: dict, field: str,
                                     words: str) -> None:
@@ -164,20 +169,23 @@ def test_too_many_ports_for_the_map() -> None:
 
 
 class _FakeInfo:
-    def __init__(self, key_size: int, value_size: int, type_: int | None = None) -> None:
+    def __init__(self, key_size: int, value_size: int, type_: int | None = None,
+                 flags: int | None = None) -> None:
         self.key_size, self.value_size, self.type = key_size, value_size, type_
+        self.flags = flags
 
 
 def test_check_map_layout_reports_each_difference() -> None:
     good = {m.name: _FakeInfo(m.key_size, m.value_size, m.type_id)
             for m in CATALOGUE["port-filter"].maps}
     check_map_layout("port-filter", good)
-    bad = dict(good, pf_stats=_FakeInfo(16, 24, 5))
+    bad = dict(good, pf_stats=_FakeInfo(16, 24, 5, 0))
     del bad["pf_srcs"]
     with pytest.raises(MapLayoutError) as info:
         check_map_layout("port-filter", bad)
     text = str(info.value)
     assert "pf_stats.value_size is 24, expected 32" in text
+    assert "pf_stats.flags is 0, expected 1" in text
     assert "map pf_srcs missing" in text
     assert "make -C bpf" in text
 
