@@ -1,6 +1,7 @@
 """Renders the chart the way a user does (scripts/helm.py) and indexes what came out."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -9,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lwt_operator import cli as operator_cli
+from lwt_operator.config import OperatorConfig
+from lwt_operator.daemonset import build_daemonset
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "lwt-operator"
@@ -16,6 +20,7 @@ HELM_PY = REPO / "scripts" / "helm.py"
 VALUES_FULL = Path(__file__).resolve().parent / "values-full.yaml"
 RELEASE = "lwt"
 NAMESPACE = "lwt-system"
+AGENT_CONFIG_MOUNT = "/etc/lwt-operator/agent.yaml"
 
 # The value sets every chart test runs with: the defaults and everything switched on.
 VALUE_SETS: dict[str, Path | None] = {"default": None, "full": VALUES_FULL}
@@ -47,6 +52,37 @@ class Rendered:
         config_map = self.one("ConfigMap", "-agent-config")
         settings: dict[str, Any] = yaml.safe_load(config_map["data"]["agent.yaml"])
         return settings
+
+    def operator_config(self, tmp_dir: Path) -> OperatorConfig:
+        """What the real operator makes of the chart: its own command-line parser fed the
+        Deployment's args (agent.yaml written where the mount would put it) and env."""
+        pod = self.one("Deployment")["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        agent_yaml = tmp_dir / "agent.yaml"
+        agent_yaml.write_text(self.one("ConfigMap", "-agent-config")["data"]["agent.yaml"])
+        args = [
+            arg.replace(f"={AGENT_CONFIG_MOUNT}", f"={agent_yaml}") for arg in container["args"]
+        ]
+        assert args != container["args"], f"the operator is not given {AGENT_CONFIG_MOUNT}"
+        env = {e["name"]: e for e in container["env"]}
+        # POD_NAMESPACE comes from the downward API: the release namespace.
+        assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+        previous = os.environ.get("POD_NAMESPACE")
+        os.environ["POD_NAMESPACE"] = NAMESPACE
+        try:
+            parsed = operator_cli.build_parser().parse_args(args)
+        finally:
+            if previous is None:
+                del os.environ["POD_NAMESPACE"]
+            else:
+                os.environ["POD_NAMESPACE"] = previous
+        return operator_cli.config_from_args(parsed)
+
+    def agent_daemonset(self, tmp_dir: Path) -> dict[str, Any]:
+        """The agent DaemonSet exactly as the operator would create it from this release."""
+        config = self.operator_config(tmp_dir)
+        return build_daemonset(config.agent, name=config.daemonset_name,
+                               namespace=config.namespace, admin_namespace=config.admin_namespace)
 
 
 @cache

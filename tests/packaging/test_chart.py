@@ -70,8 +70,8 @@ def test_template_renders_every_expected_kind(value_set: str) -> None:
     kinds = sorted({doc["kind"] for doc in rendered.documents})
     expected = {
         "ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
-        "CustomResourceDefinition", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding",
-        "Service", "ServiceAccount",
+        "CustomResourceDefinition", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Role",
+        "RoleBinding", "Service", "ServiceAccount",
     }
     if value_set == "full":
         expected.add("ServiceMonitor")
@@ -218,7 +218,8 @@ def documented_capabilities() -> set[str]:
 @value_sets
 def test_agent_capabilities_are_exactly_the_documented_set(value_set: str) -> None:
     settings = render(value_set).agent_settings()
-    assert set(settings["capabilities"]) == documented_capabilities() == {"BPF", "NET_ADMIN"}
+    documented = documented_capabilities()
+    assert set(settings["capabilities"]) == documented == {"BPF", "NET_ADMIN", "PERFMON"}
     assert len(settings["capabilities"]) == len(set(settings["capabilities"]))
 
 
@@ -289,3 +290,47 @@ def test_full_values_exercise_every_top_level_key() -> None:
     full = yaml.safe_load(VALUES_FULL.read_text())
     untested = set(schema["properties"]) - set(full) - {"global", "nameOverride"}
     assert not untested, f"values-full.yaml leaves out {sorted(untested)}"
+
+
+@value_sets
+def test_the_operator_accepts_the_charts_args_and_agent_settings(
+    value_set: str, tmp_path: Path
+) -> None:
+    rendered = render(value_set)
+    config = rendered.operator_config(tmp_path)
+    deployment = rendered.one("Deployment")
+    assert config.namespace == NAMESPACE
+    assert config.daemonset_name.endswith("-agent")
+    assert config.standalone is False and config.peering == rendered.one(
+        "ClusterKopfPeering")["metadata"]["name"]
+    health = deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]
+    assert config.health_port == health["containerPort"]
+    assert list(config.agent.capabilities) == rendered.agent_settings()["capabilities"]
+
+
+@value_sets
+def test_agent_daemonset_the_operator_builds_is_valid_and_least_privilege(
+    value_set: str, tmp_path: Path
+) -> None:
+    rendered = render(value_set)
+    daemonset = rendered.agent_daemonset(tmp_path)
+    kubernetes_validate.validate(daemonset, KUBERNETES_VERSION, strict=True)
+    settings = rendered.agent_settings()
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert pod["serviceAccountName"] == settings["serviceAccountName"]
+    assert not pod.get("hostPID") and not pod.get("hostIPC")
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert not context.get("privileged")
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    assert set(context["capabilities"]["add"]) == documented_capabilities()
+    # The only host path is the bpffs.
+    host_paths = [v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v]
+    assert host_paths == [settings["bpffsPath"]]
+    # The metrics Service selects exactly these pods, on the port they listen on.
+    service = rendered.one("Service", "-agent-metrics")
+    pod_labels = daemonset["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert container["ports"][0]["containerPort"] == service["spec"]["ports"][0]["targetPort"]
