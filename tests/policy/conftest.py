@@ -5,8 +5,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 ADMIN_NS = "lwt-system"
@@ -23,11 +21,6 @@ _BASE: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-def policy() -> dict[str, Any]:
-    """A valid policy; each test mutates its own copy."""
-    return copy.deepcopy(_BASE)
-
-
 def base_policy() -> dict[str, Any]:
+    """A valid policy; each caller mutates its own copy."""
     return copy.deepcopy(_BASE)
