@@ -72,9 +72,20 @@ class IpRoute2:
         self._next_host = 10
 
     def load(self, obj: Path, section: str, hook: str, function: str) -> ReferenceLoad:
+        """Add one route whose encap loads `section`; the kernel's entry for the program it
+        created is the one new program with that name and type. Other engineers' tests may
+        load a same-named program at the same moment: then it is ambiguous and we retry
+        with a fresh route (iproute2's program is always among the new ones)."""
+        for _attempt in range(4):
+            ref = self._load_once(obj, section, hook, function)
+            if ref.returncode != 0 or len(ref.programs) <= 1:
+                return ref
+        return ref
+
+    def _load_once(self, obj: Path, section: str, hook: str, function: str) -> ReferenceLoad:
         before = {p["id"] for p in bpftool_programs()}
         self._next_host += 1
-        addr = f"10.77.0.{self._next_host}/32"
+        addr = f"10.77.{self._next_host // 250}.{self._next_host % 250 + 2}/32"
         # iproute2 (libbpf) wants a bpffs at /sys/fs/bpf: give it a fresh one in a mount
         # namespace of its own, so neither the host nor this process ever sees its pins.
         script = ('mount -t bpf bpf /sys/fs/bpf && exec ip -n "$0" route add "$1" dev v0 '
