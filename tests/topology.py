@@ -148,7 +148,8 @@ def icmp_echo(src_ns: str, dst: str, count: int = 1, timeout: float = 1.0) -> in
             body = struct.pack("!BBHHH", kind, 0, 0, ident, seq) + b"lwt-topology"
             if not v6:  # the kernel fills ICMPv6 checksums itself
                 body = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
-            sock.sendto(body, (dst, 0))
+            with contextlib.suppress(OSError):  # EPERM: an `out` program dropped it
+                sock.sendto(body, (dst, 0))
         deadline = time.monotonic() + timeout
         while len(answered) < count and (left := deadline - time.monotonic()) > 0:
             sock.settimeout(left)

@@ -1,0 +1,129 @@
+"""The attach/detach/status verbs with the real loader and built-ins, and the failure policy."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from lwt_agent.bpf import Hook, ObjectSpec
+from lwt_agent.route import (
+    FailurePolicy,
+    FailurePolicyError,
+    ProgramRef,
+    RouteEngine,
+    RouteIntent,
+    Unavailable,
+    apply_failure_policy,
+    labels,
+)
+from lwt_agent.route.model import Destination
+from lwt_policy.catalogue import CATALOGUE
+
+from tests.route.programs import TestPrograms
+from tests.topology import Node, drain_udp, route_dump
+
+pytestmark = pytest.mark.kernel
+
+
+def agent(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lwt_agent.cli", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def status(netns: str) -> dict[str, Any]:
+    proc = agent("status", "--netns", netns, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return {r["dst"]: r for r in json.loads(proc.stdout)["routes"]}
+
+
+def test_cli_attach_status_detach_with_port_filter(node: Node) -> None:
+    pod = node.pods[0]
+    before = route_dump(node.host)
+    listeners = [node.tcp_listen(pod.ns, pod.ipv4, port) for port in (8080, 8081)]
+    receiver = node.udp_receiver(pod.ns, pod.ipv4, 8081)
+    sender = node.udp_sender(node.host, pod.ipv4)
+    try:
+        proc = agent("attach", "--dst", pod.ipv4, "--hook", "out", "--builtin", "port-filter",
+                     "--config", '{"denyTCPPorts": [8080]}', "--netns", node.host, "--json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        attached = json.loads(proc.stdout)
+        assert attached["ok"] and attached["counts"]["attach"] == 1
+        # The CLI process is gone; the route holds the program.
+        assert not node.tcp_connects(node.host, pod.ipv4, 8080, timeout=0.5)
+        assert node.tcp_connects(node.host, pod.ipv4, 8081)
+
+        (hook,) = status(node.host)[f"{pod.ipv4}/32"]["hooks"]
+        assert hook["label"] == attached["label"] and hook["ours"]
+        assert hook["prog_id"] == attached["prog_id"] and hook["tag"] == attached["tag"]
+        assert hook["counters"]["builtin"] == "port-filter"
+        assert hook["counters"]["droppedPackets"] >= 1  # the SYN(s) to 8080
+        seen = hook["counters"]["packets"]
+        for _ in range(7):
+            sender.sendto(b"z", (pod.ipv4, 8081))
+        time.sleep(0.1)
+        assert len(drain_udp(receiver)) == 7
+        (hook,) = status(node.host)[f"{pod.ipv4}/32"]["hooks"]
+        assert hook["counters"]["packets"] - seen == 7
+
+        proc = agent("detach", "--dst", pod.ipv4, "--netns", node.host)
+        assert proc.returncode == 0, proc.stderr
+        assert route_dump(node.host) == before
+        assert node.tcp_connects(node.host, pod.ipv4, 8080)
+        assert status(node.host) == {}
+    finally:
+        sender.close()
+        receiver.close()
+        for sock in listeners:
+            sock.close()
+
+
+def test_cli_refusals_exit_codes(node: Node) -> None:
+    pod = node.pods[0]
+    before = route_dump(node.host)
+    cases = [
+        (["--dst", "10.99.0.1", "--hook", "out", "--builtin", "drop-all"], 2, "no route"),
+        (["--dst", pod.ipv4, "--hook", "xmit", "--builtin", "drop-all", "--headroom", "257"],
+         2, "outside 0..256"),
+        (["--dst", pod.ipv4, "--hook", "out", "--builtin", "nope"], 2, "unknown built-in"),
+        (["--dst", pod.ipv4, "--hook", "out", "--object", "x.o"], 2, "needs --section"),
+    ]
+    for args, code, text in cases:
+        proc = agent("attach", *args, "--netns", node.host)
+        assert proc.returncode == code, (args, proc.stderr)
+        assert text in proc.stderr
+    proc = agent("attach", "--dst", pod.ipv4, "--hook", "out", "--builtin", "drop-all",
+                 "--netns", "lwtR-none")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    assert route_dump(node.host) == before
+
+
+def test_failure_policy(node: Node, programs: TestPrograms) -> None:
+    pod, other = node.pods
+    drop_all = CATALOGUE["drop-all"]
+    fallback = ObjectSpec.from_file(drop_all.object_path()).load(drop_all.section, Hook.OUT)
+    try:
+        fallback_ref = ProgramRef(
+            fallback.fd, labels.program_label("fallback", "out", fallback.tag, fallback.id))
+        broken = {"out": Unavailable("verifier rejected the policy's program")}
+        with pytest.raises(FailurePolicyError, match="drop-all"):
+            apply_failure_policy(broken, FailurePolicy.FAIL_CLOSED, {})
+        open_hooks = apply_failure_policy(broken, FailurePolicy.FAIL_OPEN, {})
+        closed_hooks = apply_failure_policy(
+            broken, FailurePolicy.FAIL_CLOSED, {"out": fallback_ref})
+        with RouteEngine(node.host) as engine:
+            result = engine.reconcile(
+                [RouteIntent(Destination.of(pod.ipv4), open_hooks),
+                 RouteIntent(Destination.of(other.ipv4), closed_hooks)],
+                owners={"shop/web", "fallback"},
+            )
+            assert result.counts["attach"] == 1 and not result.failures
+            routes = {str(r.dst): r for r in engine.routes({4})}
+        assert routes[f"{pod.ipv4}/32"].encap_type is None  # FailOpen: stays plain
+        assert routes[f"{other.ipv4}/32"].encap_labels == {"out": fallback_ref.label}
+        assert node.ping(node.host, pod.ipv4)
+        assert not node.ping(node.host, other.ipv4, timeout=0.5)
+    finally:
+        fallback.close()
