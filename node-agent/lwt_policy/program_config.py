@@ -398,3 +398,14 @@ def read_program_counters(builtin_name: str, maps: Mapping[str, MapLike]) -> dic
     if names is None:  # counters: one u64 per array slot
         return {name: slot(i, 1)[0] for i, name in enumerate(("notIP", "tableFull"))}
     return dict(zip(names, slot(0, len(names)), strict=True))
+
+
+def counters_status(builtin_name: str, maps: Mapping[str, MapLike]) -> dict[str, Any]:
+    """Everything a built-in counts, JSON-ready, for status, metrics and `lwt-agent status`:
+    {"destinations": {address: {...}}, "program": {...}} (either part may be empty)."""
+    out: dict[str, Any] = {"destinations": {}, "program": {}}
+    if builtin_name in PER_DESTINATION_MAP:
+        out["destinations"] = {addr: c.as_dict() for addr, c in
+                               sorted(read_destination_counters(builtin_name, maps).items())}
+    out["program"] = read_program_counters(builtin_name, maps)
+    return out

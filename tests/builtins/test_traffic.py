@@ -11,6 +11,7 @@ import pytest
 from lwt_agent.bpf.ringbuf import RingBuffer, decode_sample
 from lwt_policy.program_config import (
     check_map_layout,
+    counters_status,
     read_destination_counters,
     read_program_counters,
     sync_config,
@@ -133,6 +134,11 @@ def test_counters_equal_packets_sent(node: Node, attacher) -> None:
     assert v6.histogram[7] == 25
     assert v6.as_dict()["lengthHistogram"] == {"128-255": 25}
     assert read_program_counters("counters", maps) == {"notIP": 0, "tableFull": 0}
+    status = counters_status("counters", maps)
+    assert status["destinations"][node.POD6] == {
+        "packets": 25, "bytes": 25 * V6_LEN, "droppedPackets": 0, "droppedBytes": 0,
+        "lengthHistogram": {"128-255": 25}}
+    assert status["program"] == {"notIP": 0, "tableFull": 0}
 
 
 # --- sampler -------------------------------------------------------------------------------
