@@ -18,15 +18,14 @@ class Timings:
     connect_timeout: float = 10.0
     request_timeout: float = 60.0
     error_backoffs: tuple[float, ...] = (1, 1, 2, 3, 5, 8, 13)
-    batch_idle: float = 0.5  # kopf batches a burst of events of one object for this long
-    batch_window: float = 0.1
+    worker_idle: float = 5.0  # kopf's per-object worker exits after this long without events
 
     @classmethod
     def fast(cls) -> Timings:
         """For tests against the emulator: everything within a second."""
         return cls(resync=0.5, finalizer_poll=0.2, watch_server_timeout=5,
                    watch_client_timeout=10, connect_timeout=1, request_timeout=5,
-                   error_backoffs=(0.1, 0.2, 0.3, 0.5), batch_idle=0.05, batch_window=0.01)
+                   error_backoffs=(0.1, 0.2, 0.3, 0.5), worker_idle=1.0)
 
 
 @dataclass(frozen=True)

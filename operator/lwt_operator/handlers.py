@@ -40,9 +40,9 @@ def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.networking.connect_timeout = timings.connect_timeout
     settings.networking.request_timeout = timings.request_timeout
     settings.networking.error_backoffs = list(timings.error_backoffs)
-    settings.batching.idle_timeout = timings.batch_idle
-    settings.batching.batch_window = timings.batch_window
-    settings.batching.exit_timeout = 2.0
+    settings.queueing.idle_timeout = timings.worker_idle
+    settings.queueing.exit_timeout = 2.0
+    settings.queueing.error_delays = list(timings.error_backoffs)
     settings.peering.clusterwide = True
     settings.peering.standalone = config.standalone
     settings.peering.mandatory = not config.standalone

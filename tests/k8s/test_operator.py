@@ -1,0 +1,330 @@
+"""The operator against the emulated API, in one process: kopf runs in a thread.
+
+The agents are simulated here: they write `status.nodes.<node>` with a JSON merge patch, as the
+real agents do (the agents' own end-to-end suite runs them for real on netns "nodes").
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lwt_operator import contract
+from lwt_operator.config import OperatorConfig, Timings
+from lwt_operator.settings import AgentSettings
+
+from tests.k8s.client import ApiError, KubeClient, api_path
+from tests.k8s.conftest import POLICIES
+from tests.k8s.emulator import EmulatedApiServer
+from tests.k8s.harness import RunningOperator, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+PEERING_CRD = REPO / "charts" / "lwt-operator" / "crds" / "kopf.dev_clusterkopfpeerings.yaml"
+DAEMONSET = api_path("apps/v1/daemonsets", "lwt-system", "lwt-agent")
+NODES = "v1/nodes"
+
+
+def operator_config(api: EmulatedApiServer, **overrides: Any) -> OperatorConfig:
+    options: dict[str, Any] = {
+        "kubeconfig": api.kubeconfig,
+        "agent": AgentSettings(image="registry.example/lwt-operator:test"),
+        "finalizer_timeout": 3.0,
+        "timings": Timings.fast(),
+        **overrides,
+    }
+    return OperatorConfig(**options)
+
+
+@pytest.fixture
+def operator(k8s_api: EmulatedApiServer) -> Iterator[RunningOperator]:
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    running = RunningOperator(operator_config(k8s_api)).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def add_node(kube: KubeClient, name: str, **labels: str) -> None:
+    kube.create(api_path(NODES), {"metadata": {"name": name, "labels": {
+        "kubernetes.io/os": "linux", "kubernetes.io/hostname": name, **labels}}})
+
+
+def apply_example(kube: KubeClient, example: str = "deny-port.yaml") -> dict[str, Any]:
+    obj = yaml.safe_load((REPO / "examples" / example).read_text())
+    namespace = obj["metadata"].pop("namespace")
+    return kube.create(api_path(POLICIES, namespace), obj)
+
+
+def path_of(obj: dict[str, Any], subresource: str | None = None) -> str:
+    meta = obj["metadata"]
+    return api_path(POLICIES, meta["namespace"], meta["name"], subresource)
+
+
+def report(kube: KubeClient, obj: dict[str, Any], node: str, **fields: Any) -> None:
+    """What an agent writes: its own node's entry, by JSON merge patch on /status."""
+    kube.merge_patch(path_of(obj, "status"), {"status": {"nodes": {node: fields}}})
+
+
+def attached(generation: int, routes: int) -> dict[str, Any]:
+    return {"observedGeneration": generation, "routes": routes, "attachedRoutes": routes,
+            "lastError": None, "programs": {"out": {"id": 7, "tag": "0123456789abcdef"}}}
+
+
+def condition(kube: KubeClient, obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    current = kube.get(path_of(obj))
+    found = contract.find_condition(current, type_)
+    return dict(found) if found else None
+
+
+def wait_condition(kube: KubeClient, obj: dict[str, Any], type_: str, status: str,
+                   reason: str | None = None, timeout: float = 10) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        found = condition(kube, obj, type_)
+        if found and found["status"] == status and reason in (None, found["reason"]):
+            return found
+        return None
+
+    return wait_for(probe, timeout, f"{type_}={status} {reason or ''} on "
+                                    f"{obj['metadata']['name']}")
+
+
+# --- the agent DaemonSet -------------------------------------------------------------------
+
+def test_daemonset_is_created_repaired_and_recreated(operator: RunningOperator,
+                                                     kube: KubeClient) -> None:
+    created = wait_for(lambda: kube.get(DAEMONSET), what="the agent DaemonSet")
+    pod = created["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.example/lwt-operator:test"
+    assert pod["hostNetwork"] is True
+    # Someone edits the DaemonSet by hand: the operator puts its spec back.
+    kube.merge_patch(DAEMONSET, {"spec": {"template": {"spec": {"hostNetwork": False}}}})
+    wait_for(lambda: kube.get(DAEMONSET)["spec"]["template"]["spec"]["hostNetwork"] is True,
+             what="the drift repaired")
+    # Someone deletes it: the operator creates it again.
+    kube.delete(DAEMONSET)
+    recreated = wait_for(lambda: kube.get(DAEMONSET), what="the DaemonSet re-created")
+    assert recreated["metadata"]["uid"] != created["metadata"]["uid"]
+
+
+# --- validation ----------------------------------------------------------------------------
+
+def test_bad_policy_is_rejected_with_a_condition_and_an_event(operator: RunningOperator,
+                                                              kube: KubeClient) -> None:
+    obj = yaml.safe_load((REPO / "examples" / "deny-port.yaml").read_text())
+    obj["metadata"]["name"] = "bad-port"
+    obj["spec"]["hooks"]["out"]["config"]["denyTCPPorts"] = [70000]
+    bad = kube.create(api_path(POLICIES, "shop"), obj)
+    ready = wait_condition(kube, bad, contract.READY, "False", contract.INVALID_SPEC)
+    assert "spec.hooks.out.config.denyTCPPorts[0]" in ready["message"]
+    current = kube.get(path_of(bad))
+    assert contract.is_rejected(current) and not contract.is_accepted(current)
+
+    def warning_events() -> list[dict[str, Any]]:
+        events = kube.get(api_path("v1/events", "shop"),
+                          fieldSelector="involvedObject.name=bad-port")["items"]
+        return [e for e in events if e.get("reason") == contract.INVALID_SPEC]
+
+    event = wait_for(warning_events, what="the InvalidSpec event")[0]
+    assert event["type"] == "Warning" and "denyTCPPorts" in event["message"]
+
+    # Fixing the spec: the new generation is accepted.
+    fixed = kube.merge_patch(path_of(bad), {"spec": {"hooks": {"out": {"config": {
+        "denyTCPPorts": [8080]}}}}})
+    accepted = wait_condition(kube, bad, contract.ACCEPTED, "True")
+    assert accepted["observedGeneration"] == fixed["metadata"]["generation"] == 2
+
+
+# --- aggregation -------------------------------------------------------------------------------
+
+def test_node_reports_become_ready_with_a_summary(operator: RunningOperator,
+                                                  kube: KubeClient) -> None:
+    add_node(kube, "node-a")
+    add_node(kube, "node-b")
+    policy = apply_example(kube)
+    wait_condition(kube, policy, contract.ACCEPTED, "True")
+    waiting = wait_condition(kube, policy, contract.READY, "False", contract.NODES_NOT_READY)
+    assert "node-a: no report yet" in waiting["message"]
+
+    report(kube, policy, "node-a", **attached(1, 3))
+    wait_for(lambda: kube.get(path_of(policy))["status"]["summary"]["nodesReady"] == "1/2",
+             what="1/2 ready")
+    assert condition(kube, policy, contract.PROGRESSING)["status"] == "True"  # type: ignore
+
+    report(kube, policy, "node-b", **attached(1, 2))
+    ready = wait_condition(kube, policy, contract.READY, "True", contract.ALL_NODES_READY)
+    assert ready["observedGeneration"] == 1
+    status = kube.get(path_of(policy))["status"]
+    assert status["summary"] == {"nodes": 2, "readyNodes": 2, "nodesReady": "2/2",
+                                 "routes": 5, "attachedRoutes": 5}
+    assert status["observedGeneration"] == 1
+    assert set(status["nodes"]) == {"node-a", "node-b"}  # the operator kept the agents' keys
+
+    # A spec change: the generation moves on and Ready follows it.
+    kube.merge_patch(path_of(policy), {"spec": {"failurePolicy": "FailClosed"}})
+    wait_condition(kube, policy, contract.PROGRESSING, "True", contract.ROLLING_OUT)
+    report(kube, policy, "node-a", **attached(2, 3))
+    report(kube, policy, "node-b", lastError={"message": "verifier rejected the program"},
+           observedGeneration=2)
+    degraded = wait_condition(kube, policy, contract.DEGRADED, "True", contract.NODE_ERRORS)
+    assert "node-b: error: verifier rejected the program" in degraded["message"]
+    report(kube, policy, "node-b", **attached(2, 2))
+    wait_condition(kube, policy, contract.READY, "True")
+    assert condition(kube, policy, contract.DEGRADED)["status"] == "False"  # type: ignore
+
+
+def test_entries_of_deleted_nodes_are_pruned(operator: RunningOperator,
+                                            kube: KubeClient) -> None:
+    add_node(kube, "node-a")
+    add_node(kube, "node-b")
+    policy = apply_example(kube)
+    report(kube, policy, "node-a", **attached(1, 1))
+    report(kube, policy, "node-b", **attached(1, 1))
+    wait_condition(kube, policy, contract.READY, "True")
+    kube.delete(api_path(NODES, name="node-b"))
+    wait_for(lambda: set(kube.get(path_of(policy))["status"]["nodes"]) == {"node-a"},
+             what="node-b's entry pruned")
+    status = wait_for(lambda: (s := kube.get(path_of(policy))["status"])["summary"]["nodes"] == 1
+                      and s, what="the summary without node-b")
+    assert status["summary"]["nodesReady"] == "1/1"
+
+
+# --- deletion --------------------------------------------------------------------------------
+
+def test_finalizer_holds_until_every_node_detached(operator: RunningOperator,
+                                                  kube: KubeClient) -> None:
+    add_node(kube, "node-a")
+    add_node(kube, "node-b")
+    policy = apply_example(kube)
+    wait_for(lambda: contract.FINALIZER in kube.get(path_of(policy))["metadata"].get(
+        "finalizers", []), what="the finalizer")
+    report(kube, policy, "node-a", **attached(1, 1))
+    report(kube, policy, "node-b", **attached(1, 1))
+    wait_condition(kube, policy, contract.READY, "True")
+
+    kube.delete(path_of(policy))
+    held = wait_condition(kube, policy, contract.READY, "False", contract.DELETING)
+    assert "node-a" in held["message"] and "node-b" in held["message"]
+    report(kube, policy, "node-a", detached=True, routes=0, attachedRoutes=0)
+    # Past --finalizer-timeout (3 s here) the condition names the node still holding it.
+    timed_out = wait_condition(kube, policy, contract.READY, "False",
+                               contract.FINALIZER_TIMEOUT, timeout=10)
+    assert "node-b" in timed_out["message"] and "node-a" not in timed_out["message"]
+    assert kube.get(path_of(policy))["metadata"]["finalizers"] == [contract.FINALIZER]
+
+    report(kube, policy, "node-b", detached=True, routes=0, attachedRoutes=0)
+
+    def gone() -> bool:
+        try:
+            kube.get(path_of(policy))
+        except ApiError as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, what="the policy deleted")
+
+
+def test_a_node_that_is_gone_does_not_hold_the_finalizer(operator: RunningOperator,
+                                                         kube: KubeClient) -> None:
+    add_node(kube, "node-a")
+    policy = apply_example(kube)
+    report(kube, policy, "node-a", **attached(1, 1))
+    report(kube, policy, "node-z", **attached(1, 1))  # no Node object: pruned
+    wait_condition(kube, policy, contract.READY, "True")
+    kube.delete(path_of(policy))
+    wait_condition(kube, policy, contract.READY, "False", contract.DELETING)
+    kube.delete(api_path(NODES, name="node-a"))  # the last node goes away without detaching
+
+    def gone() -> bool:
+        try:
+            kube.get(path_of(policy))
+        except ApiError as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, what="the policy deleted once its only node is gone")
+
+
+# --- robustness ----------------------------------------------------------------------------
+
+def test_converges_after_an_api_server_restart(k8s_api: EmulatedApiServer,
+                                               operator: RunningOperator,
+                                               kube: KubeClient) -> None:
+    add_node(kube, "node-a")
+    policy = apply_example(kube)
+    wait_condition(kube, policy, contract.READY, "False", contract.NODES_NOT_READY)
+    k8s_api.stop_listening()
+    # While the API is down nothing can be written; the emulator's store is like etcd: it stays.
+    assert k8s_api.emulator is not None
+    k8s_api.call(_write_entry_behind_the_apis_back(k8s_api, policy))
+    k8s_api.start_listening()
+    wait_condition(kube, policy, contract.READY, "True", timeout=20)
+    kube.delete(DAEMONSET)
+    wait_for(lambda: kube.get(DAEMONSET), timeout=20, what="the DaemonSet after the restart")
+
+
+def _write_entry_behind_the_apis_back(api: EmulatedApiServer, policy: dict[str, Any]) -> Any:
+    """A change committed while clients are disconnected: they must see it when they resume."""
+    emulator = api.emulator
+    assert emulator is not None
+    key = (emulator.resource(POLICIES), policy["metadata"]["namespace"],
+           policy["metadata"]["name"])
+
+    async def write() -> None:
+        async with emulator._lock:
+            old = emulator._current(key)
+            assert old is not None
+            new = copy.deepcopy(old)
+            new.setdefault("status", {}).setdefault("nodes", {})["node-a"] = attached(1, 4)
+            await emulator._commit(key, "MODIFIED", new, old)
+
+    return write
+
+
+def test_two_replicas_with_peering(k8s_api: EmulatedApiServer, kube: KubeClient,
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    """kopf peering against the emulator: the higher priority replica works, the other stands
+    by and takes over when the first one stops."""
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    assert k8s_api.emulator is not None
+    k8s_api.call(_register_crd_file(k8s_api, PEERING_CRD))
+    kube.create(api_path("kopf.dev/v1/clusterkopfpeerings"),
+                {"metadata": {"name": "lwt-operator"}})
+    add_node(kube, "node-a")
+    caplog.set_level(logging.INFO, logger="kopf")
+    first = RunningOperator(operator_config(k8s_api, peering="lwt-operator", standalone=False,
+                                            priority=100)).start()
+    second = RunningOperator(operator_config(k8s_api, peering="lwt-operator", standalone=False,
+                                             priority=50)).start()
+    try:
+        peers = wait_for(lambda: len(kube.get(api_path(
+            "kopf.dev/v1/clusterkopfpeerings", name="lwt-operator")).get("status") or {}) == 2,
+            what="both replicas in the peering object")
+        assert peers
+        wait_for(lambda: "Pausing operations in favour of" in caplog.text,
+                 what="the lower-priority replica to pause")
+        policy = apply_example(kube)
+        wait_condition(kube, policy, contract.ACCEPTED, "True")
+        first.stop()
+        wait_for(lambda: "Resuming operations after the pause" in caplog.text, timeout=30,
+                 what="the standby replica to take over")
+        report(kube, policy, "node-a", **attached(1, 2))
+        wait_condition(kube, policy, contract.READY, "True")
+    finally:
+        if first.stop_flag.is_set() is False:
+            first.stop()
+        second.stop()
+
+
+def _register_crd_file(api: EmulatedApiServer, path: Path) -> Any:
+    emulator = api.emulator
+    assert emulator is not None
+
+    async def register() -> None:
+        emulator.register_crd_file(path)
+
+    return register
