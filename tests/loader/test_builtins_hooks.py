@@ -18,6 +18,8 @@ def test_builtin_on_hook(name: str, hook: str) -> None:
         with spec.load(builtin.section, Hook(hook)) as prog:
             assert prog.id > 0 and len(prog.tag) == 16
             assert prog.hook is Hook(hook)
+            if builtin.function:
+                assert prog.name == builtin.function[:15]
             for expected in builtin.maps:
                 got = prog.maps[expected.name]
                 assert (got.type, got.key_size, got.value_size, got.max_entries) == (

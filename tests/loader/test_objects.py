@@ -8,8 +8,11 @@ import pytest
 from lwt_agent.bpf import (
     Hook,
     KernelError,
+    LoaderError,
     ObjectSpec,
     UnsupportedFeatureError,
+    VerifierError,
+    objects,
 )
 from lwt_agent.bpf.maps import kernel_name
 
@@ -125,3 +128,24 @@ def test_unsupported_features_are_refused(obj: str, section: str, feature: str, 
         spec.load(section, Hook.IN)
     assert info.value.feature == feature and info.value.section == where
     assert feature in str(info.value) and where in str(info.value)
+
+
+def test_several_programs_in_one_section(testobj: Path) -> None:
+    spec = ObjectSpec.from_file(testobj / "multi_prog.o")
+    assert [(p.section, p.name) for p in spec.programs] == [
+        ("lwt_multi", "multi_first"), ("lwt_multi", "multi_second")]
+    with pytest.raises(LoaderError, match=r"several programs.*multi_first, multi_second"):
+        spec.load("lwt_multi", Hook.OUT)
+    with spec.load("multi_second", Hook.OUT) as prog:
+        assert prog.name == "multi_second" and prog.section == "lwt_multi"
+
+
+def test_verifier_log_is_bounded_and_keeps_the_reason(testobj: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(objects, "VERIFIER_LOG_KEEP", 200)
+    with pytest.raises(VerifierError) as info:
+        ObjectSpec.from_file(testobj / "out_write.o").load("lwt_write", Hook.OUT)
+    log = info.value.log
+    assert log.startswith("[...]\n") and len(log) <= 200 + len("[...]\n")
+    assert info.value.log_truncated
+    assert "cannot use helper bpf_skb_store_bytes" in info.value.excerpt(5)
