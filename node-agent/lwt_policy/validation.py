@@ -120,10 +120,11 @@ def schema_problems(obj: Any, node: dict[str, Any], base: str = "") -> list[Prob
     return json_schema_problems(obj, to_json_schema(node), base)
 
 
-def json_schema_problems(obj: Any, json_schema: Mapping[str, Any], base: str = ""
+def json_schema_problems(obj: Any, json_schema: Mapping[str, Any], base: str = "",
+                         validator: jsonschema.protocols.Validator | None = None
                          ) -> list[Problem]:
     """Problems of `obj` against a plain JSON schema, one per field, paths under `base`."""
-    validator = jsonschema.Draft202012Validator(json_schema)
+    validator = validator or jsonschema.Draft202012Validator(json_schema)
     problems: list[Problem] = []
     for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.path))):
         path = join_path(base, *error.absolute_path)
@@ -232,15 +233,26 @@ def _rule_name(entry: dict[str, Any]) -> str:
         return f"cel:{entry['rule']}"
 
 
+@functools.cache
+def _root_validator() -> tuple[dict[str, Any], jsonschema.protocols.Validator]:
+    # Built once per process: the operator and the agent validate every policy event.
+    node = crd_schema.root_schema()
+    return node, jsonschema.Draft202012Validator(to_json_schema(node))
+
+
 def validate_object(obj: Any, node: dict[str, Any] | None = None) -> tuple[Any, list[Problem]]:
     """Default, then check structure, then (only if the structure is sound) the CEL rules.
 
     Returns the defaulted object and the problems. CEL rules are skipped while the structure is
     wrong because their messages would only repeat the structural problem less clearly.
     """
-    node = node if node is not None else crd_schema.root_schema()
-    defaulted = apply_defaults(obj, node)
-    problems = schema_problems(defaulted, node)
+    if node is None:
+        node, validator = _root_validator()
+        defaulted = apply_defaults(obj, node)
+        problems = json_schema_problems(defaulted, validator.schema, validator=validator)
+    else:
+        defaulted = apply_defaults(obj, node)
+        problems = schema_problems(defaulted, node)
     if problems:
         return defaulted, problems
     return defaulted, cel_problems(defaulted, node)
