@@ -19,6 +19,7 @@ from lwt_policy.program_config import (
 
 from .netns import Node
 from .traffic import (
+    DSTOPTS_PADN,
     capture,
     drain,
     ethertype,
@@ -111,6 +112,21 @@ def test_port_filter_source_prefixes_ipv4_and_ipv6(node: Node, attacher) -> None
     counters = read_destination_counters("port-filter", maps)
     assert counters[node.POD4].packets == 20 and counters[node.POD4].dropped_packets == 10
     assert counters[node.POD6].packets >= 10 and counters[node.POD6].dropped_packets >= 11
+
+
+def test_port_filter_finds_ports_behind_ipv6_extension_headers(node: Node, attacher) -> None:
+    attacher.route_add(node, node.host, f"{node.POD6}/128", node.POD_DEV, {"in": "port-filter"})
+    maps = attacher.maps("port-filter")
+    sync_config("port-filter", {"denyUDPPorts": [7200]}, maps)
+    with udp_receiver(node.pod, node.POD6, 7200) as denied, \
+            udp_receiver(node.pod, node.POD6, 7201) as allowed:
+        udp_send(node.client, node.POD6, 7200, 5, UDP_PAYLOAD, ipv6_dstopts=DSTOPTS_PADN)
+        udp_send(node.client, node.POD6, 7201, 5, UDP_PAYLOAD, ipv6_dstopts=DSTOPTS_PADN)
+        assert drain(allowed, 5) == 5
+        assert drain(denied, 5, timeout=0.3) == 0
+    c = read_destination_counters("port-filter", maps)[node.POD6]
+    assert (c.packets, c.dropped_packets) == (5, 5)
+    assert c.bytes == 5 * (V6_LEN + len(DSTOPTS_PADN))
 
 
 # --- counters ------------------------------------------------------------------------------

@@ -43,11 +43,18 @@ def drain(sock: socket.socket, expect: int, timeout: float = 2.0) -> int:
     return got
 
 
+# An IPv6 destination-options extension header holding one PadN option (8 bytes in all):
+# next header and length are filled in by the kernel from the option length.
+DSTOPTS_PADN = bytes([0, 0, 1, 4, 0, 0, 0, 0])
+
+
 def udp_send(ns: str, dst: str, port: int, count: int, payload: int = 100,
-             pace_every: int = 0) -> None:
+             pace_every: int = 0, ipv6_dstopts: bytes | None = None) -> None:
     with in_netns(ns):
         sock = socket.socket(_family(dst), socket.SOCK_DGRAM)
     try:
+        if ipv6_dstopts is not None:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DSTOPTS, ipv6_dstopts)
         for i in range(count):
             sock.sendto(bytes(payload), (dst, port))
             if pace_every and (i + 1) % pace_every == 0:
