@@ -86,7 +86,7 @@ def to_json_schema(node: dict[str, Any], *, closed: bool = True) -> dict[str, An
             continue
         if key == "properties":
             out[key] = {
-                name: to_json_schema(sub, closed=name != "metadata" or not closed_root(node))
+                name: to_json_schema(sub, closed=name != "metadata" or not _is_object_root(node))
                 for name, sub in value.items()
             }
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
@@ -107,7 +107,7 @@ def to_json_schema(node: dict[str, Any], *, closed: bool = True) -> dict[str, An
     return out
 
 
-def closed_root(node: dict[str, Any]) -> bool:
+def _is_object_root(node: dict[str, Any]) -> bool:
     """Whether `node` is an object root (it has apiVersion, kind and metadata properties)."""
     return {"apiVersion", "kind", "metadata"} <= set(node.get("properties", {}))
 
