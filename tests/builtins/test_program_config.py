@@ -200,3 +200,19 @@ def test_addresses_and_counter_decoding() -> None:
     assert histogram_dict(c.histogram) == {"64-127": 2, "1024-2047": 1}
     pf = decode_destination_value("port-filter", [struct.pack("<4Q", 1, 2, 3, 4)] * 2)
     assert (pf.packets, pf.bytes, pf.dropped_packets, pf.dropped_bytes) == (2, 4, 6, 8)
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_catalogue_matches_the_loaders_view_of_each_object(name: str,
+                                                           builtin_objects: Path) -> None:
+    """What the operator can check without a kernel: the loader parses the object's BTF map
+    definitions, and they must agree with the catalogue (sizes, type, entries, flags); the
+    catalogue's section must be in the object."""
+    from lwt_agent.bpf import ObjectSpec
+
+    program = CATALOGUE[name]
+    spec = ObjectSpec.from_file(builtin_objects / program.object)
+    assert program.section in spec.sections()
+    btf_maps = {m.name: m for m in spec.maps.values() if m.kind != "data"}
+    check_map_layout(name, btf_maps)
+    assert set(btf_maps) == {m.name for m in program.maps}
