@@ -62,7 +62,9 @@ def test_maps_work_after_load(testobj: Path) -> None:
         per_cpu = counts.lookup_percpu(_u32(1))
         assert per_cpu is not None and set(per_cpu) == {struct.pack("<Q", 5)}
         with pytest.raises(ValueError, match="key is 3 bytes"):
-            counts.lookup(b"abc")
+            counts.lookup_percpu(b"abc")
+        with pytest.raises(ValueError, match="use lookup_percpu"):
+            counts.lookup(_u32(1))
 
 
 def test_global_data_is_initialised_and_rodata_frozen(testobj: Path) -> None:

@@ -139,13 +139,13 @@ class BpfMap:
                              f"the map's key_size is {self.key_size}")
 
     def lookup(self, key: bytes) -> bytes | None:
+        """The value for `key`, or None. Per-CPU maps hold one value per CPU: use
+        lookup_percpu() for them."""
         self._check_key(key)
-        size = self.value_size
         if self.is_percpu:
-            size = _percpu_stride(self.value_size) * syscall.possible_cpus()
-            raw = syscall.map_lookup_elem(self.fd, key, size)
-            return raw[: self.value_size] if raw is not None else None
-        return syscall.map_lookup_elem(self.fd, key, size)
+            raise ValueError(f"map {self.name} is per-CPU ({self.type_name}): use "
+                             "lookup_percpu() to read one value per possible CPU")
+        return syscall.map_lookup_elem(self.fd, key, self.value_size)
 
     def lookup_percpu(self, key: bytes) -> list[bytes] | None:
         """One value per possible CPU (per-CPU maps), or None when the key is absent."""
@@ -160,10 +160,17 @@ class BpfMap:
         return [raw[i * stride: i * stride + self.value_size] for i in range(cpus)]
 
     def update(self, key: bytes, value: bytes, flags: int = syscall.BPF_ANY) -> None:
+        """Set `key` to `value`. For per-CPU maps a single value is written to every CPU
+        (or pass every CPU's value, each padded to 8 bytes, concatenated)."""
         self._check_key(key)
         if self.is_percpu and len(value) == self.value_size:
             stride = _percpu_stride(self.value_size)
             value = value.ljust(stride, b"\0") * syscall.possible_cpus()
+        elif self.is_percpu:
+            expected = _percpu_stride(self.value_size) * syscall.possible_cpus()
+            if len(value) != expected:
+                raise ValueError(f"map {self.name}: per-CPU value is {len(value)} bytes; pass "
+                                 f"{self.value_size} (one value) or {expected} (every CPU)")
         elif len(value) != self.value_size:
             raise ValueError(f"map {self.name}: value is {len(value)} bytes, "
                              f"the map's value_size is {self.value_size}")
