@@ -18,6 +18,7 @@ import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TypeVar
 
 from .errors import NetlinkError, NetnsNotFoundError
@@ -188,6 +189,9 @@ def _decode_bpf_encap(data: bytes, start: int, end: int) -> dict[str, str]:
     return {hook: found[hook] for hook in HOOK_ORDER if hook in found}
 
 
+_ENCAP_CACHE: dict[bytes, Mapping[str, str]] = {}
+
+
 def parse_route(data: bytes, start: int, end: int) -> ObservedRoute | None:
     """Decode one RTM_NEWROUTE/RTM_DELROUTE message (data[start:end], netlink header first).
 
@@ -201,7 +205,7 @@ def parse_route(data: bytes, start: int, end: int) -> ObservedRoute | None:
     dst_attr = b""
     oif = gateway = prefsrc = metric = nh_id = encap_type = None
     multipath = False
-    labels: dict[str, str] = {}
+    labels: Mapping[str, str] = {}
     keep: list[bytes] = []
     encap_span: tuple[int, int] | None = None
     unpack_attr = _NLATTR.unpack_from
@@ -241,7 +245,16 @@ def parse_route(data: bytes, start: int, end: int) -> ObservedRoute | None:
                 nh_id = unpack_u32(data, s)[0]
         pos = nxt
     if encap_type == LWTUNNEL_ENCAP_BPF and encap_span is not None:
-        labels = _decode_bpf_encap(data, *encap_span)
+        # Thousands of routes carry byte-identical encaps (one label per program): decode once.
+        raw_encap = data[encap_span[0] : encap_span[1]]
+        cached = _ENCAP_CACHE.get(raw_encap)
+        if cached is not None:
+            labels = cached
+        else:
+            if len(_ENCAP_CACHE) > 4096:
+                _ENCAP_CACHE.clear()
+            labels = MappingProxyType(_decode_bpf_encap(data, *encap_span))  # shared: read-only
+            _ENCAP_CACHE[raw_encap] = labels
     if not dst_raw:
         dst_raw = b"\0" * (4 if fam == socket.AF_INET else 16)
     header = _RTMSG.pack(fam, dst_len, slen, tos, table if table < 256 else RT_TABLE_COMPAT,
