@@ -81,6 +81,42 @@ class RouteEngine:
     def links(self) -> dict[int, str]:
         return self._sock.dump_links()
 
+    def labels_in_use(self, owner: str | None = None) -> dict[str, int]:
+        """Our labels on routes of this table (only ``owner``'s, an owner token, if given)
+        -> how many routes carry each. A restarted agent starts here to adopt programs."""
+        found: dict[str, int] = {}
+        for route in self.routes():
+            for label in route.encap_labels.values():
+                parsed = labels.parse(label)
+                if parsed is not None and (owner is None or parsed.owner == owner):
+                    found[label] = found.get(label, 0) + 1
+        return found
+
+    def reopen(self, label: str) -> ProgramRef:
+        """A ProgramRef for the program a label of ours names, opened by the id it carries.
+
+        This is how a restarted agent adopts what it attached before instead of loading a
+        new copy (which would need a new label, hence a swap on every route). The kernel tag
+        is checked against the label. The caller owns (closes) the returned fd.
+        """
+        from lwt_agent.route.status import program_info
+
+        parsed = labels.parse(label)
+        if parsed is None:
+            raise RouteError(f"{label!r} is not a label of ours: cannot find its program")
+        try:
+            info = program_info(parsed.prog_id)
+        except OSError as exc:
+            raise RouteError(f"program id {parsed.prog_id} of {label} is gone: {exc}") from exc
+        if not info.tag.startswith(parsed.tag8):
+            raise RouteError(
+                f"program id {parsed.prog_id} has tag {info.tag}, not {parsed.tag8} as "
+                f"{label} says: the label was not written by this engine"
+            )
+        fd = self._open_by_id(parsed.prog_id)
+        base = labels.Label(parsed.owner, parsed.hook, parsed.tag8, parsed.prog_id)
+        return ProgramRef(fd, str(base))
+
     # --- planning ------------------------------------------------------------------------
 
     def plan(self, intents: Iterable[RouteIntent], gc_owners: Collection[str] = ()) -> Plan:
