@@ -3,7 +3,8 @@
  * Valid on in, out and xmit (it only reads the packet and returns BPF_OK or BPF_DROP).
  * Configuration lives in maps so a policy change is a map rewrite, never a re-attach:
  *   pf_ports  hash set of {destination port (host order), IPPROTO_TCP/UDP}
- *   pf_srcs   LPM trie of source prefixes; IPv4 prefixes are IPv4-mapped (prefix len + 96)
+ *   pf_srcs   LPM trie of source prefixes -> 1 deny / 0 not denied; IPv4 prefixes are
+ *             IPv4-mapped (prefix len + 96)
  * Per-destination pass/drop counters go to pf_stats.
  */
 #include "lwt_builtin.h"
@@ -58,8 +59,13 @@ static __always_inline int denied(struct __sk_buff *skb, const struct lwt_pkt *p
 {
 	struct pf_src_key src = { .prefixlen = 128 };
 
+	__u8 *verdict;
+
 	__builtin_memcpy(src.addr, pkt->src.a, 16);
-	if (bpf_map_lookup_elem(&pf_srcs, &src))
+	/* 1: deny. 0: an explicit "not denied" entry, which user space adds for the
+	 * IPv4-mapped block when an IPv6 prefix such as ::/0 would otherwise cover IPv4. */
+	verdict = bpf_map_lookup_elem(&pf_srcs, &src);
+	if (verdict && *verdict)
 		return 1;
 
 	if (pkt->l4_off && (pkt->l4_proto == IPPROTO_TCP || pkt->l4_proto == IPPROTO_UDP)) {

@@ -172,17 +172,32 @@ def _encode_port_filter(cfg: dict[str, Any]) -> MapEntries:
     if len(ports) > 1024:
         raise ProgramConfigError("port-filter", "config.denyTCPPorts",
                                  f"{len(ports)} ports in total; at most 1024 fit the map")
-    srcs: list[tuple[bytes, bytes]] = []
+    srcs: dict[bytes, bytes] = {}
+    covers_mapped = False
     for i, text in enumerate(cfg.get("denySourceCIDRs", [])):
         try:
             net = ipaddress.ip_network(text, strict=True)
         except ValueError as exc:
             raise ProgramConfigError("port-filter", f"config.denySourceCIDRs[{i}]",
                                      f"{text!r} is not a CIDR prefix: {exc}") from None
-        prefixlen = net.prefixlen + (96 if net.version == 4 else 0)
-        srcs.append((struct.pack("<I", prefixlen) + encode_addr(net.network_address),
-                     b"\x01"))
-    return {"pf_ports": ports, "pf_srcs": srcs}
+        if isinstance(net, ipaddress.IPv6Network) and net.supernet_of(_IPV4_MAPPED):
+            covers_mapped = True
+        srcs[_source_key(net)] = b"\x01"
+    if covers_mapped:
+        # IPv4 sources are looked up IPv4-mapped: an IPv6 prefix such as ::/0 must not
+        # deny them. A longer "not denied" entry for the mapped block stops that; an
+        # IPv4 deny (0.0.0.0/0 is the same key) stays a deny.
+        srcs.setdefault(_source_key(_IPV4_MAPPED), b"\x00")
+    return {"pf_ports": ports, "pf_srcs": list(srcs.items())}
+
+
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _source_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bytes:
+    """pf_srcs key: {prefixlen u32, 16-byte address}, IPv4 prefixes IPv4-mapped."""
+    prefixlen = net.prefixlen + (96 if net.version == 4 else 0)
+    return struct.pack("<I", prefixlen) + encode_addr(net.network_address)
 
 
 def _encode_sampler(cfg: dict[str, Any]) -> MapEntries:

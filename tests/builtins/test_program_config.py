@@ -100,6 +100,14 @@ def test_port_filter_encoding() -> None:
     assert struct.pack("<I", 96 + 24) + encode_addr("192.0.2.0") in srcs
     assert struct.pack("<I", 32) + encode_addr("2001:db8::") in srcs
     assert struct.pack("<I", 128) + encode_addr("198.51.100.7") in srcs
+    # ::/0 denies IPv6 only: the IPv4-mapped block gets a "not denied" entry ...
+    srcs = dict(encode_config("port-filter", {"denySourceCIDRs": ["::/0"]})["pf_srcs"])
+    assert srcs == {struct.pack("<I", 0) + bytes(16): b"\x01",
+                    struct.pack("<I", 96) + encode_addr("0.0.0.0"): b"\x00"}
+    # ... unless IPv4 as a whole is denied too
+    srcs = dict(encode_config("port-filter",
+                              {"denySourceCIDRs": ["::/0", "0.0.0.0/0"]})["pf_srcs"])
+    assert srcs[struct.pack("<I", 96) + encode_addr("0.0.0.0")] == b"\x01"
     # an empty config empties both maps
     assert encode_config("port-filter", {}) == {"pf_ports": [], "pf_srcs": []}
 

@@ -99,6 +99,15 @@ def test_port_filter_source_prefixes_ipv4_and_ipv6(node: Node, attacher) -> None
         assert drain(rx6, 10, timeout=0.5) == 0
         assert drain(rx4, 10) == 10
 
+    # all of IPv6: IPv4 (looked up IPv4-mapped) must still pass
+    sync_config("port-filter", {"denySourceCIDRs": ["::/0"]}, maps)
+    with udp_receiver(node.pod, node.POD6, 7100) as rx6, \
+            udp_receiver(node.pod, node.POD4, 7100) as rx4:
+        udp_send(node.client, node.POD6, 7100, 10, UDP_PAYLOAD)
+        udp_send(node.client, node.POD4, 7100, 10, UDP_PAYLOAD)
+        assert drain(rx6, 10, timeout=0.5) == 0
+        assert drain(rx4, 10) == 10
+
     # deny the client's IPv4 /24 too (IPv4-mapped in the trie); IPv6 TCP to a port as well
     sync_config("port-filter", {"denySourceCIDRs": ["10.201.1.0/24"],
                                 "denyTCPPorts": [9090]}, maps)
@@ -110,8 +119,8 @@ def test_port_filter_source_prefixes_ipv4_and_ipv6(node: Node, attacher) -> None
         assert not tcp_connects(node.client, node.POD6, 9090, timeout=0.5)
 
     counters = read_destination_counters("port-filter", maps)
-    assert counters[node.POD4].packets == 20 and counters[node.POD4].dropped_packets == 10
-    assert counters[node.POD6].packets >= 10 and counters[node.POD6].dropped_packets >= 11
+    assert counters[node.POD4].packets == 30 and counters[node.POD4].dropped_packets == 10
+    assert counters[node.POD6].packets >= 10 and counters[node.POD6].dropped_packets >= 21
 
 
 def test_port_filter_finds_ports_behind_ipv6_extension_headers(node: Node, attacher) -> None:
