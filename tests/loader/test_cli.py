@@ -106,4 +106,4 @@ def test_help_explains_the_verbs() -> None:
     for words in ("--pin-dir", "unloaded", "Exit 0 loaded, 1 rejected"):
         assert words in " ".join(proc.stdout.split())
     proc = lwt_agent("inspect", "--help")
-    assert proc.returncode == 0 and "unsupported features" in proc.stdout
+    assert proc.returncode == 0 and "unsupported features" in " ".join(proc.stdout.split())

@@ -8,12 +8,14 @@ import sys
 from lwt_agent.bpf import LoaderError, ObjectSpec
 
 NAME = "inspect"
-HELP = (
-    "Show what a BPF object holds without loading it: programs (ELF section, function, "
-    "instruction count, reachable .text sub-programs), maps (name, type, key/value size, "
-    "max_entries, flags, pinning), global data sections, license, whether BTF is present, "
-    "and unsupported features (CO-RE, map-in-map, kfuncs, ksyms) found. "
-    "Exit 0 when the object parses, 2 when it is unreadable or malformed."
+HELP = "Show the programs, maps and global data of a BPF object, without loading it."
+DETAILS = (
+    "Shows programs (ELF section, function, instruction count, reachable .text "
+    "sub-programs), maps (name, type, key/value size, max_entries, flags, pinning), global "
+    "data sections, the license, whether BTF is present, and the unsupported features "
+    "found (CO-RE relocations, map-in-map, kfuncs, ksyms): a program using one cannot be "
+    "loaded. Exit 0 when the object parses, 2 when it is unreadable or malformed (the "
+    "message says what is wrong). See docs/loader.md."
 )
 
 EXIT_OK = 0
@@ -21,6 +23,7 @@ EXIT_MALFORMED = 2
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = DETAILS
     parser.add_argument("object", metavar="OBJ", help="BPF ELF object file (clang -target bpf)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object instead of text")

@@ -16,15 +16,17 @@ from lwt_agent.bpf import (
 )
 
 NAME = "load"
-HELP = (
-    "Load one program of a BPF object as an LWT program of the given hook, with the maps it "
-    "uses, and print its id, tag and map ids (or the error and the verifier log). Without "
+HELP = "Load one program of a BPF object (with its maps) on an LWT hook; print id and tag."
+DETAILS = (
+    "Loads the program of --section as the program type of --hook, with the maps it uses, "
+    "and prints its id, tag and map ids, or the error with the verifier log. Without "
     "--pin-dir the program is unloaded again when the command exits (a dry run against the "
-    "real verifier); with --pin-dir DIR (a directory on a mounted bpffs) the program is "
+    "real verifier). With --pin-dir DIR (a directory on a mounted bpffs) the program is "
     "pinned as DIR/<program name> and every map as DIR/<map name>, so they outlive the "
-    "command (maps declared with pinning by name reuse a compatible pin already there). "
-    "Exit 0 loaded, 1 rejected by the kernel or the verifier, 2 unreadable or malformed "
-    "input, unsupported feature or bad usage."
+    "command; a map declared with pinning by name reuses a compatible pin already there, "
+    "and an incompatible one is refused. Exit 0 loaded, 1 rejected by the kernel or the "
+    "verifier, 2 unreadable or malformed input, unsupported feature, pin conflict or bad "
+    "usage. See docs/loader.md."
 )
 
 EXIT_OK = 0
@@ -33,6 +35,7 @@ EXIT_BAD_INPUT = 2
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = DETAILS
     parser.add_argument("object", metavar="OBJ", help="BPF ELF object file (clang -target bpf)")
     parser.add_argument("--section", required=True, metavar="S",
                         help="ELF section of the program (see `lwt-agent inspect OBJ`)")
