@@ -51,7 +51,7 @@ class Kind(enum.Enum):
     UNCHANGED = "unchanged"  # already right (adopted): nothing is sent
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RouteIntent:
     """What one destination should carry.
 
@@ -154,6 +154,8 @@ class _Planner:
         self.gc_owners = gc_owners
         self._wanted: dict[tuple[int, int], dict[str, HookProgram | None]] = {}
         self._held: list[object] = []
+        self._wanted_encap: dict[int, EncapSpec | None] = {}
+        self._label_items: dict[int, tuple[tuple[str, str], ...]] = {}
         self._encaps: dict[tuple[object, ...], EncapSpec] = {}
         self._current: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], list[str]]] = {}
 
@@ -215,7 +217,11 @@ class _Planner:
                 headroom = parsed.headroom if parsed else 0
             found = EncapSpec(ordered, headroom)
             self._encaps[key] = found
+            self._label_items[id(found)] = tuple((h, p.label) for h, p in ordered)
         return found
+
+    def label_items(self, encap: EncapSpec) -> tuple[tuple[str, str], ...]:
+        return self._label_items[id(encap)]
 
     def route(
         self,
@@ -231,19 +237,28 @@ class _Planner:
                 f"route {dst} carries an LWT encap that is not ours ({', '.join(foreign)}); "
                 "another tool manages it — detach it there, or pass --force to replace it"
             )
-        hooks: dict[str, HookProgram] = {}
+        kept: dict[str, HookProgram] = {}
         for hook, label in ours.items():
+            if hook in wanted:
+                continue  # replaced or removed below
             parsed = labels.parse(label)
             assert parsed is not None
-            if parsed.owner in self.gc_owners and hook not in wanted:
+            if parsed.owner in self.gc_owners:
                 continue  # ours, managed by this caller, no longer wanted
-            hooks[hook] = HookProgram(label=label, prog_id=parsed.prog_id)
-        for hook, program in wanted.items():
-            if program is None:
-                hooks.pop(hook, None)
+            kept[hook] = HookProgram(label=label, prog_id=parsed.prog_id)
+        if kept:
+            hooks = kept
+            for hook, program in wanted.items():
+                if program is not None:
+                    hooks[hook] = program
+            encap = self.encap(hooks)
+        else:  # the common case: the intent names every hook; memoized per intent mapping
+            key = id(wanted)
+            if key in self._wanted_encap:
+                encap = self._wanted_encap[key]
             else:
-                hooks[hook] = program
-        encap = self.encap(hooks)
+                encap = self.encap({h: p for h, p in wanted.items() if p is not None})
+                self._wanted_encap[key] = encap
         if route is None:
             if encap is None:
                 return None  # nothing attached and nothing wanted
@@ -256,7 +271,7 @@ class _Planner:
         if (
             encap is not None
             and route.encap_type == LWTUNNEL_ENCAP_BPF
-            and dict(route.encap_labels) == encap.labels()
+            and tuple(route.encap_labels.items()) == self._label_items[id(encap)]
         ):
             return RouteAction(Kind.UNCHANGED, dst, route, encap)
         if encap is None:
@@ -285,6 +300,7 @@ def make_plan(
     plan = Plan()
     seen: set[tuple[bytes, int]] = set()
     actions = plan.actions
+    exact = index.exact
     for intent in intents:
         dst = intent.dst
         if dst.key in seen:
@@ -293,9 +309,16 @@ def make_plan(
         seen.add(dst.key)
         try:
             wanted = planner.wanted(intent.hooks, intent.headroom)
-            resolved = index.resolve(dst)
-            check_route_shape(resolved.route or resolved.template, links)  # type: ignore[arg-type]
-            action = planner.route(dst, resolved.route, resolved.template, wanted, intent.force)
+            existing = exact.get(dst.key)
+            if existing is not None:  # fast path: the host route exists
+                check_route_shape(existing, links)
+                action = planner.route(dst, existing, None, wanted, intent.force)
+            else:
+                resolved = index.resolve(dst)
+                template = resolved.route or resolved.template
+                check_route_shape(template, links)  # type: ignore[arg-type]
+                action = planner.route(dst, resolved.route, resolved.template, wanted,
+                                       intent.force)
         except UnknownDestinationError as exc:
             if all(p is None for p in intent.hooks.values()):
                 continue  # removing from a route that is gone: nothing to do
