@@ -1,11 +1,12 @@
-# syntax=docker/dockerfile:1
 # One image, two programs: the operator (entrypoint, runs as non-root) and the node agent
-# (`lwt-agent`, started by the operator's DaemonSet as root with CAP_BPF + CAP_NET_ADMIN only),
+# (`lwt-agent`, started by the operator's DaemonSet as root with only CAP_BPF, CAP_NET_ADMIN and
+# CAP_PERFMON; see docs/install.md),
 # plus the compiled built-in BPF objects. Build: docker build -t lwt-operator:0.1.0 .
 #
 # tests/packaging/test_dockerfile.py runs this file's RUN commands (builder stage) on the test
 # machine, with the path ARGs pointed into a temp dir: keep every build step in a RUN of the
-# builder stage and every path in an ARG.
+# builder stage and every path in an ARG. No `# syntax=` directive: it would make BuildKit pull a
+# frontend image at build time; the built-in frontend (Docker >= 23, BuildKit) knows RUN --mount.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
