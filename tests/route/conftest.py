@@ -13,10 +13,15 @@ PREFIX = "lwtR"
 
 
 @pytest.fixture(scope="session")
-def programs(bpffs: Path, bpf_objects: Path) -> TestPrograms:
+def programs(bpffs: Path, bpf_objects: Path) -> Iterator[TestPrograms]:
     if not (bpf_objects / "testobj" / "route_out.o").exists():
         raise RuntimeError("bpf/build/testobj/route_out.o missing: run `make -C bpf`")
-    return load_test_programs(bpffs, bpf_objects)
+    loaded = load_test_programs(bpffs, bpf_objects)
+    try:
+        yield loaded
+    finally:
+        for prog in loaded.loaded:
+            prog.close()
 
 
 @pytest.fixture

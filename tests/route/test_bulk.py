@@ -51,13 +51,14 @@ def _labelled(node: Node) -> dict[str, list[str]]:
 
 
 def test_sigkill_mid_batch_then_restart_converges(
-    node: Node, programs: TestPrograms, bpffs: Path, tmp_path: Path
+    node: Node, programs: TestPrograms, tmp_path: Path
 ) -> None:
     cni, bridged = _destinations(node)
     dst_file = tmp_path / "dsts"
     dst_file.write_text("\n".join(cni + bridged) + "\n")
-    pin = bpffs / "route-tests" / "out" / "route_drop_a"
     prog = programs.out["drop_a"]
+    assert prog.pin is not None
+    pin = prog.pin
     label = labels.program_label("crash/test", "out", prog.tag, prog.id)
 
     agent = _agent(node, pin, dst_file, "--chunk", "200", "--pause", "0.01")
