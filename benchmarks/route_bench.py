@@ -2,11 +2,11 @@
 
 Not a test: prints rates and ratios measured side by side in one run. Needs root.
 
-    unshare -m --propagation private .venv/bin/python benchmarks/route_bench.py [--routes 10000]
+    .venv/bin/python benchmarks/route_bench.py [--routes 10000] [--rounds 5]
 
-It builds its own network namespace (prefix lwtR), mounts a private bpffs, loads the two
-test programs of bpf/build/testobj/route_out.o ONCE (both attached to every route: never a
-program per route) and cleans everything up.
+It builds its own network namespace (prefix lwtR), loads the two test programs of
+bpf/build/testobj/route_out.o ONCE with the project's loader (each attached to every
+route: never a program per route) and cleans everything up.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "node-agent"))
 
-from lwt_agent.bpf import syscall  # noqa: E402
+from lwt_agent.bpf import Hook, LoadedProgram, ObjectSpec  # noqa: E402
 from lwt_agent.route import ProgramRef, RouteEngine, labels  # noqa: E402
 
 OBJECT = REPO / "bpf" / "build" / "testobj" / "route_out.o"
@@ -46,10 +45,8 @@ def ip_batch(netns: str, verb: str, dsts: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def program(pin: Path, hook: str) -> ProgramRef:
-    fd = syscall.obj_get(str(pin))
-    info = syscall.prog_info(fd)
-    return ProgramRef(fd, labels.program_label("bench", hook, info.tag, info.id))
+def program(prog: LoadedProgram) -> ProgramRef:
+    return ProgramRef(prog.fd, labels.program_label("bench", "out", prog.tag, prog.id))
 
 
 def main() -> int:
@@ -61,53 +58,52 @@ def main() -> int:
         print(f"{OBJECT} missing: run `make -C bpf`", file=sys.stderr)
         return 2
     netns = f"lwtR{uuid.uuid4().hex[:8]}"
-    bpffs = Path(tempfile.mkdtemp(prefix="lwtR-bench-"))
-    sh(["mount", "-t", "bpf", "bpf", str(bpffs)])
+    spec = ObjectSpec.from_file(OBJECT)
     sh(["ip", "netns", "add", netns])
-    try:
-        sh(["ip", "-n", netns, "link", "add", "h0", "type", "veth", "peer", "name", "p0"])
-        sh(["ip", "-n", netns, "link", "set", "h0", "up"])
-        (bpffs / "p").mkdir()
-        sh(["bpftool", "prog", "loadall", str(OBJECT), str(bpffs / "p"), "type", "lwt_out"])
-        prog_a = program(bpffs / "p" / "route_drop_a", "out")
-        prog_b = program(bpffs / "p" / "route_drop_b", "out")
-        dsts = destinations(args.routes)
-        runs: dict[str, list[float]] = {}
+    with spec.load("lwt_out/drop_a", Hook.OUT) as loaded_a, \
+            spec.load("lwt_out/drop_b", Hook.OUT) as loaded_b:
+        try:
+            return _run(args, netns, program(loaded_a), program(loaded_b))
+        finally:
+            subprocess.run(["ip", "netns", "del", netns], check=False)
 
-        def keep(name: str, seconds: float) -> None:
-            runs.setdefault(name, []).append(seconds)
 
-        for _ in range(args.rounds):
-            keep("ip -batch add", ip_batch(netns, "add", dsts))
-            with RouteEngine(netns) as engine:
-                start = time.perf_counter()
-                result = engine.attach(dsts, "out", prog_a)
-                keep("attach", time.perf_counter() - start)
-                assert result.counts["attach"] == len(dsts), result.counts
-                start = time.perf_counter()
-                result = engine.attach(dsts, "out", prog_b)
-                keep("swap", time.perf_counter() - start)
-                assert result.counts["swap"] == len(dsts), result.counts
-                start = time.perf_counter()
-                result = engine.detach(dsts)
-                keep("detach", time.perf_counter() - start)
-                assert result.counts["detach"] == len(dsts), result.counts
-            keep("ip -batch del", ip_batch(netns, "del", dsts))
-        print(f"routes: {args.routes}, {args.rounds} rounds, kernel {os.uname().release}; "
-              "ratio = rate / rate of `ip -batch` adding the same plain routes")
-        for label, pick in (("best", min), ("median", statistics.median)):
-            base = args.routes / pick(runs["ip -batch add"])
-            print(f"-- {label} of {args.rounds}")
-            for name, values in runs.items():
-                seconds = pick(values)
-                rate = args.routes / seconds
-                print(f"{name:14s} {seconds * 1000:8.1f} ms {rate:10.0f} routes/s "
-                      f"ratio {rate / base:5.2f}")
-        return 0
-    finally:
-        subprocess.run(["ip", "netns", "del", netns], check=False)
-        subprocess.run(["umount", "-l", str(bpffs)], check=False)
-        bpffs.rmdir()
+def _run(args: argparse.Namespace, netns: str, prog_a: ProgramRef, prog_b: ProgramRef) -> int:
+    sh(["ip", "-n", netns, "link", "add", "h0", "type", "veth", "peer", "name", "p0"])
+    sh(["ip", "-n", netns, "link", "set", "h0", "up"])
+    dsts = destinations(args.routes)
+    runs: dict[str, list[float]] = {}
+
+    def keep(name: str, seconds: float) -> None:
+        runs.setdefault(name, []).append(seconds)
+
+    for _ in range(args.rounds):
+        keep("ip -batch add", ip_batch(netns, "add", dsts))
+        with RouteEngine(netns) as engine:
+            start = time.perf_counter()
+            result = engine.attach(dsts, "out", prog_a)
+            keep("attach", time.perf_counter() - start)
+            assert result.counts["attach"] == len(dsts), result.counts
+            start = time.perf_counter()
+            result = engine.attach(dsts, "out", prog_b)
+            keep("swap", time.perf_counter() - start)
+            assert result.counts["swap"] == len(dsts), result.counts
+            start = time.perf_counter()
+            result = engine.detach(dsts)
+            keep("detach", time.perf_counter() - start)
+            assert result.counts["detach"] == len(dsts), result.counts
+        keep("ip -batch del", ip_batch(netns, "del", dsts))
+    print(f"routes: {args.routes}, {args.rounds} rounds, kernel {os.uname().release}; "
+          "ratio = rate / rate of `ip -batch` adding the same plain routes")
+    for label, pick in (("best", min), ("median", statistics.median)):
+        base = args.routes / pick(runs["ip -batch add"])
+        print(f"-- {label} of {args.rounds}")
+        for name, values in runs.items():
+            seconds = pick(values)
+            rate = args.routes / seconds
+            print(f"{name:14s} {seconds * 1000:8.1f} ms {rate:10.0f} routes/s "
+                  f"ratio {rate / base:5.2f}")
+    return 0
 
 
 if __name__ == "__main__":
