@@ -89,7 +89,13 @@ def build_registry(
         return verdicts[key]
 
     def reconcile(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
-                  logger: Any) -> DesiredStatus:
+                  logger: Any) -> DesiredStatus | None:
+        if contract.FINALIZER not in body.metadata.get("finalizers", []) and not body.meta.get(
+                "deletionTimestamp"):
+            # kopf adds the finalizer first (the event it causes brings us back here). Writing
+            # Accepted before it exists would let agents attach to a policy whose deletion
+            # would then not wait for them to detach.
+            return None
         now = datetime.datetime.now(tz=datetime.UTC)
         verdict = verdict_for(body)
         desired = desired_status(body, verdict, _nodes(nodes), config.agent, now=now,
@@ -132,7 +138,7 @@ def build_registry(
     def policy_deleted(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
                        logger: Any, **_: Any) -> None:
         desired = reconcile(body, patch, nodes, logger)
-        if desired.holding:
+        if desired is not None and desired.holding:
             raise kopf.TemporaryError(
                 f"waiting for nodes {', '.join(sorted(desired.holding))} to report detached",
                 delay=config.timings.finalizer_poll)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,15 @@ def test_bad_policy_is_rejected_with_a_condition_and_an_event(operator: RunningO
         "denyTCPPorts": [8080]}}}}})
     accepted = wait_condition(kube, bad, contract.ACCEPTED, "True")
     assert accepted["observedGeneration"] == fixed["metadata"]["generation"] == 2
+
+
+def test_accepted_is_written_only_once_the_finalizer_is_there(
+        k8s_api: EmulatedApiServer, operator: RunningOperator, kube: KubeClient) -> None:
+    """Agents attach only to accepted policies; the finalizer must already guard them then."""
+    policy = apply_example(kube)
+    wait_condition(kube, policy, contract.ACCEPTED, "True")
+    first_accepted = next(v for v in versions(k8s_api, policy) if contract.is_accepted(v))
+    assert contract.FINALIZER in first_accepted["metadata"]["finalizers"]
 
 
 # --- aggregation -------------------------------------------------------------------------------
@@ -285,39 +295,57 @@ def _write_entry_behind_the_apis_back(api: EmulatedApiServer, policy: dict[str, 
     return write
 
 
-def test_two_replicas_with_peering(k8s_api: EmulatedApiServer, kube: KubeClient,
-                                   caplog: pytest.LogCaptureFixture) -> None:
-    """kopf peering against the emulator: the higher priority replica works, the other stands
-    by and takes over when the first one stops."""
+def test_two_replicas_with_peering(k8s_api: EmulatedApiServer, kube: KubeClient) -> None:
+    """kopf peering against the emulator: the higher-priority replica works, the other stands by
+    and takes over when the first one stops.
+
+    The replicas are told apart by their verdicts: the standby one has another admin namespace,
+    so it would reject the pod-subnet policy that the active one accepts."""
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    assert k8s_api.emulator is not None
     k8s_api.call(_register_crd_file(k8s_api, PEERING_CRD))
+    peering = api_path("kopf.dev/v1/clusterkopfpeerings", name="lwt-operator")
     kube.create(api_path("kopf.dev/v1/clusterkopfpeerings"),
                 {"metadata": {"name": "lwt-operator"}})
     add_node(kube, "node-a")
-    caplog.set_level(logging.INFO, logger="kopf")
-    first = RunningOperator(operator_config(k8s_api, peering="lwt-operator", standalone=False,
-                                            priority=100)).start()
-    second = RunningOperator(operator_config(k8s_api, peering="lwt-operator", standalone=False,
-                                             priority=50)).start()
+    active = RunningOperator(operator_config(k8s_api, peering="lwt-operator", standalone=False,
+                                             priority=100)).start()
+    standby: RunningOperator | None = None
     try:
-        peers = wait_for(lambda: len(kube.get(api_path(
-            "kopf.dev/v1/clusterkopfpeerings", name="lwt-operator")).get("status") or {}) == 2,
-            what="both replicas in the peering object")
-        assert peers
-        wait_for(lambda: "Pausing operations in favour of" in caplog.text,
-                 what="the lower-priority replica to pause")
-        policy = apply_example(kube)
+        wait_for(lambda: len(kube.get(peering).get("status") or {}) == 1, what="one peer")
+        standby = RunningOperator(operator_config(
+            k8s_api, peering="lwt-operator", standalone=False, priority=50,
+            admin_namespace="not-lwt-system")).start()
+        wait_for(lambda: len(kube.get(peering).get("status") or {}) == 2, what="two peers")
+        policy = apply_example(kube, "admin-pod-subnets.yaml")
         wait_condition(kube, policy, contract.ACCEPTED, "True")
-        first.stop()
-        wait_for(lambda: "Resuming operations after the pause" in caplog.text, timeout=30,
-                 what="the standby replica to take over")
-        report(kube, policy, "node-a", **attached(1, 2))
-        wait_condition(kube, policy, contract.READY, "True")
+        kube.merge_patch(path_of(policy), {"spec": {"priority": 999}})  # another generation
+        wait_for(lambda: contract.is_accepted(kube.get(path_of(policy))),
+                 what="generation 2 accepted by the active replica")
+        time.sleep(1)  # give a wrongly unpaused standby replica time to show itself
+        assert not any(contract.is_rejected(version) for version in versions(k8s_api, policy))
+        active.stop()
+        # The standby replica takes over (kopf's peer lifetime bounds how soon) and judges with
+        # its own admin namespace: the policy is now rejected.
+        wait_condition(kube, policy, contract.ACCEPTED, "False", contract.INVALID_SPEC,
+                       timeout=30)
     finally:
-        if first.stop_flag.is_set() is False:
-            first.stop()
-        second.stop()
+        if not active.stop_flag.is_set():
+            active.stop()
+        if standby is not None:
+            standby.stop()
+
+
+def versions(api: EmulatedApiServer, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every stored version of an object (kmock keeps the history), oldest first."""
+    emulator = api.emulator
+    assert emulator is not None
+    key = (emulator.resource(POLICIES), obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+    async def read() -> list[dict[str, Any]]:
+        async with emulator._lock:
+            return [copy.deepcopy(v.raw) for v in emulator.objects[key].history if v is not None]
+
+    return api.call(read)
 
 
 def _register_crd_file(api: EmulatedApiServer, path: Path) -> Any:
