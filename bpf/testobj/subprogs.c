@@ -1,6 +1,7 @@
 // Loader test object: bpf-to-bpf calls into .text. Two programs share sub-programs, reached in
-// different orders; leaf_c is reachable only from prog_b; orphan/orphan_helper are never called
-// and must not be appended.
+// different orders; leaf_c is reachable only from prog_b; loop_step only as a bpf_loop callback
+// (an ld_imm64 of a .text function, BPF_PSEUDO_FUNC) from prog_b; orphan/orphan_helper are
+// never called and must not be appended.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -34,6 +35,12 @@ static __attribute__((noinline)) int mid(struct __sk_buff *skb)
 	return leaf_b(skb) ^ leaf_a(skb);
 }
 
+static int loop_step(__u32 index, void *ctx)
+{
+	*(__u32 *)ctx += index;
+	return 0;
+}
+
 SEC("lwt_in_sub")
 int prog_a(struct __sk_buff *skb)
 {
@@ -45,7 +52,9 @@ SEC("lwt_out_sub")
 int prog_b(struct __sk_buff *skb)
 {
 	int v = leaf_c(skb) + mid(skb);
-	return v == 12345 ? BPF_DROP : BPF_OK;
+	__u32 sum = 0;
+	bpf_loop(4, loop_step, &sum, 0);
+	return v == 12345 || sum == 99 ? BPF_DROP : BPF_OK;
 }
 
 char _license[] SEC("license") = "GPL";

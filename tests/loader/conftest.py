@@ -107,6 +107,13 @@ def bpftool_programs() -> list[dict]:  # type: ignore[type-arg]
     return json.loads(out or "[]")
 
 
+@pytest.fixture(scope="session")
+def builtin_tags() -> dict[str, str]:
+    """Tags our loader got for the built-ins ({name: tag}), filled by the per-hook test so
+    the iproute2 comparison need not load each built-in again (program budget)."""
+    return {}
+
+
 @pytest.fixture(scope="module")
 def netns() -> Iterator[str]:
     """A private netns with a veth pair (v0 up, 10.77.0.1/24) for reference route loads."""

@@ -11,12 +11,13 @@ CASES = [(name, hook.value) for name in sorted(CATALOGUE) for hook in Hook]
 
 
 @pytest.mark.parametrize(("name", "hook"), CASES)
-def test_builtin_on_hook(name: str, hook: str) -> None:
+def test_builtin_on_hook(name: str, hook: str, builtin_tags: dict[str, str]) -> None:
     builtin = CATALOGUE[name]
     spec = ObjectSpec.from_file(builtin_object_dir() / builtin.object)
     if hook in builtin.hooks:
         with spec.load(builtin.section, Hook(hook)) as prog:
             assert prog.id > 0 and len(prog.tag) == 16
+            assert builtin_tags.setdefault(name, prog.tag) == prog.tag, "same on every hook"
             assert prog.hook is Hook(hook)
             if builtin.function:
                 assert prog.name == builtin.function[:15]

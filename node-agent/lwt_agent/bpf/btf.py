@@ -32,6 +32,7 @@ class BtfType:
     size_or_type: int
     # kind-specific: ARRAY (elem_type, index_type, nelems); STRUCT/UNION members
     # (name, type, bit offset); DATASEC vars (type, offset, size); VAR linkage; INT encoding
+    pos: int = 0  # byte offset of this type's header in the type area
     array: tuple[int, int, int] | None = None
     members: list[tuple[str, int, int]] = field(default_factory=list)
     secinfos: list[tuple[int, int, int]] = field(default_factory=list)
@@ -65,6 +66,8 @@ class Btf:
         if type_off + type_len > len(body) or str_off + str_len > len(body):
             raise _corrupt(f"type ({type_off}+{type_len}) or string ({str_off}+{str_len}) "
                            f"area runs past the section ({len(body)} bytes after the header)")
+        self.raw = bytes(data)
+        self._types_start = hdr_len + type_off
         self.strings = body[str_off:str_off + str_len]
         if self.strings and self.strings[0] != 0:
             raise _corrupt("string table does not start with an empty string")
@@ -96,7 +99,7 @@ class Btf:
             kind = (info >> 24) & 0x1F
             vlen = info & 0xFFFF
             t = BtfType(len(self.types), kind, self.string(name_off), vlen,
-                        bool(info >> 31), size_or_type)
+                        bool(info >> 31), size_or_type, pos - 12)
             if kind in (KIND_INT, KIND_VAR, KIND_DECL_TAG):
                 pos += 4
             elif kind == KIND_ARRAY:
@@ -174,6 +177,90 @@ class Btf:
 
     def datasec_names(self) -> list[str]:
         return [t.name for t in self.types if t.kind == KIND_DATASEC]
+
+
+    def for_kernel(self, section_sizes: dict[str, int],
+                   symbol_offsets: dict[str, dict[str, int]]) -> bytes:
+        """The .BTF bytes with what the compiler leaves for the loader filled in, as libbpf
+        does: each DATASEC's size (the ELF section's) and its variables' offsets (their
+        symbols' values). Sections or variables not found are left as they are (the kernel
+        then refuses the BTF and the program loads without it)."""
+        buf = bytearray(self.raw)
+        for t in self.types:
+            if t.kind != KIND_DATASEC:
+                continue
+            base = self._types_start + t.pos
+            size = section_sizes.get(t.name)
+            if size is not None and t.size_or_type == 0:
+                struct.pack_into("<I", buf, base + 8, size)
+            offsets = symbol_offsets.get(t.name, {})
+            for i, (type_id, _off, _size) in enumerate(t.secinfos):
+                var_name = self.types[type_id].name
+                if var_name in offsets:
+                    struct.pack_into("<I", buf, base + 12 + 12 * i + 4, offsets[var_name])
+        return bytes(buf)
+
+
+@dataclass(frozen=True)
+class ExtRecord:
+    """A func_info or line_info record of .BTF.ext: `insn_off` in bytes within its ELF
+    section (as stored); `rest` is the record after insn_off, passed to the kernel as is."""
+
+    insn_off: int
+    rest: bytes
+
+
+@dataclass
+class BtfExt:
+    """func_info and line_info of .BTF.ext, by ELF section name."""
+
+    func_info_rec_size: int = 8
+    line_info_rec_size: int = 16
+    func_info: dict[str, list[ExtRecord]] = field(default_factory=dict)
+    line_info: dict[str, list[ExtRecord]] = field(default_factory=dict)
+
+
+def ext_info(ext: bytes, btf: Btf) -> BtfExt:
+    """Read func_info and line_info from .BTF.ext."""
+    info = BtfExt()
+    try:
+        magic, version, _flags, hdr_len = struct.unpack_from("<HBBI", ext, 0)
+        if magic != BTF_MAGIC or version != 1 or hdr_len < 24:
+            raise _corrupt(f".BTF.ext has bad magic {magic:#06x}, version {version} or "
+                           f"header length {hdr_len}")
+        func_off, func_len, line_off, line_len = struct.unpack_from("<IIII", ext, 8)
+        info.func_info_rec_size, info.func_info = _ext_area(
+            ext, hdr_len + func_off, func_len, btf, "func_info", 8)
+        info.line_info_rec_size, info.line_info = _ext_area(
+            ext, hdr_len + line_off, line_len, btf, "line_info", 16)
+    except struct.error as exc:
+        raise _corrupt(f".BTF.ext truncated ({exc})") from None
+    return info
+
+
+def _ext_area(ext: bytes, start: int, length: int, btf: Btf, what: str,
+              min_rec: int) -> tuple[int, dict[str, list[ExtRecord]]]:
+    if length == 0:
+        return min_rec, {}
+    if start + length > len(ext):
+        raise _corrupt(f".BTF.ext {what} area runs past the section")
+    area = ext[start:start + length]
+    rec_size = struct.unpack_from("<I", area, 0)[0]
+    if rec_size < min_rec or rec_size > 256:
+        raise _corrupt(f".BTF.ext {what} record size {rec_size} is invalid")
+    pos = 4
+    found: dict[str, list[ExtRecord]] = {}
+    while pos < len(area):
+        sec_name_off, num = struct.unpack_from("<II", area, pos)
+        pos += 8
+        if pos + num * rec_size > len(area):
+            raise _corrupt(f".BTF.ext {what} records run past their area")
+        records = found.setdefault(btf.string(sec_name_off), [])
+        for _ in range(num):
+            records.append(ExtRecord(struct.unpack_from("<I", area, pos)[0],
+                                     area[pos + 4:pos + rec_size]))
+            pos += rec_size
+    return rec_size, found
 
 
 @dataclass(frozen=True)

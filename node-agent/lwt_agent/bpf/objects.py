@@ -9,7 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import syscall
-from .btf import KIND_ARRAY, KIND_PTR, KIND_STRUCT, Btf, core_relocations
+from .btf import (
+    KIND_ARRAY,
+    KIND_PTR,
+    KIND_STRUCT,
+    Btf,
+    BtfExt,
+    ExtRecord,
+    core_relocations,
+    ext_info,
+)
 from .elf import (
     PARSE_ERRORS,
     R_BPF_64_32,
@@ -125,12 +134,14 @@ class ObjectSpec:
         lic = elf.section("license")
         self.license = lic.data.split(b"\0", 1)[0].decode(errors="replace") if lic else ""
         self.btf: Btf | None = None
+        self.btf_ext: BtfExt | None = None
         self.unsupported: list[UnsupportedFeature] = []
         btf_sec = elf.section(".BTF")
         if btf_sec is not None:
             self.btf = Btf(btf_sec.data)
             ext = elf.section(".BTF.ext")
             if ext is not None:
+                self.btf_ext = ext_info(ext.data, self.btf)
                 for sec_name, count in core_relocations(ext.data, self.btf).by_section.items():
                     self.unsupported.append(UnsupportedFeature(
                         "CO-RE relocations", sec_name,
@@ -465,12 +476,14 @@ class ObjectSpec:
 
         created: list[CreatedMap] = []
         prog_fd = -1
+        btf: syscall.BtfInfo | None = None
         try:
+            btf = self._program_btf(linked)
             for name in dict.fromkeys(rel.target for _pos, rel in linked.relocs):
                 created.append(create_map(self.maps[name], pin_path))
             fds = {c.map.name: c.map.fd for c in created}
             insns = apply_map_relocations(linked, fds)
-            prog_fd = self._prog_load(hook, insns, prog_name)
+            prog_fd = self._prog_load(hook, insns, prog_name, btf)
             info = syscall.prog_info(prog_fd)
             if prog_pin:
                 syscall.obj_pin(prog_fd, prog_pin)
@@ -478,7 +491,7 @@ class ObjectSpec:
                 fd=prog_fd, id=info.id, tag=info.tag, name=info.name or prog_name,
                 section=linked.main.section, hook=hook,
                 maps={c.map.name: c.map for c in created},
-                pinned=prog_pin, subprograms=linked.subprograms)
+                pinned=prog_pin, subprograms=linked.subprograms, btf=btf is not None)
         except BaseException:
             if prog_fd >= 0:
                 os.close(prog_fd)
@@ -487,24 +500,63 @@ class ObjectSpec:
                 if c.new_pin:
                     _unlink_quietly(c.new_pin)
             raise
+        finally:
+            if btf is not None:
+                os.close(btf.btf_fd)  # the program holds its own reference
 
-    def _prog_load(self, hook: Hook, insns: bytes, name: str) -> int:
+    def _program_btf(self, linked: LinkedProgram) -> syscall.BtfInfo | None:
+        """BTF, func_info and line_info for the program, as libbpf passes them (the verifier
+        needs them for callbacks and global functions, and annotates its log with source
+        lines). None when the object has none or the kernel refuses its BTF: like libbpf,
+        the program is then loaded without."""
+        if self.btf is None:
+            return None
+        sizes = {sec.name: sec.size for sec in self.elf.sections if sec.name}
+        offsets: dict[str, dict[str, int]] = {}
+        for sym in self.elf.symbols:
+            if sym.type == "STT_OBJECT" and sym.name and 0 < sym.shndx < len(self.elf.sections):
+                offsets.setdefault(self.elf.sections[sym.shndx].name, {})[sym.name] = sym.value
+        try:
+            btf_fd = syscall.btf_load(self.btf.for_kernel(sizes, offsets))
+        except KernelError:
+            return None
+        ext = self.btf_ext or BtfExt()
+        return syscall.BtfInfo(
+            btf_fd,
+            _relocate_ext(ext.func_info, linked), ext.func_info_rec_size,
+            _relocate_ext(ext.line_info, linked), ext.line_info_rec_size)
+
+    def _prog_load(self, hook: Hook, insns: bytes, name: str,
+                   btf: syscall.BtfInfo | None) -> int:
         """Load like libbpf: first without a log; on failure again with a bounded log."""
         try:
-            fd, _ = syscall.prog_load(hook.prog_type, insns, self.license, name)
+            fd, _ = syscall.prog_load(hook.prog_type, insns, self.license, name, btf=btf)
             return fd
         except KernelError as first:
             if first.errno not in (13, 22, 7, 28):  # EACCES EINVAL E2BIG ENOSPC: verifier
                 raise
         try:
             fd, _ = syscall.prog_load(hook.prog_type, insns, self.license, name,
-                                      log_level=1, log_size=VERIFIER_LOG_SIZE)
+                                      log_level=1, log_size=VERIFIER_LOG_SIZE, btf=btf)
         except VerifierError as exc:
             if len(exc.log) > VERIFIER_LOG_KEEP:
                 exc.log = "[...]\n" + exc.log[-VERIFIER_LOG_KEEP:]
                 exc.log_truncated = True
             raise
         return fd  # loaded on the second attempt (should not happen; keep it)
+
+
+def _relocate_ext(records: dict[str, list[ExtRecord]], linked: LinkedProgram) -> bytes:
+    """func_info/line_info records of every piece of the linked program, with offsets
+    moved from bytes-in-section to instructions-in-the-final-program (as libbpf does)."""
+    out = bytearray()
+    for piece, base in linked.placements:
+        start = piece.sec_insn_off * INSN_SIZE
+        end = start + piece.insn_count * INSN_SIZE
+        for rec in records.get(piece.section, []):
+            if start <= rec.insn_off < end:
+                out += struct.pack("<I", base + (rec.insn_off - start) // INSN_SIZE) + rec.rest
+    return bytes(out)
 
 
 def _unlink_quietly(path: str) -> None:
@@ -521,7 +573,7 @@ class LoadedProgram:
 
     def __init__(self, fd: int, id: int, tag: str, name: str, section: str, hook: Hook,
                  maps: dict[str, BpfMap], pinned: str | None,
-                 subprograms: list[str]) -> None:
+                 subprograms: list[str], btf: bool = False) -> None:
         self.fd = fd
         self.id = id
         self.tag = tag
@@ -531,6 +583,7 @@ class LoadedProgram:
         self.maps = maps
         self.pinned = pinned
         self.subprograms = subprograms
+        self.btf = btf  # loaded with BTF func/line info (False: the kernel refused the BTF)
 
     def close(self) -> None:
         for m in self.maps.values():

@@ -80,6 +80,7 @@ class LinkedProgram:
     insns: bytearray
     subprograms: list[str]  # names, in the order they were appended
     relocs: list[tuple[int, ProgReloc]]  # (absolute insn index, MAP/DATA/EXTERN reloc)
+    placements: list[tuple[ProgramSpec, int]]  # every piece and its first instruction
 
 
 def link(main: ProgramSpec, text_funcs: list[ProgramSpec]) -> LinkedProgram:
@@ -87,6 +88,7 @@ def link(main: ProgramSpec, text_funcs: list[ProgramSpec]) -> LinkedProgram:
     buf = bytearray(main.insns)
     placed: dict[str, int] = {}
     order: list[str] = []
+    placements: list[tuple[ProgramSpec, int]] = [(main, 0)]
     pending: list[tuple[int, ProgReloc]] = []
 
     def find_subprog(sec_insn: int, caller: ProgramSpec, at: int) -> ProgramSpec:
@@ -132,6 +134,7 @@ def link(main: ProgramSpec, text_funcs: list[ProgramSpec]) -> LinkedProgram:
             if sub.name not in placed:
                 placed[sub.name] = len(buf) // INSN_SIZE
                 order.append(sub.name)
+                placements.append((sub, placed[sub.name]))
                 buf.extend(sub.insns)
                 process(sub, placed[sub.name], depth + 1)
             _set_imm(buf, pos, placed[sub.name] - pos - 1)
@@ -139,7 +142,7 @@ def link(main: ProgramSpec, text_funcs: list[ProgramSpec]) -> LinkedProgram:
                 _set_src_reg(buf, pos, BPF_PSEUDO_FUNC)
 
     process(main, 0, 0)
-    return LinkedProgram(main, buf, order, pending)
+    return LinkedProgram(main, buf, order, pending, placements)
 
 
 def apply_map_relocations(linked: LinkedProgram, map_fds: dict[str, int]) -> bytes:

@@ -30,6 +30,7 @@ BPF_MAP_GET_NEXT_ID = 12
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_BTF_LOAD = 18
 BPF_MAP_FREEZE = 22
 
 # map update flags
@@ -86,6 +87,23 @@ class _ProgLoadAttr(ctypes.Structure):
         ("prog_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
         ("prog_ifindex", ctypes.c_uint32),
         ("expected_attach_type", ctypes.c_uint32),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("func_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("line_info_cnt", ctypes.c_uint32),
+    ]
+
+
+class _BtfLoadAttr(ctypes.Structure):
+    _fields_ = [
+        ("btf", ctypes.c_uint64),
+        ("btf_log_buf", ctypes.c_uint64),
+        ("btf_size", ctypes.c_uint32),
+        ("btf_log_size", ctypes.c_uint32),
+        ("btf_log_level", ctypes.c_uint32),
     ]
 
 
@@ -265,6 +283,34 @@ def map_freeze(fd: int) -> None:
     _bpf(BPF_MAP_FREEZE, _FdAttr(fd=fd), "freezing map")
 
 
+@dataclass(frozen=True)
+class BtfInfo:
+    """BTF for a program load: the BTF object's fd and func_info / line_info records
+    (instruction offsets already in instructions of the final program)."""
+
+    btf_fd: int
+    func_info: bytes
+    func_info_rec_size: int
+    line_info: bytes
+    line_info_rec_size: int
+
+
+def btf_load(data: bytes, log_size: int = 0) -> int:
+    """Load BTF into the kernel; returns its fd. With log_size, a failure's KernelError
+    message ends with the BTF verifier's last line."""
+    buf = ctypes.create_string_buffer(data, len(data))
+    log_buf = ctypes.create_string_buffer(log_size) if log_size else None
+    attr = _BtfLoadAttr(btf=_ptr(buf), btf_size=len(data), btf_log_buf=_ptr(log_buf),
+                        btf_log_size=log_size, btf_log_level=1 if log_size else 0)
+    try:
+        return _bpf(BPF_BTF_LOAD, attr, "loading BTF")
+    except KernelError as exc:
+        if log_buf is None:
+            raise
+        lines = [ln for ln in log_buf.value.decode(errors="replace").splitlines() if ln]
+        raise KernelError(exc.errno or 22, "loading BTF", lines[-1] if lines else "") from None
+
+
 def prog_load(
     prog_type: int,
     insns: bytes,
@@ -273,6 +319,7 @@ def prog_load(
     log_level: int = 0,
     log_size: int = 0,
     expected_attach_type: int = 0,
+    btf: BtfInfo | None = None,
 ) -> tuple[int, str]:
     """Load a program; returns (fd, verifier log).
 
@@ -293,6 +340,18 @@ def prog_load(
         prog_name=_name_bytes(name),
         expected_attach_type=expected_attach_type,
     )
+    if btf is not None:
+        func_buf = ctypes.create_string_buffer(btf.func_info, len(btf.func_info) or 1)
+        line_buf = ctypes.create_string_buffer(btf.line_info, len(btf.line_info) or 1)
+        attr.prog_btf_fd = btf.btf_fd
+        if btf.func_info:
+            attr.func_info_rec_size = btf.func_info_rec_size
+            attr.func_info = _ptr(func_buf)
+            attr.func_info_cnt = len(btf.func_info) // btf.func_info_rec_size
+        if btf.line_info:
+            attr.line_info_rec_size = btf.line_info_rec_size
+            attr.line_info = _ptr(line_buf)
+            attr.line_info_cnt = len(btf.line_info) // btf.line_info_rec_size
     try:
         fd = _bpf(BPF_PROG_LOAD, attr, f"loading program {name!r}")
     except KernelError as exc:
