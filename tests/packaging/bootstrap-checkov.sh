@@ -10,10 +10,14 @@ CHECKOV_VERSION=3.3.30
 VENV=.venv-checkov
 PYTHON=${PYTHON:-python3}
 
-if [ -x "$VENV/bin/checkov" ] && [ "$("$VENV/bin/checkov" --version 2>/dev/null)" = "$CHECKOV_VERSION" ]; then
+STAMP="$VENV/.installed-checkov-$CHECKOV_VERSION"
+if [ -x "$VENV/bin/checkov" ] && [ -f "$STAMP" ]; then
   exit 0
 fi
 echo "bootstrap-checkov: installing checkov $CHECKOV_VERSION into $VENV"
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
 "$VENV/bin/pip" install -q "checkov==$CHECKOV_VERSION"
+"$VENV/bin/checkov" --version >/dev/null   # fails here, not in a test, if it cannot start
+rm -f "$VENV"/.installed-checkov-*
+touch "$STAMP"

@@ -44,7 +44,8 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert missing_values.returncode == 2
     assert "cannot read values file" in missing_values.stderr
     missing_chart = run_helm_py("lint", "--strict", str(tmp_path / "no-chart"))
-    assert missing_chart.returncode in (1, 2)
+    assert missing_chart.returncode == 1
+    assert "Chart.yaml" in missing_chart.stdout
     bad_name = run_helm_py("template", "Not_A_Release", str(CHART))
     assert bad_name.returncode == 2
 
