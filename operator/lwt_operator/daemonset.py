@@ -18,6 +18,10 @@ from lwt_operator.settings import AgentSettings
 
 DEFAULT_NAME = "lwt-agent"
 SETTINGS_HASH_ANNOTATION = "lwt.dev/agent-settings-hash"
+# When the operator that last wrote the DaemonSet started. During a rolling update of the
+# operator, an old and a new replica (with other settings) run for a moment; the newer one wins
+# instead of the two rewriting the DaemonSet back and forth (each rewrite rolls every agent).
+STARTED_ANNOTATION = "lwt.dev/operator-started"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "lwt-operator"}
 SELECTOR_LABELS = {"app.kubernetes.io/name": "lwt-agent", "app.kubernetes.io/component": "agent"}
 
@@ -34,7 +38,8 @@ def settings_hash(settings: AgentSettings, namespace: str, admin_namespace: str)
 
 
 def build_daemonset(
-    settings: AgentSettings, *, name: str, namespace: str, admin_namespace: str
+    settings: AgentSettings, *, name: str, namespace: str, admin_namespace: str,
+    started_at: str = "",
 ) -> dict[str, Any]:
     selector = selector_labels(settings)
     labels = {**SELECTOR_LABELS, **MANAGED_BY}
@@ -107,6 +112,7 @@ def build_daemonset(
             "labels": labels,
             "annotations": {
                 SETTINGS_HASH_ANNOTATION: settings_hash(settings, namespace, admin_namespace),
+                **({STARTED_ANNOTATION: started_at} if started_at else {}),
             },
         },
         "spec": {
@@ -147,12 +153,23 @@ def drift(desired: Any, actual: Any, path: str = "") -> list[str]:
 
 def daemonset_drift(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
     """What differs in the parts the operator owns: labels, its annotation, and the spec."""
+    annotations = {k: v for k, v in desired["metadata"]["annotations"].items()
+                   if k != STARTED_ANNOTATION}
     owned = {
-        "metadata": {"labels": desired["metadata"]["labels"],
-                     "annotations": desired["metadata"]["annotations"]},
+        "metadata": {"labels": desired["metadata"]["labels"], "annotations": annotations},
         "spec": desired["spec"],
     }
     return drift(owned, actual)
+
+
+def superseded(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
+    """True when a newer operator wrote other settings into the DaemonSet: leave it alone."""
+    mine = desired["metadata"]["annotations"]
+    theirs = (actual.get("metadata") or {}).get("annotations") or {}
+    return bool(
+        theirs.get(SETTINGS_HASH_ANNOTATION) != mine.get(SETTINGS_HASH_ANNOTATION)
+        and theirs.get(STARTED_ANNOTATION, "") > mine.get(STARTED_ANNOTATION, "")
+    )
 
 
 def selector_changed(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:

@@ -42,6 +42,10 @@ class DaemonSetKeeper:
             self.kube.create(self.collection, dict(self.desired))
             log.info("created DaemonSet %s/%s", self.namespace, self.name)
             return "created"
+        if daemonset.superseded(self.desired, actual):
+            log.debug("DaemonSet %s/%s was written by a newer operator; leaving it",
+                      self.namespace, self.name)
+            return "superseded"
         if daemonset.selector_changed(self.desired, actual):
             # spec.selector is immutable: the only way to a new one is delete and re-create.
             self.kube.delete(self.path)

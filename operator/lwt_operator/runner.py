@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import threading
 from typing import Any
@@ -29,7 +30,8 @@ async def run_operator(
     keeper = DaemonSetKeeper(
         kube,
         build_daemonset(config.agent, name=config.daemonset_name, namespace=config.namespace,
-                        admin_namespace=config.admin_namespace),
+                        admin_namespace=config.admin_namespace,
+                        started_at=datetime.datetime.now(tz=datetime.UTC).isoformat()),
         resync=config.timings.resync,
         retry=config.timings.error_backoffs[-1],
     )

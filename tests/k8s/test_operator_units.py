@@ -17,6 +17,7 @@ from lwt_operator.daemonset import (
     drift,
     repair_patch,
     selector_changed,
+    superseded,
 )
 from lwt_operator.errors import SettingsError
 from lwt_operator.settings import AgentSettings
@@ -143,6 +144,19 @@ def test_drift_on_lists_and_scalars() -> None:
     assert drift({"a": [1, 2]}, {"a": [1]}) == ["a"]
     assert drift({"a": {"b": 1}}, {"a": 5}) == ["a"]
     assert drift({"a": {}}, {}) == []  # an empty desired value is what an absent one means
+
+
+def test_the_newest_operator_wins_during_a_rollout() -> None:
+    old = build_daemonset(AgentSettings(image="a:1"), name="n", namespace="ns",
+                          admin_namespace="ns", started_at="2026-01-01T10:00:00+00:00")
+    new = build_daemonset(AgentSettings(image="a:2"), name="n", namespace="ns",
+                          admin_namespace="ns", started_at="2026-01-01T11:00:00+00:00")
+    assert superseded(old, new)  # the old replica leaves the new replica's DaemonSet alone
+    assert not superseded(new, old)  # the new replica repairs the old one's
+    restarted_same = build_daemonset(AgentSettings(image="a:1"), name="n", namespace="ns",
+                                     admin_namespace="ns", started_at="2026-01-01T12:00:00+00:00")
+    assert not superseded(old, restarted_same)  # same settings: no contest
+    assert daemonset_drift(old, restarted_same) == []  # the start time alone is no drift
 
 
 def test_selector_change_is_detected() -> None:
