@@ -42,6 +42,7 @@ NLM_F_REPLACE = 0x100
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLM_F_ACK_TLVS = 0x200
+NLM_F_DUMP_INTR = 0x10
 NLMSGERR_ATTR_MSG = 1
 RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
@@ -66,6 +67,7 @@ SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 CLONE_NEWNET = 0x40000000
 
 CHUNK_MESSAGES = 1024
+DUMP_ATTEMPTS = 5
 CHUNK_BYTES = 512 * 1024
 RT_TABLE_COMPAT = 252
 
@@ -346,28 +348,48 @@ class RouteSocket:
         size = self.sock.recv_into(self._buf)
         return memoryview(self._buf)[:size]
 
-    def _dump(self, request: bytes, on_message: Callable[[bytes, int, int, int], None]) -> None:
+    def _dump(self, request: bytes, on_message: Callable[[bytes, int, int, int], None]) -> bool:
+        """Run one dump; returns False when the kernel flagged it inconsistent (changed
+        while dumping: NLM_F_DUMP_INTR) — the caller must discard what it got and retry."""
         seq = self._next_seq()
         msg = bytearray(request)
         struct.pack_into("=I", msg, 8, seq)
         self.sock.send(msg)
+        consistent = True
         while True:
             data = bytes(self._recv())
             pos = 0
             while pos + 16 <= len(data):
-                length, kind, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, pos)
+                length, kind, flags, mseq, _pid = _NLMSGHDR.unpack_from(data, pos)
                 if length < 16:
-                    return
+                    return consistent
                 if mseq == seq:
+                    if flags & NLM_F_DUMP_INTR:
+                        consistent = False
                     if kind == NLMSG_DONE:
-                        return
+                        return consistent
                     if kind == NLMSG_ERROR:
                         err, _s, extack = _parse_error(data, pos, pos + length)
                         if err:
                             raise NetlinkError(err, "route dump refused", extack)
-                        return
+                        return consistent
                     on_message(data, kind, pos, pos + length)
                 pos += (length + 3) & ~3
+
+    def _consistent_dump(
+        self,
+        request: bytes,
+        collect: Callable[[bytes, int, int, int], None],
+        reset: Callable[[], None],
+    ) -> None:
+        for _attempt in range(DUMP_ATTEMPTS):
+            if self._dump(request, collect):
+                return
+            reset()
+        raise NetlinkError(
+            errno_mod.EAGAIN,
+            f"the routes kept changing during {DUMP_ATTEMPTS} dumps in a row; retry later",
+        )
 
     def dump_routes(self, family: int, table: int | None) -> list[ObservedRoute]:
         """Every route of ``family`` in ``table`` (None: all tables), cloned ones skipped."""
@@ -386,7 +408,7 @@ class RouteSocket:
                 if route is not None and (table is None or route.table == table):
                     routes.append(route)
 
-        self._dump(request, collect)
+        self._consistent_dump(request, collect, routes.clear)
         return routes
 
     def dump_links(self) -> dict[int, str]:
@@ -403,7 +425,7 @@ class RouteSocket:
                 if attr == IFLA_IFNAME:
                     links[index] = bytes(data[s:e]).split(b"\0", 1)[0].decode()
 
-        self._dump(request, collect)
+        self._consistent_dump(request, collect, links.clear)
         return links
 
     def send_batch(self, messages: Sequence[bytes]) -> dict[int, NetlinkError]:
