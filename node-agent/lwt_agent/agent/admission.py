@@ -1,0 +1,148 @@
+"""Which version of each policy the agent acts on.
+
+A bad new version never disturbs what an earlier good version attached: the agent keeps
+acting on the last version it accepted and reports the problem. Standalone mode judges
+policies itself (the same `lwt_policy.model` validation the operator runs); cluster mode
+follows the operator's accepted-generation handshake (`lwt_operator.contract`): act on the
+current generation once it is Accepted, keep the previous one while it is being judged,
+detach a generation the operator rejected.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lwt_policy.errors import PolicyValidationError, problems_text
+from lwt_policy.model import DEFAULT_NAMESPACE, LwtRoutePolicy, PolicyRef, parse_policy
+from lwt_policy.status import NodeError
+
+# The operator↔agent handshake (kept in step with operator/lwt_operator/contract.py, which
+# the agent does not import: the agent image must not need kopf).
+ACCEPTED = "Accepted"
+
+
+@dataclass(frozen=True)
+class PolicyView:
+    """What the reconciler does for one policy and what it reports."""
+
+    ref: PolicyRef
+    policy: LwtRoutePolicy | None  # the version to act on; None: attach nothing
+    generation: int  # the generation the node entry reports
+    error: NodeError | None = None  # a refusal of the newest version
+    deleting: bool = False
+    raw: Mapping[str, Any] | None = None  # the newest object as given
+
+
+def ref_of(obj: Mapping[str, Any]) -> PolicyRef:
+    meta = obj.get("metadata") or {}
+    return PolicyRef(meta.get("namespace") or DEFAULT_NAMESPACE, str(meta.get("name", "")))
+
+
+class PolicyBook:
+    """Remembers the last good version of each policy across reconciles."""
+
+    def __init__(self, admin_namespace: str) -> None:
+        self.admin_namespace = admin_namespace
+        self._good: dict[PolicyRef, LwtRoutePolicy] = {}
+        self._generations: dict[PolicyRef, tuple[str, int]] = {}
+
+    # --- standalone ----------------------------------------------------------------------
+
+    def standalone(self, objects: Iterable[Mapping[str, Any]]) -> list[PolicyView]:
+        """Views of policy objects read from files: validated here; a generation is
+        assigned as the API server would (1, then +1 whenever the spec changes)."""
+        views: list[PolicyView] = []
+        seen: set[PolicyRef] = set()
+        for raw in objects:
+            obj = self._with_identity(raw)
+            ref = ref_of(obj)
+            seen.add(ref)
+            generation = int(obj["metadata"]["generation"])
+            try:
+                policy = parse_policy(obj, admin_namespace=self.admin_namespace)
+            except PolicyValidationError as exc:
+                kept = self._good.get(ref)
+                message = f"refused: {problems_text(exc.problems)}"
+                if kept is not None:
+                    message += (f" (still acting on generation {kept.generation}, the last "
+                                "valid one)")
+                views.append(PolicyView(ref, kept, generation, NodeError(message), raw=raw))
+                continue
+            self._good[ref] = policy
+            views.append(PolicyView(ref, policy, generation, deleting=policy.deleting,
+                                    raw=raw))
+        self._forget_except(seen)
+        return views
+
+    def _with_identity(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(dict(raw))
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            return obj  # validation reports it
+        ref = ref_of(obj)
+        meta.setdefault("uid", str(uuid.uuid5(uuid.NAMESPACE_URL, f"lwt.dev/{ref}")))
+        if not meta.get("generation"):
+            spec = json.dumps(obj.get("spec"), sort_keys=True, default=str)
+            last = self._generations.get(ref)
+            generation = 1 if last is None else last[1] + (last[0] != spec)
+            self._generations[ref] = (spec, generation)
+            meta["generation"] = generation
+        return obj
+
+    # --- cluster -------------------------------------------------------------------------
+
+    def cluster(self, objects: Iterable[Mapping[str, Any]]) -> list[PolicyView]:
+        """Views of policy objects from the API, following the accepted-generation
+        handshake."""
+        views: list[PolicyView] = []
+        seen: set[PolicyRef] = set()
+        for obj in objects:
+            ref = ref_of(obj)
+            seen.add(ref)
+            meta = obj.get("metadata") or {}
+            generation = int(meta.get("generation") or 0)
+            kept = self._good.get(ref)
+            if meta.get("deletionTimestamp"):
+                views.append(PolicyView(ref, None, generation, deleting=True, raw=obj))
+                continue
+            condition = _condition(obj, ACCEPTED)
+            judged = condition is not None and condition.get("observedGeneration") == generation
+            if judged and condition.get("status") == "False":
+                self._good.pop(ref, None)
+                message = (f"rejected by the operator ({condition.get('reason', '')}): "
+                           f"{condition.get('message', '')}; nothing is attached")
+                views.append(PolicyView(ref, None, generation, NodeError(message), raw=obj))
+                continue
+            if not (judged and condition.get("status") == "True"):
+                # Not judged yet: keep the last accepted version (or attach nothing).
+                reported = kept.generation if kept is not None else generation
+                views.append(PolicyView(ref, kept, reported, raw=obj))
+                continue
+            try:
+                policy = parse_policy(obj, admin_namespace=self.admin_namespace)
+            except PolicyValidationError as exc:
+                # Accepted by the operator but refused here: the agent's catalogue differs.
+                message = f"refused by this agent: {problems_text(exc.problems)}"
+                views.append(PolicyView(ref, kept, generation, NodeError(message), raw=obj))
+                continue
+            self._good[ref] = policy
+            views.append(PolicyView(ref, policy, generation, raw=obj))
+        self._forget_except(seen)
+        return views
+
+    def _forget_except(self, seen: set[PolicyRef]) -> None:
+        for ref in [r for r in self._good if r not in seen]:
+            del self._good[ref]
+        for ref in [r for r in self._generations if r not in seen]:
+            del self._generations[ref]
+
+
+def _condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == type_:
+            return condition
+    return None

@@ -1,0 +1,296 @@
+"""The reconciler: (policies, pods, nodes, this node) -> programs on routes -> node status.
+
+One pass:
+1. `lwt_policy.targets.desired_attachments` says which policy's program each hook of each
+   route of this node should run (conflicts resolved by priority);
+2. the program store makes one program ready per (policy, hook) — never one per route —
+   and writes the policy's config into its maps;
+3. a program that cannot be made ready keeps the last program of that (policy, hook) when
+   there is one (nothing already attached changes); otherwise the failure policy decides:
+   FailOpen leaves the hook plain, FailClosed puts the policy's drop-all on it;
+4. the route engine applies it in batches and garbage-collects hooks of our owners that
+   nothing wants any more; the guard is paused meanwhile (route events caused by this
+   pass are not CNI churn) and then guards the new state;
+5. programs nothing uses are dropped (after the routes stopped using them);
+6. each policy gets its `status.nodes.<node>` entry (lwt_policy.status shape).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lwt_policy.configmap import index_configmaps
+from lwt_policy.model import PolicyRef
+from lwt_policy.status import NodeError, NodeResult, ProgramStatus, conflicts_from_desired
+from lwt_policy.targets import DesiredState, Prefix, desired_attachments
+
+from lwt_agent.route import ApplyResult, ProgramRef, RouteEngine, RouteIntent, labels
+from lwt_agent.route.guard import RouteGuard
+from lwt_agent.route.model import Destination
+
+from .admission import PolicyView
+from .errors import ProgramError
+from .sources import ProgramSources
+from .store import ProgramKey, ProgramStore, StoredProgram, is_policy_owner, policy_owner
+
+log = logging.getLogger(__name__)
+
+Hook = str
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything one pass looks at (Kubernetes object dicts)."""
+
+    views: Sequence[PolicyView]
+    pods: Sequence[Mapping[str, Any]] = ()
+    nodes: Sequence[Mapping[str, Any]] = ()
+    configmaps: Sequence[Mapping[str, Any]] = ()
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A program of a policy on this node, for metrics and the sampler."""
+
+    policy: PolicyRef
+    hook: Hook
+    program: StoredProgram
+    destinations: Mapping[str, str]  # address text -> "ns/pod" (or "" for subnets)
+
+
+@dataclass
+class Report:
+    """The outcome of one pass."""
+
+    results: dict[PolicyRef, NodeResult] = field(default_factory=dict)
+    views: dict[PolicyRef, PolicyView] = field(default_factory=dict)
+    apply: ApplyResult | None = None
+    attached: list[Attached] = field(default_factory=list)
+    errors: int = 0  # policies with a lastError
+    duration: float = 0.0
+
+    def status_entries(self) -> dict[PolicyRef, NodeResult]:
+        return self.results
+
+
+class Reconciler:
+    def __init__(self, node_name: str, admin_namespace: str, engine: RouteEngine,
+                 store: ProgramStore, sources: ProgramSources,
+                 guard: RouteGuard | None = None) -> None:
+        self.node_name = node_name
+        self.admin_namespace = admin_namespace
+        self.engine = engine
+        self.store = store
+        self.sources = sources
+        self.guard = guard
+        # The last program of the policy's own that was ready, per (policy, hook): kept
+        # when a newer version of the program cannot be made ready.
+        self._last_good: dict[tuple[PolicyRef, Hook], ProgramKey] = {}
+
+    # --- one pass ------------------------------------------------------------------------
+
+    def reconcile(self, inputs: Inputs) -> Report:
+        started = time.monotonic()
+        views = {v.ref: v for v in inputs.views}
+        acting = [v.policy for v in views.values() if v.policy is not None and not v.deleting]
+        by_ref = {p.ref: p for p in acting}
+        desired = desired_attachments(acting, inputs.pods, inputs.nodes, self.node_name,
+                                      self.admin_namespace)
+        programs, errors = self._programs(desired, by_ref, inputs.configmaps)
+        intents = self._intents(desired, programs)
+        owners = self._owners(views)
+        if self.guard is not None:
+            # Pause the guard while this pass changes routes: the events of our own changes
+            # must not look like CNI churn (the guard would put the old programs back).
+            self.guard.set_desired([])
+        result = self.engine.reconcile(intents, owners)
+        if self.guard is not None:
+            self.guard.set_desired(intents)  # resyncs at once: churn meanwhile is repaired
+        used = {p.key for p in programs.values() if p is not None}
+        self.store.drop_except(used)
+        self._last_good = {k: v for k, v in self._last_good.items() if v in used}
+        report = Report(views=views, apply=result)
+        deleting_left = self._owners_still_attached(views)
+        now = dt.datetime.now(dt.UTC)
+        for ref, view in views.items():
+            node_result = self._node_result(view, desired, programs, errors, result,
+                                            ref in deleting_left, now)
+            report.results[ref] = node_result
+            report.errors += node_result.last_error is not None
+        report.attached = self._attached(desired, programs)
+        report.duration = time.monotonic() - started
+        if result.changed:
+            log.info("reconciled: %s", {k: n for k, n in result.counts.items() if n})
+        return report
+
+    # --- programs ------------------------------------------------------------------------
+
+    def _programs(
+        self, desired: DesiredState, by_ref: Mapping[PolicyRef, Any],
+        configmaps: Sequence[Mapping[str, Any]],
+    ) -> tuple[dict[tuple[PolicyRef, Hook], StoredProgram | None],
+               dict[PolicyRef, ProgramError]]:
+        """(policy, hook) -> program to attach (None: leave the hook plain), and the first
+        error of each policy."""
+        wanted = sorted({(a.policy, a.hook) for hooks in desired.attachments.values()
+                         for a in hooks.values()})
+        index = index_configmaps(configmaps)
+        programs: dict[tuple[PolicyRef, Hook], StoredProgram | None] = {}
+        errors: dict[PolicyRef, ProgramError] = {}
+        for ref, hook in wanted:
+            policy = by_ref[ref]
+            try:
+                request = self.sources.request(ref, policy.spec.hooks[hook], index)
+                program = self.store.ensure(request)
+            except ProgramError as exc:
+                log.warning("%s hook %s: %s", ref, hook, exc)
+                errors.setdefault(ref, exc)
+                programs[(ref, hook)] = self._instead(ref, hook, policy.spec.failure_policy,
+                                                      errors)
+                continue
+            programs[(ref, hook)] = program
+            self._last_good[(ref, hook)] = program.key
+        return programs, errors
+
+    def _instead(self, ref: PolicyRef, hook: Hook, failure_policy: str,
+                 errors: dict[PolicyRef, ProgramError]) -> StoredProgram | None:
+        kept_key = self._last_good.get((ref, hook))
+        kept = self.store.get(kept_key) if kept_key is not None else None
+        if kept is not None:
+            return kept  # a bad new version never disturbs what is attached
+        if failure_policy != "FailClosed":
+            return None
+        try:
+            return self.store.ensure(self.sources.fallback(ref, hook))
+        except ProgramError as exc:
+            log.error("%s hook %s: FailClosed fallback unavailable: %s", ref, hook, exc)
+            errors.setdefault(ref, exc)
+            return None
+
+    # --- routes --------------------------------------------------------------------------
+
+    def _intents(self, desired: DesiredState,
+                 programs: Mapping[tuple[PolicyRef, Hook], StoredProgram | None]
+                 ) -> list[RouteIntent]:
+        shared: dict[tuple[Any, ...], dict[str, ProgramRef | None]] = {}
+        intents: list[RouteIntent] = []
+        for prefix, hooks in desired.attachments.items():
+            wanted: dict[str, ProgramRef | None] = {}
+            headroom = 0
+            for hook, attachment in hooks.items():
+                program = programs.get((attachment.policy, hook))
+                wanted[hook] = program.ref if program is not None else None
+                if hook == "xmit" and program is not None and not program.fallback:
+                    headroom = attachment.headroom or 0
+            key = (tuple(sorted((h, r.label if r else None) for h, r in wanted.items())),
+                   headroom)
+            # One mapping per distinct set of programs: the planner memoizes by it.
+            mapping = shared.setdefault(key, wanted)
+            intents.append(RouteIntent(Destination.of(prefix), mapping, headroom))
+        return intents
+
+    def _owners(self, views: Mapping[PolicyRef, PolicyView]) -> set[str]:
+        """Owners whose hooks the engine garbage-collects: every policy we know of, and
+        every policy owner found on the routes (policies removed while we were down)."""
+        owners = {policy_owner(ref) for ref in views}
+        owners |= {label.owner for text in self.engine.labels_in_use()
+                   if (label := labels.parse(text)) is not None
+                   and is_policy_owner(label.owner)}
+        return owners
+
+    def _owners_still_attached(self, views: Mapping[PolicyRef, PolicyView]) -> set[PolicyRef]:
+        """Deleting policies some route still carries a program of (not detached yet)."""
+        deleting = {policy_owner(ref): ref for ref, v in views.items() if v.deleting}
+        if not deleting:
+            return set()
+        found = set()
+        for text in self.engine.labels_in_use():
+            label = labels.parse(text)
+            if label is not None and label.owner in deleting:
+                found.add(deleting[label.owner])
+        return found
+
+    # --- status --------------------------------------------------------------------------
+
+    def _node_result(
+        self, view: PolicyView, desired: DesiredState,
+        programs: Mapping[tuple[PolicyRef, Hook], StoredProgram | None],
+        errors: Mapping[PolicyRef, ProgramError], result: ApplyResult,
+        still_attached: bool, now: dt.datetime,
+    ) -> NodeResult:
+        ref = view.ref
+        if view.deleting:
+            return NodeResult(observed_generation=view.generation, detached=not still_attached,
+                              updated_at=now)
+        targeted = desired.targeted.get(ref, set())
+        hooks = sorted(view.policy.spec.hooks) if view.policy is not None else []
+        status_programs = {
+            hook: ProgramStatus(p.id, p.tag, p.label)
+            for hook in hooks
+            if (p := programs.get((ref, hook))) is not None and not p.fallback
+        }
+        attached = 0
+        route_error: str | None = None
+        for prefix in desired.routes_of(ref) if view.policy is not None else ():
+            failure = result.failures.get(str(prefix))
+            if failure is not None:
+                route_error = route_error or f"route {prefix}: {failure}"
+                continue
+            won = [h for h, a in desired.attachments[prefix].items() if a.policy == ref]
+            carried = [programs.get((ref, h)) for h in won]
+            if all(p is not None and not p.fallback for p in carried):
+                attached += 1
+        error = view.error
+        if error is None and ref in errors:
+            error = errors[ref].node_error()
+        if error is None and route_error is not None:
+            error = NodeError(route_error)
+        return NodeResult(
+            observed_generation=view.generation,
+            routes=len(targeted),
+            attached_routes=attached,
+            programs=status_programs,
+            conflicts=conflicts_from_desired(desired, ref),
+            last_error=error,
+            updated_at=now,
+        )
+
+    def _attached(self, desired: DesiredState,
+                  programs: Mapping[tuple[PolicyRef, Hook], StoredProgram | None]
+                  ) -> list[Attached]:
+        destinations: dict[tuple[PolicyRef, Hook], dict[str, str]] = {}
+        for prefix, hooks in desired.attachments.items():
+            where = desired.destinations.get(prefix)
+            pod = str(where.pod) if where is not None and where.pod is not None else ""
+            for hook, attachment in hooks.items():
+                per = destinations.setdefault((attachment.policy, hook), {})
+                per[_address(prefix)] = pod
+        found = []
+        for (ref, hook), program in sorted(programs.items()):
+            if program is not None:
+                found.append(Attached(ref, hook, program, destinations.get((ref, hook), {})))
+        return found
+
+    # --- shutdown ------------------------------------------------------------------------
+
+    def detach_all(self, refs: Iterable[PolicyRef] = ()) -> ApplyResult:
+        """Remove every hook of every policy owner from the routes (and the guard)."""
+        if self.guard is not None:
+            self.guard.set_desired([])
+        owners = {policy_owner(r) for r in refs} | {
+            label.owner for text in self.engine.labels_in_use()
+            if (label := labels.parse(text)) is not None and is_policy_owner(label.owner)}
+        return self.engine.reconcile([], owners)
+
+
+def _address(prefix: Prefix) -> str:
+    return str(prefix.network_address) if prefix.prefixlen == prefix.max_prefixlen else str(prefix)
+
+
+def replace_result(result: NodeResult, **changes: Any) -> NodeResult:
+    return dataclasses.replace(result, **changes)

@@ -1,0 +1,198 @@
+"""Standalone mode: policies, pods, ConfigMaps and Nodes from files, no Kubernetes.
+
+The files are in Kubernetes' own formats (lwt_policy.manifests). They are polled for
+changes (mtime, size, inode: editors that replace the file are seen too) and every change
+triggers a reconcile; a periodic reconcile also retries what failed (a route the CNI had
+not created yet, a program the kernel refused). A file that cannot be read keeps the last
+good contents of its group in force: a typo never detaches anything.
+
+Status goes to stdout as YAML documents, one per policy whose status changed, in the
+LwtRoutePolicy status shape (what `kubectl get lrp -o yaml` shows in a cluster).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from lwt_policy import schema
+from lwt_policy.errors import ManifestError
+from lwt_policy.manifests import assume_scheduled_here, load_cluster_objects
+from lwt_policy.model import PolicyRef
+from lwt_policy.status import node_status, policy_status
+
+from .admission import PolicyBook
+from .errors import InputError
+from .reconciler import Inputs, Report
+from .runtime import Agent
+
+log = logging.getLogger(__name__)
+
+VOLATILE = ("lastUpdateTime", "lastTransitionTime")
+
+
+@dataclass
+class InputFiles:
+    policies: Sequence[Path]
+    pods: Sequence[Path] = ()
+    configmaps: Sequence[Path] = ()
+    nodes: Sequence[Path] = ()
+
+    def all(self) -> list[Path]:
+        return [*self.policies, *self.pods, *self.configmaps, *self.nodes]
+
+
+@dataclass
+class FileState:
+    """The last good contents of each group of files."""
+
+    policies: list[dict[str, Any]] = field(default_factory=list)
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    configmaps: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class FileWatcher:
+    """Reads the input files, per group, keeping the last good contents on errors."""
+
+    def __init__(self, files: InputFiles, node_name: str) -> None:
+        self.files = files
+        self.node_name = node_name
+        self.state = FileState()
+        self._stamps: dict[Path, tuple[int, int, int] | None] = {}
+        self.errors: list[str] = []
+
+    def changed(self) -> bool:
+        stamps = {p: _stamp(p) for p in self.files.all()}
+        if stamps != self._stamps:
+            self._stamps = stamps
+            return True
+        return False
+
+    def read(self) -> list[str]:
+        """Re-read every group; returns the problems (groups with one keep their last
+        good contents)."""
+        problems: list[str] = []
+        groups: list[tuple[str, Sequence[Path], Callable[[Any], list[dict[str, Any]]]]] = [
+            ("policies", self.files.policies, lambda o: [loc.obj for loc in o.policies]),
+            ("pods", self.files.pods,
+             lambda o: assume_scheduled_here(o.pods, self.node_name)),
+            ("configmaps", self.files.configmaps, lambda o: o.configmaps),
+            ("nodes", self.files.nodes, lambda o: o.nodes),
+        ]
+        for group, paths, pick in groups:
+            try:
+                objects = load_cluster_objects(paths)
+            except ManifestError as exc:
+                problems.append(f"{exc} (keeping the previous {group})")
+                continue
+            setattr(self.state, group, pick(objects))
+        self.errors = problems
+        return problems
+
+
+class StatusPrinter:
+    """Prints a policy's status document when it changed (timestamps aside)."""
+
+    def __init__(self, node_name: str, out: TextIO) -> None:
+        self.node_name = node_name
+        self.out = out
+        self._last: dict[PolicyRef, str] = {}
+
+    def documents(self, report: Report) -> dict[PolicyRef, dict[str, Any]]:
+        docs: dict[PolicyRef, dict[str, Any]] = {}
+        for ref, result in sorted(report.results.items()):
+            entry = node_status(result)
+            view = report.views[ref]
+            docs[ref] = {
+                "apiVersion": schema.API_VERSION,
+                "kind": schema.KIND,
+                "metadata": {"name": ref.name, "namespace": ref.namespace,
+                             "generation": view.generation},
+                "status": policy_status({self.node_name: entry}, view.generation),
+            }
+        return docs
+
+    def print(self, report: Report) -> None:
+        docs = self.documents(report)
+        for ref, doc in docs.items():
+            key = yaml.safe_dump(_without(doc, VOLATILE), sort_keys=True)
+            if self._last.get(ref) == key:
+                continue
+            self._last[ref] = key
+            self.out.write(f"--- # status of {schema.KIND} {ref} on node {self.node_name}\n")
+            self.out.write(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
+        for ref in [r for r in self._last if r not in docs]:
+            del self._last[ref]
+            self.out.write(f"--- # {schema.KIND} {ref}: no longer in the policy files, "
+                           "detached\n")
+        self.out.flush()
+
+
+def _without(value: Any, keys: Iterable[str]) -> Any:
+    keys = tuple(keys)
+    if isinstance(value, Mapping):
+        return {k: _without(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [_without(v, keys) for v in value]
+    return value
+
+
+class Standalone:
+    """The standalone loop around an Agent."""
+
+    def __init__(self, agent: Agent, files: InputFiles, out: TextIO,
+                 poll_seconds: float = 0.5, resync_seconds: float = 10.0) -> None:
+        self.agent = agent
+        self.watcher = FileWatcher(files, agent.config.node_name)
+        self.book = PolicyBook(agent.config.admin_namespace)
+        self.printer = StatusPrinter(agent.config.node_name, out)
+        self.poll_seconds = poll_seconds
+        self.resync_seconds = resync_seconds
+        self.stop = threading.Event()
+
+    def first_read(self) -> None:
+        """Read the files once; unreadable input at start is an error (nothing applied)."""
+        self.watcher.changed()
+        problems = self.watcher.read()
+        if problems:
+            raise InputError("; ".join(problems))
+
+    def reconcile_once(self) -> Report:
+        state = self.watcher.state
+        views = self.book.standalone(state.policies)
+        report = self.agent.reconcile(Inputs(views, state.pods, state.nodes, state.configmaps))
+        self.agent.health.ready = True
+        self.agent.health.reason = ""
+        self.printer.print(report)
+        return report
+
+    def run(self) -> None:
+        """Reconcile now, then on every file change and every resync period, until stop."""
+        self.reconcile_once()
+        since_resync = 0.0
+        while not self.stop.wait(self.poll_seconds):
+            since_resync += self.poll_seconds
+            self.agent.health.beat()
+            if self.watcher.changed():
+                problems = self.watcher.read()
+                for problem in problems:
+                    log.error("%s", problem)
+                    self.agent.metrics.errors.labels("input").inc()
+            elif since_resync < self.resync_seconds:
+                continue
+            since_resync = 0.0
+            self.reconcile_once()
