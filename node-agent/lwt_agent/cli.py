@@ -12,7 +12,7 @@ import sys
 from types import ModuleType
 
 # Verb modules, in --help order. Add a verb by adding its module here.
-COMMANDS: tuple[str, ...] = ("inspect", "load", "attach", "detach", "status")
+COMMANDS: tuple[str, ...] = ("inspect", "load", "attach", "detach", "status", "run")
 
 EXIT_USAGE = 2
 
