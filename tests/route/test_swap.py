@@ -18,45 +18,52 @@ SO_RCVBUFFORCE = 33
 def test_swap_under_traffic_loses_nothing(node: Node, programs: TestPrograms) -> None:
     pod = node.pods[0]
     a, b = programs.out["drop_a"].ref(), programs.out["drop_b"].ref()
-    receiver = node.udp_receiver(pod.ns, pod.ipv4, 7003)
-    receiver.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
-    sender = node.udp_sender(node.host, pod.ipv4)
-    received: list[bytes] = []
-    sent = 0
+    addresses = (pod.ipv4, pod.ipv6)
+    receivers = [node.udp_receiver(pod.ns, addr, 7003) for addr in addresses]
+    for receiver in receivers:
+        receiver.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+    senders = [node.udp_sender(node.host, addr) for addr in addresses]
+    received: list[list[bytes]] = [[], []]
+    sent = [0, 0]
     stop = threading.Event()
 
     def send() -> None:
-        nonlocal sent
+        # Port 7003: passed by both programs (drop_a drops 7001, drop_b drops 7002).
         while not stop.is_set():
-            for _ in range(20):
-                sender.sendto(sent.to_bytes(4, "big"), (pod.ipv4, 7003))
-                sent += 1
+            for _ in range(10):
+                for i, (sender, addr) in enumerate(zip(senders, addresses, strict=True)):
+                    sender.sendto(sent[i].to_bytes(4, "big"), (addr, 7003))
+                    sent[i] += 1
             time.sleep(0.0005)
 
+    def drain() -> None:
+        for i, receiver in enumerate(receivers):
+            received[i].extend(drain_udp(receiver))
+
     with RouteEngine(node.host) as engine:
-        engine.attach([pod.ipv4], "out", a)
+        engine.attach(addresses, "out", a)
         thread = threading.Thread(target=send)
         thread.start()
         swaps = 0
         try:
             deadline = time.monotonic() + 1.5
             while time.monotonic() < deadline:
-                program = b if swaps % 2 == 0 else a
-                result = engine.attach([pod.ipv4], "out", program)
-                assert result.counts["swap"] == 1
+                result = engine.attach(addresses, "out", b if swaps % 2 == 0 else a)
+                assert result.counts["swap"] == 2
                 swaps += 1
-                received.extend(drain_udp(receiver))
+                drain()
         finally:
             stop.set()
             thread.join()
         time.sleep(0.1)
-        received.extend(drain_udp(receiver))
-        final = engine.routes({4})
-    sender.close()
-    receiver.close()
+        drain()
+        final = {str(r.dst): r.encap_labels.get("out") for r in engine.routes()}
+    for sock in (*senders, *receivers):
+        sock.close()
     assert swaps >= 50
-    assert sent >= 1000
-    seqs = {int.from_bytes(p, "big") for p in received}
-    assert len(received) == sent and seqs == set(range(sent)), (sent, len(received))
-    labels_now = {str(r.dst): r.encap_labels.get("out") for r in final}
-    assert labels_now[f"{pod.ipv4}/32"] == (b if swaps % 2 else a).label
+    for i in range(2):
+        assert sent[i] >= 1000
+        seqs = {int.from_bytes(p, "big") for p in received[i]}
+        assert len(received[i]) == sent[i] and seqs == set(range(sent[i])), (i, sent[i])
+    last = (b if swaps % 2 else a).label
+    assert final[f"{pod.ipv4}/32"] == last and final[f"{pod.ipv6}/128"] == last
