@@ -17,7 +17,8 @@ from lwt_agent.route import ProgramRef, RouteEngine, RouteError, labels
 from lwt_agent.route.resolve import parse_destination
 
 NAME = "attach"
-HELP = (
+HELP = "Attach an LWT program to the route of a pod IP or prefix (loads it once, then exits)."
+DESCRIPTION = (
     "Attach an LWT program to the host route of a destination (a pod IP or a route prefix): "
     "the route is replaced keeping every attribute and gains a bpf encap on the hook; a pod "
     "IP reached only through a subnet route gets its own /32 (/128), marked proto 76. Other "
@@ -28,6 +29,7 @@ HELP = (
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
     parser.add_argument("--dst", required=True, metavar="CIDR",
                         help="pod IP (10.244.1.7, fd00::7) or exact route prefix")
     parser.add_argument("--hook", required=True, choices=[h.value for h in Hook])

@@ -10,7 +10,8 @@ from lwt_agent.bpf import Hook
 from lwt_agent.route import RouteEngine, RouteError
 
 NAME = "detach"
-HELP = (
+HELP = "Remove lwt-operator's programs from a route, restoring it exactly."
+DESCRIPTION = (
     "Remove the programs lwt-operator attached to the route of a destination (all hooks, or "
     "--hook): the route is restored exactly as it was, and a /32 (/128) lwt-operator created "
     "for a pod behind a subnet route is deleted. Foreign encaps are never touched. Exit 0 "
@@ -19,6 +20,7 @@ HELP = (
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
     parser.add_argument("--dst", required=True, metavar="CIDR",
                         help="pod IP or exact route prefix")
     parser.add_argument("--hook", choices=[h.value for h in Hook], default=None,

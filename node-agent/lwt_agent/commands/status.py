@@ -11,7 +11,8 @@ from lwt_agent.route import RouteError
 from lwt_agent.route.status import HookStatus, RouteStatus, route_status
 
 NAME = "status"
-HELP = (
+HELP = "List routes carrying an LWT encap: labels, program id/tag, built-in counters."
+DESCRIPTION = (
     "List every route carrying an LWT encap (all tables, IPv4 and IPv6): destination, device, "
     "and per hook the label, whether lwt-operator put it there, the program id and tag (found "
     "from the label, checked against the kernel) and, for built-in programs, the counters of "
@@ -20,6 +21,7 @@ HELP = (
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
     parser.add_argument("--netns", metavar="NAME", default=None)
     parser.add_argument("--table", type=int, default=None, help="only this table")
     parser.add_argument("--json", action="store_true",
