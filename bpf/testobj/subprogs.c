@@ -1,7 +1,7 @@
 // Loader test object: bpf-to-bpf calls into .text. Two programs share sub-programs, reached in
 // different orders; leaf_c is reachable only from prog_b; loop_step only as a bpf_loop callback
 // (an ld_imm64 of a .text function, BPF_PSEUDO_FUNC) from prog_b; orphan/orphan_helper are
-// never called and must not be appended.
+// never called and must not be appended; global_len is a global (non-static) sub-program.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -35,6 +35,14 @@ static __attribute__((noinline)) int mid(struct __sk_buff *skb)
 	return leaf_b(skb) ^ leaf_a(skb);
 }
 
+/* A global function: with BTF func_info the verifier checks it on its own, like libbpf's. */
+__attribute__((noinline)) int global_len(struct __sk_buff *skb)
+{
+	if (!skb)
+		return 0;
+	return skb->len >> 4;
+}
+
 static int loop_step(__u32 index, void *ctx)
 {
 	*(__u32 *)ctx += index;
@@ -44,7 +52,7 @@ static int loop_step(__u32 index, void *ctx)
 SEC("lwt_in_sub")
 int prog_a(struct __sk_buff *skb)
 {
-	int v = mid(skb) + leaf_a(skb);
+	int v = mid(skb) + leaf_a(skb) + global_len(skb);
 	return v > 1000 ? BPF_DROP : BPF_OK;
 }
 

@@ -94,10 +94,10 @@ def test_only_reachable_subprograms_in_libbpf_order(testobj: Path) -> None:
     spec = ObjectSpec.from_file(testobj / "subprogs.o")
     funcs = {f.name: f.insn_count for f in spec.text_funcs}
     assert {"orphan", "orphan_helper", "mid", "leaf_a", "leaf_b", "leaf_c",
-            "loop_step"} <= set(funcs)
-    # prog_a calls mid (which calls leaf_b -> leaf_a, then leaf_a), then leaf_a
+            "loop_step", "global_len"} <= set(funcs)
+    # prog_a calls mid (which calls leaf_b -> leaf_a, then leaf_a), then leaf_a, global_len
     a = spec.link("lwt_in_sub")
-    assert a.subprograms == ["mid", "leaf_b", "leaf_a"]
+    assert a.subprograms == ["mid", "leaf_b", "leaf_a", "global_len"]
     # prog_b calls leaf_c (-> leaf_b -> leaf_a), then mid, then passes loop_step to bpf_loop
     b = spec.link("lwt_out_sub")
     assert b.subprograms == ["leaf_c", "leaf_b", "leaf_a", "mid", "loop_step"]

@@ -55,6 +55,11 @@ class VerifierError(KernelError):
         hint = f"verifier: {last}" if last else "the verifier gave no log"
         super().__init__(err, f"loading program {program!r}", hint)
 
+    @property
+    def reason(self) -> str:
+        """The verifier's last word: the line saying why it stopped."""
+        return _last_meaningful_line(self.log)
+
     def excerpt(self, max_lines: int = 20) -> str:
         """The last lines of the log: where the verifier stopped and why."""
         lines = [line for line in self.log.splitlines() if line.strip()]
