@@ -194,3 +194,15 @@ def test_failure_policy_is_explicit() -> None:
     assert apply_failure_policy(hooks, FailurePolicy.FAIL_OPEN, {})["out"] is None
     closed = apply_failure_policy(hooks, FailurePolicy.FAIL_CLOSED, {"out": fallback})
     assert closed["out"] == fallback and closed["in"] == hooks["in"]
+
+
+def test_kept_hook_uses_an_fd_the_request_holds() -> None:
+    """Two owners, two hooks, one route: no open-by-id (CAP_SYS_ADMIN) when the request
+    carries both programs."""
+    web_in, api_out = ref("shop/web", "in", prog_id=5, fd=50), ref("shop/api", prog_id=6, fd=60)
+    routes = [route("10.0.0.1/32", encap={"in": web_in.label}), route("10.0.0.2/32")]
+    plan = make_plan([intent("10.0.0.1", {"out": api_out}), intent("10.0.0.2", {"in": web_in})],
+                     routes)
+    hooks = dict(plan.actions[0].encap.hooks)  # type: ignore[union-attr]
+    assert hooks["in"].fd == 50 and hooks["in"].prog_id is None
+    assert hooks["out"].fd == 60

@@ -154,6 +154,7 @@ class _Planner:
         self.gc_owners = gc_owners
         self._wanted: dict[tuple[int, int], dict[str, HookProgram | None]] = {}
         self._held: list[object] = []
+        self.known_fds: dict[str, int] = {}  # wire label -> fd of programs the intents carry
         self._wanted_encap: dict[int, EncapSpec | None] = {}
         self._label_items: dict[int, tuple[tuple[str, str], ...]] = {}
         self._encaps: dict[tuple[object, ...], EncapSpec] = {}
@@ -245,7 +246,11 @@ class _Planner:
             assert parsed is not None
             if parsed.owner in self.gc_owners:
                 continue  # ours, managed by this caller, no longer wanted
-            kept[hook] = HookProgram(label=label, prog_id=parsed.prog_id)
+            fd = self.known_fds.get(label)
+            if fd is not None:  # a program this request holds open: no open-by-id needed
+                kept[hook] = HookProgram(label=label, fd=fd)
+            else:  # re-opened by id when applied (BPF_PROG_GET_FD_BY_ID: CAP_SYS_ADMIN)
+                kept[hook] = HookProgram(label=label, prog_id=parsed.prog_id)
         if kept:
             hooks = kept
             for hook, program in wanted.items():
@@ -297,6 +302,8 @@ def make_plan(
     """
     index = routes if isinstance(routes, RouteIndex) else RouteIndex(routes)
     planner = _Planner(frozenset(gc_owners))
+    intents = list(intents)
+    _collect_known_fds(intents, planner)
     plan = Plan()
     seen: set[tuple[bytes, int]] = set()
     actions = plan.actions
@@ -332,6 +339,25 @@ def make_plan(
     if gc_owners:
         _plan_garbage(index, planner, seen, plan)
     return plan
+
+
+def _collect_known_fds(intents: list[RouteIntent], planner: _Planner) -> None:
+    """Every program the intents carry, by wire label: a hook kept on one route may be a
+    program another intent names (two policies, two hooks, one route)."""
+    seen: set[tuple[int, int]] = set()
+    for intent in intents:
+        key = (id(intent.hooks), intent.headroom)
+        if key in seen:
+            continue
+        seen.add(key)
+        for hook, program in intent.hooks.items():
+            if program is None or hook not in HOOK_ORDER:
+                continue
+            try:
+                room = intent.headroom if hook == "xmit" else 0
+                planner.known_fds[labels.wire_label(program.label, hook, room)] = program.fd
+            except RouteError:
+                continue  # make_plan refuses this intent with the same error
 
 
 def _plan_garbage(
