@@ -386,3 +386,49 @@ def test_kmock_reactions_inject_faults(k8s_api: EmulatedApiServer, kube: KubeCli
         kube.get(api_path(PODS))
     assert exc.value.status == 503
     kube.create(api_path(PODS, "shop"), pod("a", "node-1"))  # other requests still work
+
+
+# --- 11. the official client ------------------------------------------------------------------
+
+def test_the_official_kubernetes_client_works(k8s_api: EmulatedApiServer) -> None:
+    """What the agent does with the `kubernetes` package: list and watch its node's pods, read
+    their IPs, patch its policy status entry, post an Event."""
+    kubernetes = pytest.importorskip("kubernetes")
+    client = kubernetes.config.new_client_from_config(config_file=str(k8s_api.kubeconfig))
+    core = kubernetes.client.CoreV1Api(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    core.create_namespaced_pod("shop", pod("a", "node-1", {"app": "web"}))
+    core.patch_namespaced_pod_status("a", "shop", {"status": {
+        "podIP": "10.0.0.5", "podIPs": [{"ip": "10.0.0.5"}], "phase": "Running"}})
+    listed = core.list_pod_for_all_namespaces(field_selector="spec.nodeName=node-1")
+    assert [(p.metadata.name, p.status.pod_ip) for p in listed.items] == [("a", "10.0.0.5")]
+
+    seen: list[tuple[str, str]] = []
+
+    def watch() -> None:
+        stream = kubernetes.watch.Watch().stream(
+            core.list_pod_for_all_namespaces, field_selector="spec.nodeName=node-1",
+            timeout_seconds=1, resource_version=listed.metadata.resource_version)
+        seen.extend((event["type"], event["object"].metadata.name) for event in stream)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    time.sleep(0.2)
+    core.create_namespaced_pod("shop", pod("b", "node-1"))
+    core.create_namespaced_pod("shop", pod("c", "node-2"))
+    core.delete_namespaced_pod("a", "shop")
+    watcher.join(5)
+    assert seen == [("ADDED", "b"), ("DELETED", "a")]
+
+    custom.create_namespaced_custom_object("lwt.dev", "v1alpha1", "shop", "lwtroutepolicies",
+                                           policy("p1"))
+    patched = custom.patch_namespaced_custom_object_status(
+        "lwt.dev", "v1alpha1", "shop", "lwtroutepolicies", "p1",
+        {"status": {"nodes": {"node-1": {"routes": 1}}}})
+    assert patched["status"] == {"nodes": {"node-1": {"routes": 1}}}
+    core.create_namespaced_event("shop", {
+        "metadata": {"generateName": "p1-"}, "type": "Warning", "reason": "AttachFailed",
+        "message": "m", "involvedObject": {"kind": "LwtRoutePolicy", "name": "p1",
+                                           "namespace": "shop"}})
+    events = core.list_namespaced_event("shop", field_selector="involvedObject.name=p1").items
+    assert [e.reason for e in events] == ["AttachFailed"]

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import yaml
-
 from lwt_operator import contract
+
 from tests.k8s.client import KubeClient, api_path
 from tests.k8s.conftest import POLICIES
 from tests.k8s.emulator import EmulatedApiServer
@@ -17,6 +19,12 @@ from tests.k8s.harness import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR = Path(sys.executable).parent / "lwt-operator"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_help_and_usage_errors(tmp_path: Path) -> None:
@@ -37,9 +45,10 @@ def test_runs_from_kubeconfig_env_and_stops_on_sigterm(k8s_api: EmulatedApiServe
     agent = tmp_path / "agent.yaml"
     agent.write_text(yaml.safe_dump({"image": "registry.example/lwt:cli", "metricsPort": 9555}))
     env = {**os.environ, "KUBECONFIG": str(k8s_api.kubeconfig)}
+    health_port = free_port()
     process = subprocess.Popen(
         [OPERATOR, "--agent-config", agent, "--namespace", "lwt-test", "--resync", "1",
-         "--log-level", "warning"],
+         "--log-level", "warning", "--health-port", str(health_port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         ds = wait_for(lambda: kube.get(api_path("apps/v1/daemonsets", "lwt-test", "lwt-agent")),
@@ -51,6 +60,8 @@ def test_runs_from_kubeconfig_env_and_stops_on_sigterm(k8s_api: EmulatedApiServe
         kube.create(api_path(POLICIES, "shop"), policy)
         wait_for(lambda: contract.is_accepted(kube.get(api_path(
             POLICIES, "shop", policy["metadata"]["name"]))), timeout=20, what="Accepted")
+        health = urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=5)
+        assert health.status == 200
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
