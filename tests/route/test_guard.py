@@ -1,6 +1,8 @@
 """The guard puts the program back when the CNI deletes/re-creates or replaces a route."""
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 
 import pytest
@@ -65,3 +67,26 @@ def test_guard_recreates_owned_route(bridge_node: Node, programs: TestPrograms) 
         took = _wait_for_label(engine, pod.ipv4, ref.label, 3.0)
         assert took is not None and took < BOUND_SECONDS, took
         assert guard.reapplies == 1
+
+
+def test_guard_resyncs_after_lost_events(node: Node, programs: TestPrograms) -> None:
+    """Event overflow (ENOBUFS) must not lose a re-apply: the guard resyncs from a dump."""
+    pod = node.pods[0]
+    ref = programs.out["drop_a"].ref("shop/web")
+    intents = [RouteIntent(Destination.of(pod.ipv4), {"out": ref})]
+    with RouteEngine(node.host) as engine, RouteGuard(node.host, resync_seconds=60) as guard:
+        engine.reconcile(intents, owners={"shop/web"})
+        guard.set_desired(intents)
+        time.sleep(0.1)
+        resyncs = guard.resyncs
+        guard._events.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # kernel minimum
+        # A burst of unrelated route events around the CNI's delete + re-create.
+        noise = "".join(f"route add 10.216.{i // 250}.{i % 250 + 1}/32 dev cali1\n"
+                        for i in range(2000))
+        script = (f"route del {pod.ipv4}/32 dev {pod.host_if}\n{noise}"
+                  f"route add {pod.ipv4}/32 dev {pod.host_if} scope link\n")
+        subprocess.run(["ip", "-n", node.host, "-batch", "-"], input=script, text=True,
+                       check=True)
+        took = _wait_for_label(engine, pod.ipv4, ref.label, 3.0)
+        assert took is not None and took < BOUND_SECONDS, took
+        assert guard.resyncs > resyncs  # it got there through a resync
