@@ -12,6 +12,7 @@ from lwt_agent.route import (
     UnknownDestinationError,
 )
 from lwt_agent.route.errors import BadRequestError
+from lwt_agent.route.status import route_status
 from pyroute2 import IPRoute
 
 from tests.route.programs import TestPrograms
@@ -60,6 +61,9 @@ def test_foreign_encap_refused_unless_forced(node: Node, programs: TestPrograms)
         ipr.route("replace", dst=f"{pod.ipv4}/32", oif=index, scope=253,
                   encap={"type": "bpf", "out": {"fd": prog.fd, "name": "other-tool"}})
     before = route_dump(node.host)
+    (foreign,) = [r for r in route_status(node.host) if r.dst == f"{pod.ipv4}/32"]
+    assert [(h.hook, h.label, h.ours, h.program) for h in foreign.hooks] == [
+        ("out", "other-tool", False, None)]
     with RouteEngine(node.host) as engine:
         with pytest.raises(ForeignEncapError, match="--force"):
             engine.attach([pod.ipv4], "out", programs.out["drop_a"].ref())

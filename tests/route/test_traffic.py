@@ -167,3 +167,22 @@ def test_bridge_cni_gets_owned_host_route(bridge_node: Node, programs: TestProgr
     finally:
         for sock in listeners:
             sock.close()
+
+
+def test_detach_one_hook_keeps_the_other(node: Node, programs: TestPrograms) -> None:
+    pod = node.pods[0]
+    listener = node.tcp_listen(pod.ns, pod.ipv4, 7001)
+    out_ref, in_ref = programs.out["drop_a"].ref(), programs.in_["drop_all"].ref()
+    try:
+        with RouteEngine(node.host) as engine:
+            engine.attach([pod.ipv4], "out", out_ref)
+            engine.attach([pod.ipv4], "in", in_ref)  # `out` is kept (re-opened by its id)
+            (route,) = [r for r in engine.routes({4}) if str(r.dst) == f"{pod.ipv4}/32"]
+            assert dict(route.encap_labels) == {"in": in_ref.label, "out": out_ref.label}
+            assert engine.detach([pod.ipv4], ["in"]).counts["swap"] == 1
+            (route,) = [r for r in engine.routes({4}) if str(r.dst) == f"{pod.ipv4}/32"]
+            assert dict(route.encap_labels) == {"out": out_ref.label}
+        assert node.ping(node.client, pod.ipv4)  # `in` drop-all gone
+        assert not node.tcp_connects(node.host, pod.ipv4, 7001, timeout=0.5)  # `out` still on
+    finally:
+        listener.close()
