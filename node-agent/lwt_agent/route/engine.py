@@ -2,7 +2,8 @@
 
 It takes programs as ``ProgramRef(fd, label)`` and never loads programs itself (one
 program load serves every route: DESIGN.md §6). A hook kept on a route while another hook
-changes is re-opened by the program id its label carries.
+changes uses the fd of that program when the request carries it, else the program is
+re-opened by the id its label carries.
 """
 from __future__ import annotations
 

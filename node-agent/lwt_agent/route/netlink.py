@@ -501,5 +501,3 @@ class RouteSocket:
             pos += (length + 3) & ~3
         return events
 
-
-ENOBUFS = errno_mod.ENOBUFS
