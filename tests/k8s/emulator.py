@@ -37,6 +37,7 @@ kopf and the agent depend on it. Each gap below is filled here and has a test of
    objects with the BOOKMARK kopf and client-go expect; `timeoutSeconds` closes the stream.
    kmock's watch streams all objects on every (re)connect and cannot resume.
 8. Lists carry the real `metadata.resourceVersion` (kmock: "...") and honour `limit`/`continue`.
+   Namespace objects can be addressed (kmock's path parser fails on /api/v1/namespaces/<name>).
 9. CRDs: a CRD (from a YAML file, or POSTed to apiextensions.k8s.io/v1) registers its resource for
    discovery with its scope, kind, short names, `status` subresource and `selectableFields`.
 
@@ -82,6 +83,8 @@ STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 
 ObjectKey = tuple[kmock.resource, str | None, str]
+_NAMESPACES = kmock.resource("", "v1", "namespaces")
+_NAMESPACE_OBJECT_PATH = re.compile(r"^/api/v1/namespaces(/[^/]+)?(/status|/finalize)?/?$")
 
 
 def _now() -> str:
@@ -361,7 +364,26 @@ class ApiEmulator(kmock.KubernetesEmulator):
 
     # --- handlers (kmock fallbacks) ------------------------------------------------------------
 
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock's path parser reads ".../namespaces/<x>" as a namespace prefix, so the Namespace
+        # objects themselves (/api/v1/namespaces[/<name>[/status]]) fail to parse (HTTP 500).
+        # Such paths are re-addressed to a placeholder namespace "-" that _handle() removes.
+        if match := _NAMESPACE_OBJECT_PATH.match(raw_request.path):
+            path = "/api/v1/namespaces/-/namespaces" + (match.group(1) or "") + (
+                match.group(2) or "")
+            url = raw_request.rel_url
+            raw_request = raw_request.clone(rel_url=url.with_path(path).with_query(url.query))
+        return await super().__call__(raw_request)
+
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if request.resource == _NAMESPACES and request.namespace == "-":
+            # kmock's reactions match requests by identity against its request log: swap it.
+            evolved = attrs.evolve(request, namespace=None)
+            for index in range(len(self._requests) - 1, -1, -1):
+                if self._requests[index] is request:
+                    self._requests[index] = evolved
+                    break
+            request = evolved
         # Skip KubernetesEmulator._handle: it mutates its store before any reaction runs, with the
         # plain dict merge this class replaces. The fallbacks below do all state changes.
         return await kmock.RawHandler._handle(self, request)

@@ -362,6 +362,19 @@ def test_posting_a_crd_registers_its_resource(kube: KubeClient) -> None:
     assert exc.value.status == 404
 
 
+def test_namespace_objects(kube: KubeClient) -> None:
+    """kmock's path parser takes /api/v1/namespaces/<name> for a namespace prefix (HTTP 500)."""
+    version = kube.get("/api/v1/namespaces")["metadata"]["resourceVersion"]
+    kube.create("/api/v1/namespaces", {"metadata": {"name": "shop"}})
+    kube.merge_patch("/api/v1/namespaces/shop", {"metadata": {"labels": {"team": "a"}}})
+    assert kube.get("/api/v1/namespaces/shop")["metadata"]["labels"] == {"team": "a"}
+    assert [n["metadata"]["name"] for n in kube.get("/api/v1/namespaces",
+                                                    labelSelector="team=a")["items"]] == ["shop"]
+    kube.delete("/api/v1/namespaces/shop")
+    events = events_since(kube, "/api/v1/namespaces", version)
+    assert [e["type"] for e in events] == ["ADDED", "MODIFIED", "DELETED"]
+
+
 # --- 10. restarts and fault injection -----------------------------------------------------------
 
 def test_restart_keeps_objects_and_versions(k8s_api: EmulatedApiServer, kube: KubeClient) -> None:
