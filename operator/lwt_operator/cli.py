@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import logging
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -54,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "works, the others stand by (needs kopf's peering CRD)")
     peering.add_argument("--standalone", action="store_true",
                          help="run without peering (a single replica; the default)")
-    parser.add_argument("--priority", type=int, default=0,
-                        help="peering priority of this replica (default: %(default)s)")
+    parser.add_argument("--priority", type=int, default=None,
+                        help="peering priority of this replica; the highest works. Default: a "
+                             "random one with --peering (kopf pauses every replica when two "
+                             "share the top priority), else 0")
     parser.add_argument("--health-port", type=int, default=None, metavar="PORT",
                         help="serve /healthz on this port")
     parser.add_argument("--resync", type=float, default=30.0, metavar="SECONDS",
@@ -63,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: %(default)g)")
     parser.add_argument("--log-level", choices=sorted(LOG_LEVELS), default="info")
     return parser
+
+
+def peering_priority(explicit: int | None, peering: str | None) -> int:
+    if explicit is not None:
+        return explicit
+    return random.randint(1, 1_000_000) if peering else 0
 
 
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
@@ -80,7 +89,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         finalizer_timeout=args.finalizer_timeout,
         peering=args.peering,
         standalone=args.peering is None,
-        priority=args.priority,
+        priority=peering_priority(args.priority, args.peering),
         health_port=args.health_port,
         timings=Timings(resync=args.resync),
     )
@@ -92,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=LOG_LEVELS[args.log_level],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    if args.log_level != "debug":
+        # kopf logs "Handler 'status' succeeded" for every event of every policy at INFO.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         config = config_from_args(args)
     except (SettingsError, ConfigError) as exc:

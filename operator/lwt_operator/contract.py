@@ -21,7 +21,10 @@ subresource; the fields are declared in the CRD (lwt_policy.schema): observedGen
 (targeted), attachedRoutes, programs, conflicts, lastError {message, verifierLog} or null,
 detached, lastUpdateTime. When a policy is being deleted, an agent detaches everything of it
 and then writes `detached: true` into its entry; the operator's finalizer waits for that from
-every node that still exists. The operator removes entries of nodes that no longer exist.
+every node that still exists. A node that stops being targeted (spec.nodeSelector no longer
+matches it) detaches and removes its entry (merge patch `{<node>: null}`) or marks it
+`detached: true`; detached entries do not count as reporting. The operator removes entries of
+nodes that no longer exist.
 
 The operator owns `status.conditions` (Accepted, Ready, Degraded, Progressing),
 `status.summary` and `status.observedGeneration`.

@@ -22,6 +22,7 @@ from lwt_operator.config import OperatorConfig
 from lwt_operator.status import DesiredStatus, NodeInfo, desired_status, status_patch
 from lwt_operator.validation import Verdict, judge
 
+log = logging.getLogger(__name__)
 POLICIES = (contract.GROUP, contract.VERSION, contract.PLURAL)
 
 
@@ -109,8 +110,8 @@ def build_registry(
             kopf.warn(body, reason=contract.INVALID_SPEC, message=verdict.message)
             logger.warning("rejected generation %s: %s", verdict.generation, verdict.message)
         if desired.prune:
-            logger.info("pruned entries of nodes that no longer exist: %s",
-                        ", ".join(sorted(desired.prune)))
+            log.info("%s/%s: pruned entries of nodes that no longer exist: %s",
+                     body.metadata.namespace, body.metadata.name, ", ".join(sorted(desired.prune)))
         return desired
 
     @kopf.on.login(id="login", registry=registry)

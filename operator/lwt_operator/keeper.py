@@ -5,6 +5,10 @@ Runs in a thread of its own next to kopf: kopf's watches are cluster-wide for po
 the DaemonSet lives in one namespace and the operator's RBAC for it is a namespaced Role; a
 namespaced watch on that one DaemonSet (field selector on its name) plus a periodic re-check
 (the watch's server timeout) covers deletion, drift and missed events alike.
+
+It runs in every replica, also in a peering standby: ensure() is idempotent, so replicas with
+the same settings agree, and during an operator rollout (old and new settings side by side)
+the replica that started last wins (daemonset.superseded) instead of the two flapping.
 """
 from __future__ import annotations
 

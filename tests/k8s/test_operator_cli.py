@@ -66,3 +66,15 @@ def test_runs_from_kubeconfig_env_and_stops_on_sigterm(k8s_api: EmulatedApiServe
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
+
+
+def test_peering_replicas_get_distinct_priorities_by_default() -> None:
+    from lwt_operator.cli import build_parser, config_from_args
+
+    def priority(*argv: str) -> int:
+        return config_from_args(build_parser().parse_args(list(argv))).priority
+
+    assert priority() == 0 and priority("--standalone") == 0
+    assert priority("--peering", "p", "--priority", "7") == 7
+    drawn = {priority("--peering", "p") for _ in range(5)}
+    assert len(drawn) > 1 and 0 not in drawn  # same top priority would pause every replica
