@@ -91,6 +91,7 @@ class Reconciler:
         # The last program of the policy's own that was ready, per (policy, hook): kept
         # when a newer version of the program cannot be made ready.
         self._last_good: dict[tuple[PolicyRef, Hook], ProgramKey] = {}
+        self._logged: dict[tuple[PolicyRef, Hook], str] = {}
 
     # --- one pass ------------------------------------------------------------------------
 
@@ -148,13 +149,16 @@ class Reconciler:
                 request = self.sources.request(ref, policy.spec.hooks[hook], index)
                 program = self.store.ensure(request)
             except ProgramError as exc:
-                log.warning("%s hook %s: %s", ref, hook, exc)
+                if self._logged.get((ref, hook)) != str(exc):  # once per distinct error
+                    log.warning("%s hook %s: %s", ref, hook, exc)
+                    self._logged[(ref, hook)] = str(exc)
                 errors.setdefault(ref, exc)
                 programs[(ref, hook)] = self._instead(ref, hook, policy.spec.failure_policy,
                                                       errors)
                 continue
             programs[(ref, hook)] = program
             self._last_good[(ref, hook)] = program.key
+            self._logged.pop((ref, hook), None)
         return programs, errors
 
     def _instead(self, ref: PolicyRef, hook: Hook, failure_policy: str,
