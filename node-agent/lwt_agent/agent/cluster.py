@@ -1,0 +1,203 @@
+"""Cluster mode: the API feeds the same reconciler as standalone mode.
+
+Watches (list + watch, relist on 410 and after failures):
+- LwtRoutePolicies in all namespaces;
+- the Pods of this node (fieldSelector spec.nodeName=<node>);
+- Nodes (this node's labels for nodeSelector, pod CIDRs for podSubnets);
+- ConfigMaps in all namespaces, started only once a policy names a configMap program.
+
+Every change (and every resync period) triggers a reconcile. The agent writes only
+`status.nodes.<node>` of each policy, with a JSON merge patch to the status subresource,
+when the entry differs from what the object holds (timestamps aside); a failed write is
+retried at the next pass. A Warning Event (reason AttachFailed) is posted when a policy's
+lastError on this node changes to a new error.
+
+While the API is unreachable the caches keep their last contents: nothing is detached or
+changed because of an outage. When the watches come back they relist (seeing everything
+missed) and the next pass converges.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lwt_policy import schema
+from lwt_policy.model import PolicyRef
+from lwt_policy.status import node_status, rfc3339
+
+from .admission import PolicyBook, PolicyView
+from .errors import StartupError
+from .kube import ApiError, ConfigError, Informer, Kube, load_configuration, wait_all
+from .reconciler import Inputs, Report
+from .runtime import Agent
+
+log = logging.getLogger(__name__)
+
+POLICIES = f"/apis/{schema.API_VERSION}/lwtroutepolicies"
+PODS = "/api/v1/pods"
+NODES = "/api/v1/nodes"
+CONFIGMAPS = "/api/v1/configmaps"
+VOLATILE = "lastUpdateTime"
+
+
+def _status_path(ref: PolicyRef) -> str:
+    return f"/apis/{schema.API_VERSION}/namespaces/{ref.namespace}/lwtroutepolicies/" \
+           f"{ref.name}/status"
+
+
+def _comparable(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if entry is None else {k: v for k, v in entry.items() if k != VOLATILE}
+
+
+class ClusterAgent:
+    def __init__(self, agent: Agent, kubeconfig: Path | None, stop: threading.Event,
+                 resync_seconds: float = 10.0, sync_timeout: float = 60.0) -> None:
+        self.agent = agent
+        self.node = agent.config.node_name
+        self.stop = stop
+        self.resync_seconds = resync_seconds
+        self.sync_timeout = sync_timeout
+        try:
+            self.kube = Kube(load_configuration(kubeconfig))
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from exc
+        self.dirty = threading.Event()
+        self.book = PolicyBook(agent.config.admin_namespace)
+        self.policies = Informer(self.kube, POLICIES, self.dirty.set, name="policies")
+        self.pods = Informer(self.kube, PODS, self.dirty.set,
+                             field_selector=f"spec.nodeName={self.node}", name="pods")
+        self.nodes = Informer(self.kube, NODES, self.dirty.set, name="nodes")
+        self.configmaps: Informer | None = None
+        self._errors_posted: dict[PolicyRef, str] = {}
+        self._unwritten: set[PolicyRef] = set()
+
+    # --- loop ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        informers = [self.policies, self.pods, self.nodes]
+        for informer in informers:
+            informer.start()
+        self.agent.health.reason = "waiting for the API (policies, pods, nodes)"
+        if not wait_all(informers, self.stop, self.sync_timeout):
+            if self.stop.is_set():
+                return 0
+            problems = "; ".join(f"{i.name}: {i.last_error}" for i in informers
+                                 if not i.synced.is_set())
+            log.error("the API did not answer in %ss: %s (still trying)", self.sync_timeout,
+                      problems)
+            wait_all(informers, self.stop, float("inf"))
+        try:
+            while not self.stop.is_set():
+                self.dirty.clear()
+                self._pass()
+                self.agent.health.ready = True
+                self.agent.health.reason = ""
+                self._wait_for_work()
+        finally:
+            for informer in (*informers, self.configmaps):
+                if informer is not None:
+                    informer.stop()
+            self.kube.close()
+        return 0
+
+    def _wait_for_work(self) -> None:
+        """Until something changed, the resync period passed, or we are told to stop."""
+        waited = 0.0
+        while not self.stop.is_set() and waited < self.resync_seconds:
+            if self.dirty.wait(0.2):
+                self.stop.wait(0.05)  # let a burst of events settle into one pass
+                return
+            waited += 0.2
+            self.agent.health.beat()
+
+    def _pass(self) -> None:
+        policies = self.policies.snapshot()
+        self._follow_configmaps(policies)
+        if self.configmaps is not None and not self.configmaps.synced.wait(5):
+            log.warning("ConfigMaps not listed yet: configMap programs wait")
+        views = self.book.cluster(policies)
+        report = self.agent.reconcile(Inputs(
+            views, self.pods.snapshot(), self.nodes.snapshot(),
+            self.configmaps.snapshot() if self.configmaps is not None else []))
+        self._write_status(report, {(p["metadata"].get("namespace") or "default",
+                                     p["metadata"]["name"]): p for p in policies})
+
+    def _follow_configmaps(self, policies: list[dict[str, Any]]) -> None:
+        """Start watching ConfigMaps once a policy names a configMap program."""
+        if self.configmaps is not None:
+            return
+        uses = any("configMap" in ((hook or {}).get("program") or {})
+                   for p in policies for hook in ((p.get("spec") or {}).get("hooks") or {})
+                   .values())
+        if uses:
+            self.configmaps = Informer(self.kube, CONFIGMAPS, self.dirty.set,
+                                       name="configmaps").start()
+
+    # --- status --------------------------------------------------------------------------
+
+    def _write_status(self, report: Report, objects: Mapping[tuple[str, str], Any]) -> None:
+        api_failed = False
+        for ref, result in report.results.items():
+            view = report.views[ref]
+            if _pending(view):
+                continue  # not judged by the operator yet: nothing to say for this node
+            obj = objects.get((ref.namespace, ref.name)) or {}
+            current = ((obj.get("status") or {}).get("nodes") or {}).get(self.node)
+            entry = node_status(result)
+            if ref not in self._unwritten and _comparable(current) == _comparable(entry):
+                continue
+            if api_failed:
+                self._unwritten.add(ref)
+                continue
+            try:
+                self.kube.merge_patch(_status_path(ref), {"status": {"nodes": {
+                    self.node: entry}}})
+                self._unwritten.discard(ref)
+            except ApiError as exc:
+                if exc.status == 404:
+                    continue  # deleted meanwhile
+                log.warning("cannot write the status of %s: %s (retrying)", ref, exc)
+                self.agent.metrics.errors.labels("api").inc()
+                self._unwritten.add(ref)
+                api_failed = exc.status == 0
+                continue
+            self._post_event(ref, obj, entry)
+
+    def _post_event(self, ref: PolicyRef, obj: Mapping[str, Any],
+                    entry: Mapping[str, Any]) -> None:
+        error = (entry.get("lastError") or {}).get("message")
+        if not error:
+            self._errors_posted.pop(ref, None)
+            return
+        if self._errors_posted.get(ref) == error:
+            return
+        meta = obj.get("metadata") or {}
+        now = rfc3339(dt.datetime.now(dt.UTC))
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{ref.name}.{uuid.uuid4().hex[:12]}",
+                         "namespace": ref.namespace},
+            "involvedObject": {"apiVersion": schema.API_VERSION, "kind": schema.KIND,
+                               "name": ref.name, "namespace": ref.namespace,
+                               "uid": meta.get("uid", ""),
+                               "resourceVersion": meta.get("resourceVersion", "")},
+            "reason": "AttachFailed", "type": "Warning",
+            "message": f"node {self.node}: {error}"[:1024],
+            "source": {"component": "lwt-agent", "host": self.node},
+            "reportingComponent": "lwt.dev/agent", "reportingInstance": self.node,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            self.kube.create(f"/api/v1/namespaces/{ref.namespace}/events", event)
+            self._errors_posted[ref] = error
+        except ApiError as exc:
+            log.warning("cannot post an Event for %s: %s", ref, exc)
+
+
+def _pending(view: PolicyView) -> bool:
+    return view.policy is None and view.error is None and not view.deleting
