@@ -1,9 +1,9 @@
 """`helm install` end to end against the emulated Kubernetes API (tests/k8s/emulator.py): the
 chart's CRDs are installed, every rendered object is created, and the real `lwt-operator`
-process runs exactly as the chart's Deployment runs it (command, args, environment, the
-agent.yaml mount). It must come up healthy on the chart's probe port, join the chart's kopf
-peering object, create the agent DaemonSet the chart's Service and RBAC expect, and accept a
-policy. What the emulator does not do (no RBAC, no admission, no scheduler) is in
+runs as the chart's Deployment runs it (command, args, environment, the agent.yaml mount), one
+process per replica. They must come up healthy on the chart's probe port, meet in the chart's
+kopf peering object with distinct priorities (one works, one stands by), create the agent
+DaemonSet the chart's Service and RBAC expect, and accept a policy. What the emulator does not do (no RBAC, no admission, no scheduler) is in
 docs/testing.md."""
 from __future__ import annotations
 
@@ -96,10 +96,21 @@ def test_helm_install_brings_up_the_operator_and_its_agent_daemonset(
         "POD_NAME": f"{deployment['metadata']['name']}-7d9c-abcde",
         "PATH": f"{OPERATOR_BIN}:{os.environ.get('PATH', '')}",
     }
-    process = subprocess.Popen(
-        [*container["command"], *args], env=env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    # One process per replica. In a cluster each pod has its own network namespace; here they
+    # share one, so every replica but the first gets a health port of its own.
+    replicas = deployment["spec"]["replicas"]
+    assert replicas == 2
+    processes = []
+    for replica in range(replicas):
+        port = health_port if replica == 0 else free_port()
+        replica_args = [
+            f"--health-port={port}" if a.startswith("--health-port=") else a for a in args
+        ]
+        processes.append(subprocess.Popen(
+            [*container["command"], *replica_args],
+            env={**env, "POD_NAME": f"{env['POD_NAME']}{replica}"}, cwd=tmp_path,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
     try:
         # The probes' endpoint, on the port the chart gives them.
         probe = container["livenessProbe"]["httpGet"]
@@ -131,11 +142,17 @@ def test_helm_install_brings_up_the_operator_and_its_agent_daemonset(
         assert service["spec"]["selector"].items() <= labels.items()
         assert agent["ports"][0]["containerPort"] == settings["metricsPort"]
 
-        # kopf peering: the replica announces itself in the chart's peering object.
+        # kopf peering: both replicas announce themselves in the chart's peering object, with
+        # different priorities, so that exactly one of them works and the other stands by.
         peering = next(d for d in documents if d["kind"] == "ClusterKopfPeering")
         path = api_path("kopf.dev/v1/clusterkopfpeerings", None, peering["metadata"]["name"])
-        wait_for(lambda: (kube.get(path).get("status") or None), timeout=30,
-                 what="the operator's keep-alive in the ClusterKopfPeering object")
+        peers = wait_for(
+            lambda: (lambda st: st if len(st) == replicas else None)(
+                kube.get(path).get("status") or {}),
+            timeout=30, what="both replicas' keep-alives in the ClusterKopfPeering object",
+        )
+        priorities = {peer["priority"] for peer in peers.values()}
+        assert len(priorities) == replicas, f"replicas share a peering priority: {peers}"
 
         # And it does its job: a policy is judged.
         policy = yaml.safe_load((REPO / "examples" / "deny-port.yaml").read_text())
@@ -146,15 +163,17 @@ def test_helm_install_brings_up_the_operator_and_its_agent_daemonset(
             kube.get(api_path(policies, namespace, policy["metadata"]["name"]))),
             timeout=30, what="the policy Accepted")
     finally:
-        # Stopping cleanly is tests/k8s' subject (with a short --resync); here the process only
-        # has to go. Its DaemonSet keeper waits out a watch of up to --resync (30 s by default)
-        # before it exits: not worth 30 s of every CI run.
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+        # Stopping cleanly is tests/k8s' subject (with a short --resync); here the processes
+        # only have to go. The DaemonSet keeper waits out a watch of up to --resync (30 s by
+        # default) before the operator exits: not worth 30 s of every CI run.
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _get(kube: KubeClient, path: str) -> dict[str, Any] | None:
