@@ -57,3 +57,37 @@ def test_render_errors_exit_1(tmp_path: Path) -> None:
     result = run_helm_py("template", "x", str(CHART), "-f", str(values))
     assert result.returncode == 1
     assert "needs metrics.service.enabled" in result.stderr
+
+
+def test_replicas_without_peering_are_refused(tmp_path: Path) -> None:
+    values = tmp_path / "v.yaml"
+    values.write_text("operator:\n  replicas: 2\n  peering: {enabled: false, name: x}\n")
+    result = run_helm_py("template", "x", str(CHART), "-f", str(values))
+    assert result.returncode == 1
+    assert "needs operator.peering.enabled" in result.stderr
+    values.write_text("operator:\n  replicas: 1\n  peering: {enabled: false, name: x}\n")
+    single = run_helm_py("template", "x", str(CHART), "-f", str(values))
+    assert single.returncode == 0, single.stderr
+    documents = [d for d in yaml.safe_load_all(single.stdout) if d]
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    assert "--standalone" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [d for d in documents if d["kind"] in ("ClusterKopfPeering", "PodDisruptionBudget")]
+
+
+def test_rbac_and_service_accounts_can_be_brought_by_the_user(tmp_path: Path) -> None:
+    values = tmp_path / "v.yaml"
+    values.write_text("rbac: {create: false}\noperator:\n  serviceAccount: {create: false}\n"
+                      "agent:\n  serviceAccount: {create: false}\n")
+    refused = run_helm_py("template", "x", str(CHART), "-f", str(values))
+    assert refused.returncode == 1
+    assert "serviceAccount.name is required" in refused.stderr
+    values.write_text("rbac: {create: false}\n"
+                      "operator:\n  serviceAccount: {create: false, name: my-operator}\n"
+                      "agent:\n  serviceAccount: {create: false, name: my-agent}\n")
+    result = run_helm_py("template", "x", str(CHART), "-f", str(values))
+    assert result.returncode == 0, result.stderr
+    documents = [d for d in yaml.safe_load_all(result.stdout) if d]
+    kinds = {d["kind"] for d in documents}
+    assert not kinds & {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role"}
+    (config_map,) = [d for d in documents if d["kind"] == "ConfigMap"]
+    assert "serviceAccountName: my-agent" in config_map["data"]["agent.yaml"]

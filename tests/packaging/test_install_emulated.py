@@ -3,8 +3,8 @@ chart's CRDs are installed, every rendered object is created, and the real `lwt-
 runs as the chart's Deployment runs it (command, args, environment, the agent.yaml mount), one
 process per replica. They must come up healthy on the chart's probe port, meet in the chart's
 kopf peering object with distinct priorities (one works, one stands by), create the agent
-DaemonSet the chart's Service and RBAC expect, and accept a policy. What the emulator does not do (no RBAC, no admission, no scheduler) is in
-docs/testing.md."""
+DaemonSet the chart's Service and RBAC expect, and accept a policy. What the emulator does not
+do (no RBAC, no admission, no scheduler) is in docs/testing.md."""
 from __future__ import annotations
 
 import os
