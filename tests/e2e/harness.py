@@ -24,10 +24,11 @@ class ClusterAgent:
     """`lwt-agent run --kubeconfig ... --node-name ...` for one topology node."""
 
     def __init__(self, name: str, node: Node, kubeconfig: Path, pin_dir: Path,
-                 workdir: Path) -> None:
+                 workdir: Path, run: int = 1) -> None:
         self.name = name
         self.node = node
-        self.log_path = workdir / f"agent-{name}.log"
+        self.pin_dir = pin_dir
+        self.log_path = workdir / f"agent-{name}-{run}.log"
         args = [sys.executable, "-m", "lwt_agent.cli", "-v", "run",
                 "--kubeconfig", str(kubeconfig), "--node-name", name,
                 "--netns", node.host, "--pin-dir", str(pin_dir),

@@ -235,6 +235,26 @@ def test_operator_and_two_agents_end_to_end(stand: Stand) -> None:
     stand.ready("web-deny", 4)
     assert not _reaches(node_a, 2, 8082) and not _reaches(node_b, 0, 8082)
 
+    # --- an agent restart (DaemonSet upgrade) detaches nothing and adopts everything --------
+    before = encap_labels(node_b)
+    assert agents["node-b"].stop() == 0
+    assert encap_labels(node_b) == before and not _reaches(node_b, 0, 8082)
+    monitor = subprocess.Popen(["ip", "-n", node_b.host, "monitor", "route"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.2)
+        old = agents["node-b"]
+        agents["node-b"] = ClusterAgent("node-b", node_b, stand.api.kubeconfig, old.pin_dir,
+                                        old.log_path.parent, run=2)
+        wait_for(lambda: agents["node-b"].get("/readyz")[0] == 200, 20, "node-b ready again")
+        time.sleep(0.5)
+    finally:
+        monitor.terminate()
+        events = monitor.communicate(timeout=5)[0].splitlines()
+    assert [e for e in events if "10.213.1." in e or "fd00:213:1:" in e] == []
+    assert encap_labels(node_b) == before
+    assert "adopted" in agents["node-b"].log()
+
     # --- delete: routes restored, finalizer released, object gone --------------------------
     kube.delete(policy_path("web-deny"))
 

@@ -24,7 +24,8 @@ HELP = (
     "Run the node agent: load each policy's programs once, attach them to the routes of the "
     "targeted pods, keep them attached (route guard), export /metrics /healthz /readyz and "
     "report status. Standalone with --policy-file (no Kubernetes), else against the API. "
-    "SIGTERM/SIGINT detach everything it attached unless --keep-on-exit. Exit 0 on a clean "
+    "Standalone, SIGTERM/SIGINT detach everything it attached unless --keep-on-exit; in a "
+    "cluster the programs stay for the next agent. Exit 0 on a clean "
     "stop, 1 when the agent cannot run (kernel, API), 2 bad usage or unreadable input."
 )
 DEFAULT_METRICS_PORT = 9469
@@ -67,6 +68,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-on-exit", action="store_true",
                         help="on SIGTERM/SIGINT leave programs attached and pinned (an "
                         "upgraded agent adopts them without a flap)")
+    parser.add_argument("--detach-on-exit", action="store_true",
+                        help="cluster mode: detach everything on SIGTERM/SIGINT (by default a "
+                        "cluster agent leaves its programs for the next agent to adopt)")
     parser.add_argument("--resync-seconds", type=float, default=10.0, metavar="S",
                         help="full reconcile at least this often (default 10)")
 
@@ -136,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     stop = threading.Event()
     _stop_on_signals(stop)
-    keep = args.keep_on_exit or args.once
+    # In a cluster the agent is a DaemonSet pod: an upgrade or restart must detach nothing
+    # (the next agent adopts); deleting a policy is how programs are detached there.
+    keep = args.keep_on_exit or args.once or (cluster and not args.detach_on_exit)
     try:
         agent.start()
         if agent.server is not None:
