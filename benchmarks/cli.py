@@ -31,7 +31,7 @@ from benchmarks.results import DatapathResults, Failure
 from benchmarks.scenarios import Context
 from benchmarks.settings import FULL, MODES, QUICK, TINY, Settings, with_overrides
 from benchmarks.topology import BenchNode, reap_stale
-from benchmarks.traffic import DENIED_TCP_PORT, TrafficServers
+from benchmarks.traffic import DENIED_TCP_PORT, KINDS, TrafficServers
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "results"
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="SCENARIO",
                    help="run only this scenario (repeatable; plain always runs), e.g. "
                    "port-filter/out, iptables")
+    p.add_argument("--metric", action="append", default=[], choices=sorted(KINDS),
+                   help="measure only this kind of traffic (repeatable; default all)")
     p.add_argument("--skip-datapath", action="store_true")
     p.add_argument("--skip-control-plane", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("--rounds must be at least 1")
         return EXIT_USAGE
     settings = with_overrides(MODES[args.mode], rounds=args.rounds, seconds=args.seconds,
-                              only=tuple(args.only))
+                              only=tuple(args.only), kinds=tuple(args.metric))
     write_docs = args.docs if args.docs is not None else settings.mode == FULL.mode
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupted)

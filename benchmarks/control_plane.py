@@ -31,8 +31,11 @@ from benchmarks.topology import NETNS_PREFIX
 REPO = Path(__file__).resolve().parent.parent
 ROUTE_BENCH = REPO / "benchmarks" / "route_bench.py"
 MAX_OBJ_PER_ROUTE = 100
-_ROW = re.compile(r"^(?P<name>.+?)\s+(?P<ms>[\d.]+) ms\s+(?P<rate>\d+) routes/s\s+ratio vs "
-                  r"ip -batch add\s+(?P<ratio>[\d.]+)$")
+# A row of route_bench.py's table, e.g. "attach   1.0 ms   95684 routes/s ratio  4.21"
+# (older versions printed "ratio vs ip -batch add"); sections start "-- best of 5".
+_ROW = re.compile(r"^(?P<name>\S.*?)\s+(?P<ms>[\d.]+) ms\s+(?P<rate>\d+) routes/s\s+"
+                  r"ratio(?: vs ip -batch add)?\s+(?P<ratio>[\d.]+)$")
+_SECTION = re.compile(r"^-- (?P<name>\w+) of \d+")
 
 
 def run(settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -57,7 +60,7 @@ def failures(control: dict[str, Any] | None) -> list[str]:
 # -- route engine vs ip -batch (ROUTE area's benchmark) ----------------------------------------
 
 def _route_engine(routes: int, settings: Settings, progress: Callable[[str], None]) -> dict:
-    rounds = 1 if settings.mode == "tiny" else 3
+    rounds = {"tiny": 1, "quick": 3}.get(settings.mode, 5)
     result: dict[str, Any] = {"routes": routes, "rounds": rounds, "source": "route_bench.py"}
     if not ROUTE_BENCH.is_file():
         result["error"] = f"{ROUTE_BENCH} is missing"
@@ -68,19 +71,32 @@ def _route_engine(routes: int, settings: Settings, progress: Callable[[str], Non
         result["error"] = (f"route_bench.py exited {proc.returncode}: "
                            f"{proc.stderr.strip()[-600:]}")
         return result
-    rows = {}
-    for line in proc.stdout.splitlines():
-        m = _ROW.match(line.strip())
-        if m:
-            rows[m["name"].strip()] = {"ms": float(m["ms"]), "routes_per_s": int(m["rate"]),
-                                       "ratio_to_ip_batch_add": float(m["ratio"])}
+    tables = parse_route_bench(proc.stdout)
+    rows = tables.get("best") or {}
     if "attach" not in rows or "ip -batch add" not in rows:
         result["error"] = f"could not read route_bench.py's table: {proc.stdout.strip()[-600:]}"
         return result
+    result["median_rows"] = tables.get("median", {})
     result["rows"] = rows
     progress(f"control plane, {routes} routes: " + ", ".join(
         f"{k} {v['routes_per_s']}/s" for k, v in rows.items()))
     return result
+
+
+def parse_route_bench(stdout: str) -> dict[str, dict[str, dict[str, float]]]:
+    """route_bench.py's printed tables: {"best"|"median": {operation: row}}; a table printed
+    without a section header counts as "best" (its older format)."""
+    tables: dict[str, dict[str, dict[str, float]]] = {}
+    section = "best"
+    for line in stdout.splitlines():
+        line = line.strip()
+        if m := _SECTION.match(line):
+            section = m["name"]
+        elif m := _ROW.match(line):
+            tables.setdefault(section, {})[m["name"].strip()] = {
+                "ms": float(m["ms"]), "routes_per_s": int(m["rate"]),
+                "ratio_to_ip_batch_add": float(m["ratio"])}
+    return tables
 
 
 # -- ip route ... encap bpf obj, one program per route -----------------------------------------

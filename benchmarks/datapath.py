@@ -24,7 +24,13 @@ from benchmarks.errors import BenchError, ScenarioError
 from benchmarks.results import DatapathResults, Failure, Measurement
 from benchmarks.scenarios import Context, Scenario, all_scenarios
 from benchmarks.settings import Settings
-from benchmarks.traffic import DENIED_TCP_PORT, TrafficServers, measure, syn_gets_through
+from benchmarks.traffic import (
+    DENIED_TCP_PORT,
+    KINDS,
+    TrafficServers,
+    measure,
+    syn_gets_through,
+)
 
 log = logging.getLogger("benchmarks.datapath")
 
@@ -72,44 +78,61 @@ def _run_phase(phase: str, scenarios: Sequence[Scenario], paths: Sequence[str], 
     others = ctx.node.other_pods
     broken: set[str] = set()
     checked: set[str] = set()
+    kinds = [k for k in KINDS if k in settings.kinds]
     for rnd in range(settings.rounds):
-        shift = rnd % len(scenarios)
-        order = [*scenarios[shift:], *scenarios[:shift]]
-        for scenario in order:
-            if scenario.name in broken:
-                continue
-            try:
-                started = time.monotonic()
-                scenario.setup(ctx)
-                if scenario.name not in checked:
-                    _check(scenario, ctx, paths)
-                    checked.add(scenario.name)
-                setup_s = time.monotonic() - started
-                for path_name in paths:
-                    path = ctx.node.path(path_name)
-                    sample = measure(path, servers, settings.seconds)
-                    results.measurements.append(Measurement(
-                        phase, others, path_name, scenario.name, scenario.family, rnd, sample))
-                    progress(
-                        f"{phase} N={others} round {rnd + 1}/{settings.rounds} "
-                        f"{scenario.name:<17} {path_name:<13} "
-                        f"tcp {sample.tcp_bps / 1e9:6.2f} Gbit/s  "
-                        f"udp {sample.udp_pps / 1e3:7.1f} kpps  "
-                        f"rr {sample.rr_mean_us:6.1f} µs (setup {setup_s:.1f} s)"
-                    )
-            except BenchError as e:
-                broken.add(scenario.name)
-                results.failures.append(Failure(phase, others, scenario.name, str(e)))
-                progress(f"FAILED {phase} N={others} {scenario.name}: {e}")
-            finally:
-                try:
-                    scenario.teardown(ctx)
-                except BenchError as e:
-                    broken.add(scenario.name)
-                    results.failures.append(Failure(phase, others, scenario.name,
-                                                    f"teardown: {e}"))
+        for k, kind in enumerate(kinds):
+            # One metric at a time across all scenarios: the plain figure a ratio divides by
+            # was taken seconds, not minutes, before or after. The order rotates every pass.
+            shift = (rnd * len(kinds) + k) % len(scenarios)
+            for scenario in [*scenarios[shift:], *scenarios[:shift]]:
+                if scenario.name not in broken:
+                    _measure_scenario(phase, scenario, paths, kind, rnd, ctx, servers, settings,
+                                      results, progress, broken, checked)
         if "plain" in broken:
             raise BenchError("the plain route itself cannot be measured; see the errors above")
+        progress(f"{phase} N={others}: round {rnd + 1}/{settings.rounds} done")
+
+
+def _measure_scenario(phase: str, scenario: Scenario, paths: Sequence[str], kind: str, rnd: int,
+                      ctx: Context, servers: TrafficServers, settings: Settings,
+                      results: DatapathResults, progress: Callable[[str], None],
+                      broken: set[str], checked: set[str]) -> None:
+    others = ctx.node.other_pods
+    try:
+        started = time.monotonic()
+        scenario.setup(ctx)
+        if scenario.name not in checked:
+            _check(scenario, ctx, paths)
+            checked.add(scenario.name)
+        setup_s = time.monotonic() - started
+        for path_name in paths:
+            values = measure(kind, ctx.node.path(path_name), servers, settings.seconds)
+            results.measurements.append(Measurement(
+                phase, others, path_name, scenario.name, scenario.family, rnd, kind, values))
+            log.debug("%s N=%d r%d %-17s %-13s %s (setup %.2f s)", phase, others, rnd,
+                      scenario.name, path_name, _fmt(values), setup_s)
+    except BenchError as e:
+        broken.add(scenario.name)
+        results.failures.append(Failure(phase, others, scenario.name, str(e)))
+        progress(f"FAILED {phase} N={others} {scenario.name}: {e}")
+    finally:
+        try:
+            scenario.teardown(ctx)
+        except BenchError as e:
+            broken.add(scenario.name)
+            results.failures.append(Failure(phase, others, scenario.name, f"teardown: {e}"))
+
+
+def _fmt(values: dict[str, float]) -> str:
+    parts = []
+    for metric, v in values.items():
+        if metric == "tcp_bps":
+            parts.append(f"tcp {v / 1e9:.2f} Gbit/s")
+        elif metric == "udp_pps":
+            parts.append(f"udp {v / 1e3:.1f} kpps")
+        elif metric in ("rr_mean_us", "rr_p50_us"):
+            parts.append(f"{metric} {v:.1f}")
+    return ", ".join(parts)
 
 
 def _check(scenario: Scenario, ctx: Context, paths: Sequence[str]) -> None:

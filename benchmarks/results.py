@@ -1,8 +1,13 @@
 """Measurements, and the ratios every figure is reported as.
 
-A ratio is always taken against the plain route measured in the same round, on the same
-path, with the same number of other pods: noise that hits a round hits both sides of the
-ratio. The summary gives the median of those per-round ratios and their spread (min..max).
+Two estimators, both against the plain route measured in the same run, on the same path,
+with the same number of other pods:
+
+- paired: the ratio to the plain figure of the same round (same metric, taken within tens
+  of seconds), then the median of those per-round ratios and their min..max;
+- best: the best figure of the scenario over all rounds divided by the best figure of the
+  plain route (highest rate, lowest latency): on a shared machine the best round is the
+  least disturbed one, as `timeit` takes the minimum.
 """
 from __future__ import annotations
 
@@ -10,17 +15,20 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchmarks.traffic import Sample
-
 # metric -> (title, unit, True when higher is better)
 METRICS: dict[str, tuple[str, str, bool]] = {
+    "tcp_bits_per_cpu_s": ("TCP throughput per CPU", "Gbit/CPU-s", True),
     "tcp_bps": ("TCP throughput", "Gbit/s", True),
-    "udp_pps": ("UDP packet rate (64 B)", "kpps", True),
+    "udp_packets_per_cpu_s": ("UDP 64 B packets per CPU", "kpkt/CPU-s", True),
+    "udp_pps": ("UDP 64 B packet rate, sent", "kpps", True),
+    "udp_delivered_pps": ("UDP 64 B packet rate, delivered", "kpps", True),
     "rr_tps": ("TCP request/response rate", "trans/s", True),
     "rr_mean_us": ("RR latency, mean", "µs", False),
+    "rr_p50_us": ("RR latency, p50", "µs", False),
     "rr_p99_us": ("RR latency, p99", "µs", False),
 }
-DISPLAY_SCALE = {"tcp_bps": 1e-9, "udp_pps": 1e-3}
+DISPLAY_SCALE = {"tcp_bps": 1e-9, "tcp_bits_per_cpu_s": 1e-9, "udp_pps": 1e-3,
+                 "udp_packets_per_cpu_s": 1e-3, "udp_delivered_pps": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,8 @@ class Measurement:
     scenario: str
     family: str
     round: int
-    sample: Sample
+    kind: str  # traffic.KINDS key
+    values: dict[str, float]
 
 
 @dataclass
@@ -51,10 +60,17 @@ class Summary:
     family: str
     metric: str
     median: float  # of the raw values
+    best: float  # best raw value (max rate, min latency)
     ratio_median: float  # of the per-round ratios to plain
     ratio_min: float
     ratio_max: float
+    ratio_q1: float  # quartiles of the per-round ratios (the plots' whiskers)
+    ratio_q3: float
+    ratio_best: float  # best / best of plain
     rounds: int
+
+
+_Key = tuple[str, int, str]  # phase, other pods, path
 
 
 @dataclass
@@ -62,52 +78,55 @@ class DatapathResults:
     measurements: list[Measurement] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 
-    def summaries(self) -> list[Summary]:
-        plain: dict[tuple[str, int, str, int], Sample] = {
-            (m.phase, m.other_pods, m.path, m.round): m.sample
-            for m in self.measurements
-            if m.scenario == "plain"
-        }
-        groups: dict[tuple[str, int, str, str, str], list[Measurement]] = {}
+    def values(self) -> dict[tuple[_Key, str, str], dict[int, float]]:
+        """(phase/others/path, scenario, metric) -> {round: value}."""
+        out: dict[tuple[_Key, str, str], dict[int, float]] = {}
         for m in self.measurements:
-            groups.setdefault((m.phase, m.other_pods, m.path, m.scenario, m.family), []).append(m)
+            key = (m.phase, m.other_pods, m.path)
+            for metric, v in m.values.items():
+                out.setdefault((key, m.scenario, metric), {})[m.round] = v
+        return out
+
+    def summaries(self) -> list[Summary]:
+        values = self.values()
+        families = {m.scenario: m.family for m in self.measurements}
         out = []
-        for (phase, others, path, scenario, family), ms in groups.items():
-            for metric in METRICS:
-                values = [getattr(m.sample, metric) for m in ms]
-                ratios = [
-                    getattr(m.sample, metric) / base
-                    for m in ms
-                    if (base := _base(plain, m, metric))
-                ]
-                if not ratios:
-                    continue
-                out.append(Summary(
-                    phase, others, path, scenario, family, metric,
-                    median=statistics.median(values),
-                    ratio_median=statistics.median(ratios),
-                    ratio_min=min(ratios),
-                    ratio_max=max(ratios),
-                    rounds=len(ratios),
-                ))
+        for (key, scenario, metric), by_round in values.items():
+            plain = values.get((key, "plain", metric), {})
+            ratios = [v / plain[r] for r, v in by_round.items() if plain.get(r, 0) > 0]
+            if not ratios or not plain:
+                continue
+            higher_better = METRICS[metric][2]
+            pick = max if higher_better else min
+            best = pick(by_round.values())
+            plain_best = pick(plain.values())
+            out.append(Summary(
+                *key, scenario, families[scenario], metric,
+                median=statistics.median(by_round.values()),
+                best=best,
+                ratio_median=statistics.median(ratios),
+                ratio_min=min(ratios),
+                ratio_max=max(ratios),
+                ratio_q1=_quartiles(ratios)[0],
+                ratio_q3=_quartiles(ratios)[1],
+                ratio_best=best / plain_best if plain_best > 0 else float("nan"),
+                rounds=len(ratios),
+            ))
         return out
 
     def noise(self) -> dict[str, dict[str, float]]:
-        """Spread of the plain route across rounds, per metric: (max-min)/median, in %."""
+        """Spread of the plain route across rounds per metric, (max-min)/median in %: the
+        median over (phase, other pods, path) groups and the worst group."""
         out: dict[str, dict[str, float]] = {}
-        by_key: dict[tuple[str, int, str], list[Sample]] = {}
-        for m in self.measurements:
-            if m.scenario == "plain":
-                by_key.setdefault((m.phase, m.other_pods, m.path), []).append(m.sample)
-        for metric in METRICS:
-            spreads = []
-            for samples in by_key.values():
-                values = [getattr(s, metric) for s in samples]
-                if len(values) >= 2 and statistics.median(values) > 0:
-                    spreads.append(100 * (max(values) - min(values)) / statistics.median(values))
-            if spreads:
-                out[metric] = {"median_spread_pct": statistics.median(spreads),
-                               "max_spread_pct": max(spreads)}
+        spreads: dict[str, list[float]] = {}
+        for (_key, scenario, metric), by_round in self.values().items():
+            vals = list(by_round.values())
+            if scenario == "plain" and len(vals) >= 2 and statistics.median(vals) > 0:
+                spreads.setdefault(metric, []).append(
+                    100 * (max(vals) - min(vals)) / statistics.median(vals))
+        for metric, found in spreads.items():
+            out[metric] = {"median_spread_pct": statistics.median(found),
+                           "max_spread_pct": max(found)}
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -119,19 +138,8 @@ class DatapathResults:
         }
 
 
-def _base(plain: dict[tuple[str, int, str, int], Sample], m: Measurement,
-          metric: str) -> float | None:
-    base = plain.get((m.phase, m.other_pods, m.path, m.round))
-    if base is None:
-        return None
-    value = getattr(base, metric)
-    return value if value > 0 else None
-
-
-def find(summaries: list[Summary], *, phase: str, scenario: str, metric: str,
-         path: str = "client-to-pod", other_pods: int | None = None) -> Summary | None:
-    for s in summaries:
-        if (s.phase == phase and s.scenario == scenario and s.metric == metric
-                and s.path == path and (other_pods is None or s.other_pods == other_pods)):
-            return s
-    return None
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]

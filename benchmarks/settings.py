@@ -20,6 +20,7 @@ class Settings:
     obj_per_route_count: int = 50  # `ip route … encap bpf obj` loads one program per route
     rss_route_counts: tuple[int, ...] = (0, 1000, 10000)
     only: tuple[str, ...] = field(default_factory=tuple)  # scenario names; empty: all
+    kinds: tuple[str, ...] = ("tcp", "udp", "rr")  # traffic.KINDS to measure
 
 
 FULL = Settings(
@@ -58,9 +59,10 @@ MODES = {s.mode: s for s in (FULL, QUICK, TINY)}
 
 
 def with_overrides(base: Settings, *, rounds: int | None, seconds: float | None,
-                   only: tuple[str, ...]) -> Settings:
+                   only: tuple[str, ...], kinds: tuple[str, ...] = ()) -> Settings:
     return replace(
         base,
+        kinds=kinds or base.kinds,
         rounds=rounds if rounds is not None else base.rounds,
         seconds=seconds if seconds is not None else base.seconds,
         only=only,

@@ -1,8 +1,14 @@
 """The three traffic measurements, each sent to the measured pod along one `TrafficPath`.
 
-- TCP throughput: iperf3, one stream, bits/s received by the pod.
-- UDP packet rate: iperf3 `-u -b 0 -l 64`, packets/s *delivered* to the pod (sent - lost):
-  small packets so the per-packet cost of a hook shows, not the per-byte cost of copying.
+- TCP throughput: iperf3, one stream, bits/s received by the pod, and bits per CPU-second
+  of the sender and receiver processes.
+- UDP packet rate: iperf3 `-u -b 0 -l 64`, small packets so the per-packet cost of a hook
+  shows, not the per-byte cost of copying: packets/s sent (the sender's CPU also forwards
+  them through the host: softirq work runs inline), packets per CPU-second of the sender,
+  and packets/s delivered (noisy: it depends on how much CPU the receiver got).
+
+Per-CPU-second figures are the ones to trust on a shared machine: a throughput falls when
+someone else takes the CPU, the CPU cost of a packet barely moves.
 - Request/response latency: `tcp_rr` (1-byte request, 1-byte answer, one connection, the
   netperf TCP_RR equivalent), transactions/s and latency percentiles.
 
@@ -12,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import shell
@@ -27,16 +32,12 @@ DENIED_TCP_PORT = 7999
 UDP_PAYLOAD = 64
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One measurement of all three metrics for one scenario in one round."""
-
-    tcp_bps: float
-    udp_pps: float
-    rr_tps: float
-    rr_mean_us: float
-    rr_p50_us: float
-    rr_p99_us: float
+# What each kind of measurement yields (metric names are those of results.METRICS).
+KINDS: dict[str, tuple[str, ...]] = {
+    "tcp": ("tcp_bps", "tcp_bits_per_cpu_s"),
+    "udp": ("udp_pps", "udp_packets_per_cpu_s", "udp_delivered_pps"),
+    "rr": ("rr_tps", "rr_mean_us", "rr_p50_us", "rr_p99_us"),
+}
 
 
 class TrafficServers:
@@ -64,18 +65,22 @@ class TrafficServers:
         raise BenchError("traffic servers did not start listening within 10 s")
 
 
-def measure(path: TrafficPath, servers: TrafficServers, seconds: float) -> Sample:
-    tcp = _tcp_throughput(path, seconds)
-    udp = _udp_rate(path, seconds)
-    rr = _request_response(path, servers.tcp_rr, seconds)
-    return Sample(
-        tcp_bps=tcp,
-        udp_pps=udp,
-        rr_tps=rr["transactions"] / rr["seconds"],
-        rr_mean_us=rr["mean_us"],
-        rr_p50_us=rr["p50_us"],
-        rr_p99_us=rr["p99_us"],
-    )
+def measure(kind: str, path: TrafficPath, servers: TrafficServers,
+            seconds: float) -> dict[str, float]:
+    """One measurement of one kind (`KINDS`) along `path`: {metric: value}."""
+    if kind == "tcp":
+        return _tcp_throughput(path, seconds)
+    if kind == "udp":
+        return _udp_rate(path, seconds)
+    if kind == "rr":
+        rr = _request_response(path, servers.tcp_rr, seconds)
+        return {
+            "rr_tps": rr["transactions"] / rr["seconds"],
+            "rr_mean_us": rr["mean_us"],
+            "rr_p50_us": rr["p50_us"],
+            "rr_p99_us": rr["p99_us"],
+        }
+    raise BenchError(f"unknown measurement kind {kind!r}; known: {', '.join(KINDS)}")
 
 
 def _iperf(path: TrafficPath, seconds: float, *extra: str) -> dict:
@@ -101,18 +106,41 @@ def _iperf(path: TrafficPath, seconds: float, *extra: str) -> dict:
     raise MeasurementError("iperf3 server stayed busy; is another client using it?")
 
 
-def _tcp_throughput(path: TrafficPath, seconds: float) -> float:
+def _cpu_seconds(result: dict, *sides: str) -> float:
+    """CPU time (user + system) iperf3 measured for its client ("host") and/or server
+    ("remote") process over the test. With this kernel's tick-based accounting the softirq
+    work a process triggers inline (here: forwarding the packet through the host namespace
+    to the pod) is charged to that process, so this is the CPU the path cost."""
+    cpu = result["end"]["cpu_utilization_percent"]
+    seconds = float(result["end"]["sum_sent"]["seconds"])
+    return sum(float(cpu[f"{side}_total"]) for side in sides) / 100.0 * seconds
+
+
+def _tcp_throughput(path: TrafficPath, seconds: float) -> dict[str, float]:
     result = _iperf(path, seconds)
-    return float(result["end"]["sum_received"]["bits_per_second"])
-
-
-def _udp_rate(path: TrafficPath, seconds: float) -> float:
-    result = _iperf(path, seconds, "-u", "-b", "0", "-l", str(UDP_PAYLOAD))
     received = result["end"]["sum_received"]
-    delivered = received["packets"] - received["lost_packets"]
-    if received["seconds"] <= 0:
+    bits = float(received["bytes"]) * 8
+    cpu = _cpu_seconds(result, "host", "remote")
+    if cpu <= 0:
+        raise MeasurementError("iperf3 TCP reported no CPU time")
+    return {"tcp_bps": float(received["bits_per_second"]), "tcp_bits_per_cpu_s": bits / cpu}
+
+
+def _udp_rate(path: TrafficPath, seconds: float) -> dict[str, float]:
+    result = _iperf(path, seconds, "-u", "-b", "0", "-l", str(UDP_PAYLOAD))
+    sent = result["end"]["sum_sent"]
+    received = result["end"]["sum_received"]
+    if sent["seconds"] <= 0 or received["seconds"] <= 0:
         raise MeasurementError("iperf3 UDP reported a zero-length test")
-    return float(delivered) / float(received["seconds"])
+    cpu = _cpu_seconds(result, "host")
+    if cpu <= 0:
+        raise MeasurementError("iperf3 UDP reported no sender CPU time")
+    delivered = received["packets"] - received["lost_packets"]
+    return {
+        "udp_pps": float(sent["packets"]) / float(sent["seconds"]),
+        "udp_packets_per_cpu_s": float(sent["packets"]) / cpu,
+        "udp_delivered_pps": float(delivered) / float(received["seconds"]),
+    }
 
 
 def _request_response(path: TrafficPath, tcp_rr: Path, seconds: float) -> dict:
