@@ -96,7 +96,9 @@ def test_bad_policies_are_refused_naming_the_field(agent: AgentProcess, node: No
     mismatch, invalid selector: each refused with its field named, nothing attached for
     them and nothing already attached changed; a good policy turned bad keeps working."""
     counters_o = (BPF_BUILD / "counters.o").read_bytes()
-    write_docs(agent.configmaps, [configmap("progs", "counters.o", counters_o)])
+    out_write_o = (BPF_BUILD / "testobj" / "out_write.o").read_bytes()
+    write_docs(agent.configmaps, [configmap("progs", "counters.o", counters_o),
+                                  configmap("writer", "w.o", out_write_o)])
     write_docs(agent.pods, pod_objects(node, [WEB, WEB, OTHER]))
     write_docs(agent.policies, [_deny([8080])])
     agent.start()
@@ -122,6 +124,10 @@ def test_bad_policies_are_refused_naming_the_field(agent: AgentProcess, node: No
         "bad-sha": (policy("bad-sha", {"out": from_configmap("lwt/counters", "0" * 64)},
                            selector={"matchLabels": OTHER}),
                     "spec.hooks.out.program.sha256"),
+        # writes packet data: the verifier refuses that on `in`; its log reaches the status
+        "verifier": (policy("verifier", {"in": {"program": {
+            "configMap": {"name": "writer", "key": "w.o"}, "section": "lwt_write"}}},
+            selector={"matchLabels": WEB}), "spec.hooks.in.program"),
         "bad-selector": (policy("bad-selector", {"in": builtin_hook("counters")},
                                 selector={"matchLabels": {"bad key!": "x"}}),
                          "spec.podSelector.matchLabels"),
@@ -131,6 +137,9 @@ def test_bad_policies_are_refused_naming_the_field(agent: AgentProcess, node: No
         entry = agent.wait_entry(f"shop/{name}", lambda e: e["lastError"] is not None)
         assert field in entry["lastError"]["message"], (name, entry["lastError"])
         assert entry["attachedRoutes"] == 0 and entry["programs"] == {}
+    log = agent.entry("shop/verifier")["lastError"]["verifierLog"]
+    assert "store_bytes" in log or "unknown func" in log, log
+    assert len(log) <= 4096
     time.sleep(0.3)
     assert encap_labels(node) == routes  # nothing attached changed
     assert agent.entry("shop/deny") is not None

@@ -80,6 +80,7 @@ class PolicyBook:
 
     def _with_identity(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         obj = copy.deepcopy(dict(raw))
+        obj.pop("status", None)  # a `kubectl get lrp -o yaml` dump carries the cluster's
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             return obj  # validation reports it
@@ -123,7 +124,10 @@ class PolicyBook:
                 views.append(PolicyView(ref, kept, reported, raw=obj))
                 continue
             try:
-                policy = parse_policy(obj, admin_namespace=self.admin_namespace)
+                # Only metadata and spec are the agent's business (status is written by
+                # the operator and the agents, and validated by the API server).
+                spec_only = {k: v for k, v in obj.items() if k != "status"}
+                policy = parse_policy(spec_only, admin_namespace=self.admin_namespace)
             except PolicyValidationError as exc:
                 # Accepted by the operator but refused here: the agent's catalogue differs.
                 message = f"refused by this agent: {problems_text(exc.problems)}"
