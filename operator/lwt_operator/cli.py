@@ -9,7 +9,9 @@ import asyncio
 import logging
 import os
 import random
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from lwt_operator.config import OperatorConfig, Timings
@@ -109,15 +111,38 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, ConfigError) as exc:
         print(f"lwt-operator: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    return run(config)
+
+
+def run(config: OperatorConfig) -> int:
+    """Run the operator in a worker thread; SIGTERM/SIGINT in the main thread stop it.
+
+    kopf installs its own signal handlers only in the main thread; running it elsewhere keeps
+    the decision to stop here, so that a stop is never mistaken for a failure to recover from.
+    """
     from lwt_operator.runner import run_operator  # kopf is imported only to run
 
-    try:
-        asyncio.run(run_operator(config))
-    except ConfigError as exc:
-        print(f"lwt-operator: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 0
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            asyncio.run(run_operator(config, stop_flag=stop))
+        except BaseException as exc:
+            failure.append(exc)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    worker = threading.Thread(target=work, name="lwt-operator")
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.5)
+    if failure:
+        if isinstance(failure[0], ConfigError):
+            print(f"lwt-operator: {failure[0]}", file=sys.stderr)
+            return EXIT_USAGE
+        logging.getLogger(__name__).error("lwt-operator failed", exc_info=failure[0])
+        return EXIT_FAILURE
     return 0
 
 

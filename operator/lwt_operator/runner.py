@@ -43,18 +43,54 @@ async def run_operator(
     if config.health_port:
         options["liveness_endpoint"] = f"http://0.0.0.0:{config.health_port}/healthz"
     try:
-        await kopf.operator(
-            registry=build_registry(config, configuration),
-            settings=operator_settings(config),
-            clusterwide=True,
-            standalone=config.standalone,
-            peering_name=config.peering,
-            priority=config.priority,
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-            **options,
-        )
+        await _run_kopf(config, configuration, stop_flag, ready_flag, options)
     finally:
         keeper_stop.set()
         keeper_thread.join(config.timings.resync + 5)
         kube.close()
+
+
+async def _run_kopf(
+    config: OperatorConfig,
+    configuration: Any,
+    stop_flag: asyncio.Event | threading.Event | None,
+    ready_flag: asyncio.Event | threading.Event | None,
+    options: dict[str, Any],
+) -> None:
+    """kopf.operator(), started again when it gives up on an unreachable API.
+
+    kopf rides out short outages (watches reconnect, handlers retry), but when the API stays
+    unreachable longer than its request retries while it discovers resources (at start-up, or
+    when it rescans), kopf stops with that error. The datapath does not depend on the operator,
+    so it starts again after a backoff instead of exiting into a CrashLoopBackOff. Only a set
+    `stop_flag` ends it (the CLI sets it on SIGTERM/SIGINT).
+    """
+    failures = 0
+    backoffs = config.timings.error_backoffs
+    while True:
+        try:
+            await kopf.operator(
+                registry=build_registry(config, configuration),
+                settings=operator_settings(config),
+                clusterwide=True,
+                standalone=config.standalone,
+                peering_name=config.peering,
+                priority=config.priority,
+                stop_flag=stop_flag,
+                ready_flag=ready_flag,
+                **options,
+            )
+        except Exception:
+            if stop_flag is None:
+                raise
+            if stop_flag.is_set():
+                log.warning("stopped; kopf reported an earlier failure", exc_info=True)
+                return
+            delay = backoffs[min(failures, len(backoffs) - 1)]
+            failures += 1
+            log.exception("kopf stopped on an error; starting it again in %gs", delay)
+            await asyncio.sleep(delay)
+        else:
+            if stop_flag is None or stop_flag.is_set():
+                return
+            log.warning("kopf stopped without being asked to; starting it again")

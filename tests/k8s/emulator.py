@@ -59,6 +59,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -127,6 +128,7 @@ class WatchEvent:
 class _ResourceState:
     log: list[WatchEvent]
     changed: asyncio.Condition
+    revisions: list[int] = dataclass_field(default_factory=list)  # log[i].revision, for bisection
     # The oldest revision a watch can resume from; older ones get 410 Gone.
     compacted: int = 0
 
@@ -292,9 +294,11 @@ class ApiEmulator(kmock.KubernetesEmulator):
 
         state = self._state(resource)
         state.log.append(WatchEvent(self._revision, event_type, new, old))
+        state.revisions.append(self._revision)
         if len(state.log) > self.event_log_limit:
             dropped = state.log[: len(state.log) - self.event_log_limit]
             del state.log[: len(dropped)]
+            del state.revisions[: len(dropped)]
             state.compacted = dropped[-1].revision
         async with state.changed:
             state.changed.notify_all()
@@ -645,7 +649,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
                              "annotations": {"k8s.io/initial-events-end": "true"}}}}
 
         while True:
-            position = bisect.bisect_right([e.revision for e in state.log], since)
+            position = bisect.bisect_right(state.revisions, since)
             pending = state.log[position:]
             if since < state.compacted:
                 return  # fell behind the log: the client resumes, gets 410 and relists

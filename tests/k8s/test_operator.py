@@ -271,10 +271,29 @@ def test_converges_after_an_api_server_restart(k8s_api: EmulatedApiServer,
     # While the API is down nothing can be written; the emulator's store is like etcd: it stays.
     assert k8s_api.emulator is not None
     k8s_api.call(_write_entry_behind_the_apis_back(k8s_api, policy))
+    time.sleep(3)  # longer than every request retry of the fast timings (1.1 s in total)
     k8s_api.start_listening()
     wait_condition(kube, policy, contract.READY, "True", timeout=20)
     kube.delete(DAEMONSET)
     wait_for(lambda: kube.get(DAEMONSET), timeout=20, what="the DaemonSet after the restart")
+
+
+def test_starts_while_the_api_is_down(k8s_api: EmulatedApiServer, kube: KubeClient) -> None:
+    """An operator pod that starts before the API answers keeps retrying and then works."""
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    add_node(kube, "node-a")
+    policy = apply_example(kube)
+    k8s_api.stop_listening()
+    running = RunningOperator(operator_config(k8s_api))
+    running._thread.start()  # not start(): it would wait for readiness, which needs the API
+    try:
+        time.sleep(1.5)  # longer than every request retry of the fast timings (1.1 s)
+        k8s_api.start_listening()
+        wait_for(lambda: kube.get(DAEMONSET), timeout=20, what="the DaemonSet")
+        report(kube, policy, "node-a", **attached(1, 1))
+        wait_condition(kube, policy, contract.READY, "True", timeout=20)
+    finally:
+        running.stop()
 
 
 def _write_entry_behind_the_apis_back(api: EmulatedApiServer, policy: dict[str, Any]) -> Any:
