@@ -21,7 +21,7 @@ from tests.agent.harness import (
     write_docs,
 )
 from tests.conftest import BPF_BUILD
-from tests.topology import Node
+from tests.topology import Node, ip
 
 WEB, OTHER = {"app": "web"}, {"app": "other"}
 
@@ -208,3 +208,20 @@ def test_sigterm_detaches_keep_on_exit_keeps_restart_adopts(
     assert all(text == "" for text in encap_labels(node).values())
     assert not list(agent.pin_dir.glob("shop/*/*/*"))
     assert _reaches(node, 0, 8080)
+
+
+def test_guard_puts_programs_back_after_cni_churn(agent: AgentProcess, node: Node) -> None:
+    """A CNI rewriting a pod route (replace without the encap, or delete + re-add) loses
+    the program; the agent's guard puts it back within a second and counts it."""
+    write_docs(agent.pods, pod_objects(node, [WEB, WEB]))
+    write_docs(agent.policies, [_deny([8080])])
+    agent.start()
+    agent.wait_ready("shop/deny")
+    attached = encap_labels(node)
+    pod0, pod1 = node.pods[0], node.pods[1]
+    ip(node.host, "route", "replace", f"{pod0.ipv4}/32", "dev", pod0.host_if, "scope", "link")
+    ip(node.host, "route", "del", f"{pod1.ipv4}/32")
+    ip(node.host, "route", "add", f"{pod1.ipv4}/32", "dev", pod1.host_if, "scope", "link")
+    wait_for(lambda: encap_labels(node) == attached, 1.0, "the guard re-applied")
+    assert not _reaches(node, 0, 8080) and not _reaches(node, 1, 8080)
+    assert agent.metric("lwt_agent_route_reapplies_total") >= 2
