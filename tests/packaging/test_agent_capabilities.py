@@ -4,7 +4,8 @@ does to the kernel (load every built-in with its maps, BTF and ring buffer, pin 
 pins, add plain and encap routes), and every member of it is necessary.
 
 Each case runs capability_probe.py as root with every other capability dropped (setpriv),
-inside a network namespace of its own. Programs loaded: at most 5 per case, 4 cases.
+inside a network namespace of its own. Programs loaded: at most 5 per case, 4 cases; then
+the real agent runs with the documented set and loads 3.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from lwt_policy.catalogue import CATALOGUE
 
 from .test_chart import documented_capabilities
@@ -104,3 +106,69 @@ def test_every_documented_capability_is_necessary(
         assert failed, "every built-in loads without CAP_PERFMON: remove it from the set"
         assert set(failed.values()) == {"EACCES"}
         assert "load_counters" in failed
+
+
+POLICIES = """
+apiVersion: lwt.dev/v1alpha1
+kind: LwtRoutePolicy
+metadata: {name: count, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  hooks:
+    in: {program: {builtin: counters}}
+    out: {program: {builtin: port-filter}, config: {denyTCPPorts: [8080]}}
+    xmit: {program: {builtin: sampler}, config: {oneIn: 10}}
+"""
+
+
+def pods_manifest(addresses: list[str]) -> str:
+    pods = [
+        {"apiVersion": "v1", "kind": "Pod",
+         "metadata": {"name": f"web-{i}", "namespace": "shop", "labels": {"app": "web"}},
+         "spec": {"nodeName": "node-a"},
+         "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
+        for i, ip in enumerate(addresses)
+    ]
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": pods})
+
+
+def test_the_agent_itself_runs_with_the_documented_set(
+    netns: str, bpffs: Path, tmp_path: Path
+) -> None:
+    # The real `lwt-agent run` (standalone, --once), as the DaemonSet's container would run
+    # it: root with only the documented capabilities. It loads three built-ins (one program
+    # per policy hook), writes their config, pins them, attaches them to two pod routes.
+    addresses = ["10.213.1.7", "10.213.1.8"]
+    for address in addresses:
+        subprocess.run(["ip", "-n", netns, "route", "add", f"{address}/32", "dev", "lwtp0",
+                        "scope", "link"], check=True)
+    policy_file = tmp_path / "policies.yaml"
+    policy_file.write_text(POLICIES)
+    pods_file = tmp_path / "pods.yaml"
+    pods_file.write_text(pods_manifest(addresses))
+    pin_dir = bpffs / f"agent-{netns}"
+    pin_dir.mkdir()
+    keep = ",".join(["-all", *(f"+{cap.lower()}" for cap in sorted(documented_capabilities()))])
+    agent = Path(sys.executable).parent / "lwt-agent"
+    try:
+        result = subprocess.run(
+            ["ip", "netns", "exec", netns,
+             "setpriv", "--inh-caps=-all", "--ambient-caps=-all", f"--bounding-set={keep}",
+             str(agent), "run", "--policy-file", str(policy_file), "--pods-file",
+             str(pods_file), "--node-name", "node-a", "--pin-dir", str(pin_dir), "--once"],
+            capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        (status,) = [d for d in yaml.safe_load_all(result.stdout) if d]
+        entry = status["status"]["nodes"]["node-a"]
+        assert entry["lastError"] is None, entry["lastError"]
+        assert entry["routes"] == entry["attachedRoutes"] == len(addresses)
+        assert set(entry["programs"]) == {"in", "out", "xmit"}
+        routes = subprocess.run(["ip", "-n", netns, "route", "show"], capture_output=True,
+                                text=True, check=True).stdout
+        attached = [line for line in routes.splitlines() if "encap bpf" in line]
+        assert len(attached) == len(addresses)
+    finally:
+        # --once leaves everything attached and pinned: the netns fixture removes the routes,
+        # this removes the pins (the programs go with the last reference).
+        subprocess.run(["rm", "-rf", str(pin_dir)], check=False)
