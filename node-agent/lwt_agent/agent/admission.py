@@ -61,7 +61,7 @@ class PolicyBook:
             obj = self._with_identity(raw)
             ref = ref_of(obj)
             seen.add(ref)
-            generation = int(obj["metadata"]["generation"])
+            generation = _generation(obj)
             try:
                 policy = parse_policy(obj, admin_namespace=self.admin_namespace)
             except PolicyValidationError as exc:
@@ -105,7 +105,7 @@ class PolicyBook:
             ref = ref_of(obj)
             seen.add(ref)
             meta = obj.get("metadata") or {}
-            generation = int(meta.get("generation") or 0)
+            generation = _generation(obj)
             kept = self._good.get(ref)
             if meta.get("deletionTimestamp"):
                 views.append(PolicyView(ref, None, generation, deleting=True, raw=obj))
@@ -150,3 +150,10 @@ def _condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
         if condition.get("type") == type_:
             return condition
     return None
+
+
+def _generation(obj: Mapping[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("generation") or 0)
+    except (TypeError, ValueError):
+        return 0  # validation reports the malformed field

@@ -166,7 +166,8 @@ class ClusterAgent:
                 self._unwritten.add(ref)
                 api_failed = exc.status == 0
                 continue
-            self._post_event(ref, obj, entry)
+            if view.error is None:  # the operator reports its own refusals
+                self._post_event(ref, obj, entry)
 
     def _post_event(self, ref: PolicyRef, obj: Mapping[str, Any],
                     entry: Mapping[str, Any]) -> None:

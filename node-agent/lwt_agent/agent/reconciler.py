@@ -16,7 +16,6 @@ One pass:
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import time
@@ -73,9 +72,6 @@ class Report:
     attached: list[Attached] = field(default_factory=list)
     errors: int = 0  # policies with a lastError
     duration: float = 0.0
-
-    def status_entries(self) -> dict[PolicyRef, NodeResult]:
-        return self.results
 
 
 class Reconciler:
@@ -294,7 +290,3 @@ class Reconciler:
 
 def _address(prefix: Prefix) -> str:
     return str(prefix.network_address) if prefix.prefixlen == prefix.max_prefixlen else str(prefix)
-
-
-def replace_result(result: NodeResult, **changes: Any) -> NodeResult:
-    return dataclasses.replace(result, **changes)
