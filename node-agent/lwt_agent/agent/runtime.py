@@ -55,6 +55,7 @@ class Agent:
         self.metrics = AgentMetrics()
         self.health = Health()
         self.last_report: Report | None = None
+        self._reconciled = 0
         _check_pin_root(config.pin_root)
         try:
             self.engine = RouteEngine(config.netns, config.table)
@@ -97,6 +98,7 @@ class Agent:
             report = self.reconciler.reconcile(inputs)
             self.samples.update(report.attached)
             self.last_report = report
+            self._reconciled += 1
         self.metrics.reconciles.inc()
         self.metrics.reconcile_seconds.observe(report.duration)
         if report.errors:
@@ -105,6 +107,11 @@ class Agent:
             self.metrics.errors.labels("route").inc(len(report.apply.failures))
         self.health.beat()
         return report
+
+    @property
+    def reconciled(self) -> int:
+        """Reconcile passes this process ran."""
+        return self._reconciled
 
     def _datapath(self) -> tuple[Sequence[Attached], int]:
         attached = self.last_report.attached if self.last_report else []
@@ -121,6 +128,11 @@ class Agent:
         """Stop; with ``detach`` remove every program of ours from the routes and unpin it,
         without it leave routes and pins for the next agent to adopt."""
         self.samples.stop()
+        if detach and self.reconciled == 0:
+            # Never reconciled (bad input at start, API never reached): this process
+            # attached nothing, and what an earlier agent left must stay.
+            log.info("nothing reconciled: leaving routes and pins as they are")
+            detach = False
         with self.lock:
             if detach:
                 try:
