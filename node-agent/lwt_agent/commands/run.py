@@ -42,6 +42,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                        metavar="C", help="ConfigMaps holding BPF objects in binaryData")
     files.add_argument("--nodes-file", action="extend", nargs="+", type=Path, default=[],
                        metavar="N", help="Nodes (labels for nodeSelector, spec.podCIDRs)")
+    files.add_argument("--poll-seconds", type=float, default=0.5, metavar="S",
+                       help="how often the files are checked for changes (default 0.5)")
     files.add_argument("--once", action="store_true",
                        help="reconcile once, print the status and exit, leaving the programs "
                        "attached (a one-shot apply)")
@@ -170,7 +172,7 @@ def _standalone(agent: object, args: argparse.Namespace, stop: threading.Event) 
     files = InputFiles(args.policy_file, args.pods_file, args.configmaps_file,
                        args.nodes_file)
     loop = Standalone(agent, files, sys.stdout,  # type: ignore[arg-type]
-                      resync_seconds=args.resync_seconds)
+                      poll_seconds=args.poll_seconds, resync_seconds=args.resync_seconds)
     loop.stop = stop
     loop.first_read()
     if args.once:
