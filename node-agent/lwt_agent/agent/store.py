@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from .errors import ProgramError
 from .sources import ProgramRequest
 
 log = logging.getLogger(__name__)
+_DIGEST = re.compile(r"[0-9a-f]{16}")
 
 
 def policy_owner(ref: PolicyRef) -> str:
@@ -296,7 +298,11 @@ class ProgramStore:
         """<root>/<ns>/<policy>/<hook>/<digest> directories on disk."""
         if not self.root.is_dir():
             return []
-        return [p for p in self.root.glob("*/*/*/*") if p.is_dir()]
+        # Only our own layout (hook name, 16 hex digits): a --pin-dir shared with other
+        # tools must never lose their pins.
+        return [p for p in self.root.glob("*/*/*/*")
+                if p.is_dir() and p.parent.name in ("in", "out", "xmit")
+                and _DIGEST.fullmatch(p.name)]
 
     def close(self) -> None:
         """Close every fd; pins stay (a restarted agent adopts them)."""
