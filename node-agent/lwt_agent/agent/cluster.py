@@ -32,7 +32,16 @@ from lwt_policy.status import node_status, rfc3339
 
 from .admission import PolicyBook, PolicyView
 from .errors import StartupError
-from .kube import ApiError, ConfigError, Informer, Kube, load_configuration, wait_all
+from .kube import (
+    ApiError,
+    ConfigError,
+    Informer,
+    Kube,
+    load_configuration,
+    slim_node,
+    slim_pod,
+    wait_all,
+)
 from .reconciler import Inputs, Report
 from .runtime import Agent
 
@@ -70,8 +79,10 @@ class ClusterAgent:
         self.book = PolicyBook(agent.config.admin_namespace)
         self.policies = Informer(self.kube, POLICIES, self.dirty.set, name="policies")
         self.pods = Informer(self.kube, PODS, self.dirty.set,
-                             field_selector=f"spec.nodeName={self.node}", name="pods")
-        self.nodes = Informer(self.kube, NODES, self.dirty.set, name="nodes")
+                             field_selector=f"spec.nodeName={self.node}", name="pods",
+                             transform=slim_pod)
+        self.nodes = Informer(self.kube, NODES, self.dirty.set, name="nodes",
+                              transform=slim_node)
         self.configmaps: Informer | None = None
         self._errors_posted: dict[PolicyRef, str] = {}
         self._unwritten: set[PolicyRef] = set()

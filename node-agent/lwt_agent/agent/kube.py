@@ -127,8 +127,10 @@ class Informer:
     unreachable; `synced` is set after the first successful list."""
 
     def __init__(self, kube: Kube, path: str, on_change: Callable[[], None],
-                 field_selector: str = "", name: str = "") -> None:
+                 field_selector: str = "", name: str = "",
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.kube = kube
+        self.transform = transform or (lambda obj: obj)
         self.path = path
         self.field_selector = field_selector
         self.on_change = on_change
@@ -176,7 +178,7 @@ class Informer:
 
     def _list(self) -> str:
         body = self.kube.list(self.path, self.field_selector)
-        items = {object_key(o): o for o in body.get("items") or []}
+        items = {object_key(o): self.transform(o) for o in body.get("items") or []}
         with self.lock:
             changed = items != self.items
             self.items = items
@@ -203,7 +205,7 @@ class Informer:
                     if kind == "DELETED":
                         self.items.pop(object_key(obj), None)
                     else:
-                        self.items[object_key(obj)] = obj
+                        self.items[object_key(obj)] = self.transform(obj)
                 self.on_change()
                 if self._stop.is_set():
                     return
@@ -216,3 +218,27 @@ def wait_all(informers: list[Informer], stop: threading.Event, timeout: float) -
             return True
         stop.wait(0.05)
     return all(i.synced.is_set() for i in informers)
+
+
+def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """Only what targeting reads: a real Pod (managedFields, containers, conditions) is
+    tens of kilobytes, and a node holds hundreds of them in the cache."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    return {
+        "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "uid",
+                                          "deletionTimestamp") if k in meta},
+        "spec": {k: spec[k] for k in ("nodeName", "hostNetwork") if k in spec},
+        "status": {k: status[k] for k in ("phase", "podIP", "podIPs") if k in status},
+    }
+
+
+def slim_node(node: dict[str, Any]) -> dict[str, Any]:
+    """Labels (nodeSelector) and pod CIDRs (podSubnets) only."""
+    meta = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    return {
+        "metadata": {k: meta[k] for k in ("name", "labels") if k in meta},
+        "spec": {k: spec[k] for k in ("podCIDR", "podCIDRs") if k in spec},
+    }
