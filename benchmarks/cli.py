@@ -18,12 +18,13 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import control_plane, machine, mounts, report, shell
-from benchmarks.build import build_helpers
+from benchmarks import agent_bench, control_plane, machine, mounts, report, shell
+from benchmarks.build import Helpers, build_helpers
 from benchmarks.datapath import run_datapath
 from benchmarks.errors import BenchError
 from benchmarks.lwt import LwtPrograms, RouteAttacher
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure only this kind of traffic (repeatable; default all)")
     p.add_argument("--skip-datapath", action="store_true")
     p.add_argument("--skip-control-plane", action="store_true")
+    p.add_argument("--skip-agent", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -109,20 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     datapath = DatapathResults()
     try:
-        mounts.enter_private_mount_namespace()
-        stale = reap_stale()
-        if stale:
-            log.info("removed namespaces left by an earlier, killed run: %s", ", ".join(stale))
-        t0 = time.monotonic()
-        if not args.skip_datapath:
-            _run_datapath_phase(settings, datapath)
-        document["datapath_seconds"] = round(time.monotonic() - t0, 1)
-        t1 = time.monotonic()
-        document["control_plane"] = (
-            {"skipped": True} if args.skip_control_plane
-            else control_plane.run(settings, log.info)
-        )
-        document["control_plane_seconds"] = round(time.monotonic() - t1, 1)
+        _run_all(args, settings, document, datapath)
     except (KeyboardInterrupt, Interrupted):
         log.error("interrupted: everything the run created has been removed; no result written")
         return 130
@@ -132,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     document["datapath"] = datapath.to_json()
     document["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     document["load_average_end"] = machine.load_average()
-    failures = list(datapath.failures) + control_plane.failures(document.get("control_plane"))
+    failures = [*datapath.failures, *control_plane.failures(document.get("control_plane")),
+                *agent_bench.failures(document.get("agent"))]
 
     path = _write_json(args.out, document, started)
     log.info("results: %s", path)
@@ -149,17 +139,49 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_datapath_phase(settings: Settings, results: DatapathResults) -> None:
+def _run_all(args: argparse.Namespace, settings: Settings, document: dict[str, Any],
+             datapath: DatapathResults) -> None:
+    """Every phase, sharing one scratch directory (helpers, a bpffs, agent files) that is
+    removed at the end whatever happens."""
+    mounts.enter_private_mount_namespace()
+    stale = reap_stale()
+    if stale:
+        log.info("removed namespaces left by an earlier, killed run: %s", ", ".join(stale))
     scratch = Path(tempfile.mkdtemp(prefix="lwtX-bench-"))
+    bpffs = scratch / "bpffs"
+    mounted = False
+    try:
+        helpers = build_helpers(scratch)
+        bpffs.mkdir()
+        shell.run(["mount", "-t", "bpf", "bpf", str(bpffs)])
+        mounted = True
+        phases: list[tuple[str, bool, Callable[[], Any]]] = [
+            ("datapath", args.skip_datapath,
+             lambda: _run_datapath(settings, helpers, bpffs, datapath)),
+            ("control_plane", args.skip_control_plane,
+             lambda: control_plane.run(settings, log.info)),
+            ("agent", args.skip_agent,
+             lambda: agent_bench.run(settings, scratch, log.info)),
+        ]
+        for name, skipped, phase in phases:
+            started = time.monotonic()
+            result = {"skipped": True} if skipped else phase()
+            if name != "datapath":
+                document[name] = result
+            document[f"{name}_seconds"] = round(time.monotonic() - started, 1)
+    finally:
+        shell.stop_all()
+        if mounted:
+            shell.run(["umount", "-l", str(bpffs)], check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_datapath(settings: Settings, helpers: Helpers, bpffs: Path,
+                  results: DatapathResults) -> None:
     node: BenchNode | None = None
     programs = LwtPrograms({"port-filter": {"denyTCPPorts": [DENIED_TCP_PORT]}})
     attacher: RouteAttacher | None = None
-    bpffs: Path | None = None
     try:
-        helpers = build_helpers(scratch)
-        bpffs = scratch / "bpffs"
-        bpffs.mkdir()
-        shell.run(["mount", "-t", "bpf", "bpf", str(bpffs)])
         node = BenchNode()
         attacher = RouteAttacher(node.host)
         servers = TrafficServers(node, helpers.tcp_rr)
@@ -172,9 +194,6 @@ def _run_datapath_phase(settings: Settings, results: DatapathResults) -> None:
         if node is not None:
             node.close()
         programs.close()
-        if bpffs is not None:
-            shell.run(["umount", "-l", str(bpffs)], check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _write_json(out: Path, document: dict[str, Any], started: dt.datetime) -> Path:

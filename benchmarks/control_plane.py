@@ -7,12 +7,11 @@
   again for every route, i.e. one new BPF program per route. Thousands of programs freed at
   once deadlocked this kernel's BPF JIT allocator (DESIGN.md §6), so the benchmark never
   does more than `settings.obj_per_route_count` (≤ 100) of them; the rate is what matters.
-- Agent resident memory and policy-to-enforcement latency: need the node agent's standalone
-  mode (`lwt-agent run`); reported as "not yet" until that verb exists.
+
+The agent's own figures (memory, policy change to enforcement) are benchmarks/agent_bench.py.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import secrets
@@ -42,7 +41,6 @@ def run(settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
     return {
         "route_engine": [_route_engine(n, settings, progress) for n in settings.route_counts],
         "obj_per_route": _obj_per_route(settings.obj_per_route_count, progress),
-        "agent": _agent_not_yet(),
     }
 
 
@@ -148,16 +146,3 @@ def _obj_per_route(count: int, progress: Callable[[str], None]) -> dict[str, Any
     finally:
         shell.run(["ip", "netns", "del", netns], check=False)
     return result
-
-
-# -- agent -------------------------------------------------------------------------------------
-
-def _agent_not_yet() -> dict[str, Any]:
-    has_run_verb = importlib.util.find_spec("lwt_agent.commands.run") is not None
-    reason = (
-        "the agent's standalone mode (`lwt-agent run`) exists but the benchmark does not "
-        "drive it yet" if has_run_verb
-        else "the node agent's standalone mode (`lwt-agent run`) does not exist yet"
-    )
-    return {"not_yet": True, "reason": reason,
-            "rss_at_routes": None, "policy_to_enforcement": None}

@@ -14,6 +14,7 @@ GOAL_TCP_RATIO = 0.95  # port-filter on out: at most 5 % less TCP throughput tha
 GOAL_RR_ADDED = 0.05  # ... and at most 5 % added request/response latency
 GOAL_SCALE_DRIFT = 0.03  # at 10,000 routes, within 3 % of the one-route figure
 GOAL_ROUTE_RATE = 1 / 3  # attach/swap at >= 1/3 of ip -batch's plain-route rate
+GOAL_AGENT_RSS_MB = 100  # agent resident memory at 10,000 routes
 # The figures that survive a shared machine (CPU cost, median latency) are plotted and lead
 # the tables; the raw rates follow.
 PLOTTED = ("tcp_bits_per_cpu_s", "udp_packets_per_cpu_s", "rr_p50_us")
@@ -203,14 +204,82 @@ def _markdown(doc: dict[str, Any], summaries: list[dict], plots: dict[str, str])
         "and the packages of `scripts/bootstrap.sh`.",
         "",
     ]
+    lines += _findings_section(summaries, doc)
     lines += _noise_section(doc)
     lines += _goals_section(summaries, doc)
     lines += _hooks_section(summaries, plots)
     lines += _scale_section(summaries, plots)
     lines += _control_section(doc.get("control_plane", {}))
+    lines += _agent_section(doc.get("agent"))
     lines += _failures_section(doc)
     lines += _method_section()
     return "\n".join(lines) + "\n"
+
+
+def _findings_section(summaries: list[dict], doc: dict[str, Any]) -> list[str]:
+    """The main readings of this run, in sentences, every number taken from the tables."""
+    out: list[str] = []
+
+    def hooks(scenario: str, metric: str) -> dict | None:
+        return _get(summaries, phase="hooks", path="client-to-pod", scenario=scenario,
+                    metric=metric)
+
+    plain_udp = hooks("plain", "udp_packets_per_cpu_s")
+    ours = [n for n in _order(summaries, "hooks") if n.startswith(("counters", "port-filter"))]
+    if plain_udp and ours:
+        ns_plain = 1e9 / plain_udp["median"]
+        costs = []
+        for name in ours:
+            s = hooks(name, "udp_packets_per_cpu_s")
+            if s and s["ratio_median"] > 0:
+                costs.append((ns_plain * (1 / s["ratio_median"] - 1), name))
+        if costs:
+            text = ", ".join(f"{name} {ns:+.0f} ns" for ns, name in costs)
+            out.append(
+                f"- **Per packet**, forwarding a 64-byte UDP packet to the pod costs "
+                f"{ns_plain:,.0f} ns of CPU on the plain route here; the CPU added per packet "
+                f"(from the median ratio) is: {text}.")
+    for name in ("port-filter/out",):
+        tcp = hooks(name, "tcp_bits_per_cpu_s")
+        rr = hooks(name, "rr_p50_us")
+        if tcp and rr:
+            out.append(
+                f"- **{name}** keeps {tcp['ratio_median']:.1%} of the plain route's TCP "
+                f"throughput per CPU and adds {rr['ratio_median'] - 1:+.1%} to the median "
+                "request/response latency.")
+    alts = []
+    for name in ("tc-bpf", "iptables", "nftables"):
+        s = hooks(name, "udp_packets_per_cpu_s")
+        if s:
+            alts.append(f"{name} {s['ratio_median']:.3f}")
+    pf = hooks("port-filter/out", "udp_packets_per_cpu_s")
+    if alts and pf:
+        out.append(f"- **Against the alternatives** with one pod (UDP packets per CPU, ratio to "
+                   f"plain): port-filter/out {pf['ratio_median']:.3f}, " + ", ".join(alts) + ".")
+    scales = _scales(summaries)
+    if scales:
+        hi = scales[-1]
+        parts = []
+        for name in ("port-filter/out", "iptables", "nftables"):
+            u = _get(summaries, phase="scale", other_pods=hi, scenario=name,
+                     metric="udp_packets_per_cpu_s")
+            r = _get(summaries, phase="scale", other_pods=hi, scenario=name, metric="rr_p50_us")
+            if u and r:
+                parts.append(f"{name} {u['ratio_median']:.3f} of plain's packets per CPU and "
+                             f"{r['ratio_median']:.2f}x its median latency")
+        if parts:
+            out.append(f"- **With {hi:,} other pods**: " + "; ".join(parts) + ".")
+    runs = (doc.get("agent") or {}).get("runs", [])
+    if runs:
+        mem = ", ".join(f"{r['rss_mb']:.0f} MB at {r['routes']:,} routes" for r in runs
+                        if "rss_mb" in r)
+        if mem:
+            out.append(f"- **Agent memory** (standalone, resident): {mem}.")
+    if not out:
+        return []
+    return ["## Findings", "", *out, "",
+            "The sections below give every figure with its spread; the noise section says how "
+            "far to trust a difference of a few percent.", ""]
 
 
 def _load(v: Any) -> str:
@@ -286,6 +355,12 @@ def _goals_section(summaries: list[dict], doc: dict[str, Any]) -> list[str]:
                 verdict = "met" if ratio >= GOAL_ROUTE_RATE else "not met"
                 lines.append(f"| {verb} of {r['routes']:,} routes ≥ 1/3 of `ip -batch` rate | "
                              f"routes/s | {ratio:.2f} x | {verdict} |")
+    for r in (doc.get("agent") or {}).get("runs", []):
+        if r.get("routes") == max(x.get("routes", 0) for x in doc["agent"]["runs"]) \
+                and "rss_mb" in r:
+            verdict = "met" if r["rss_mb"] <= GOAL_AGENT_RSS_MB else "not met"
+            lines.append(f"| agent resident memory ≤ 100 MB at 10,000 routes | RSS at "
+                         f"{r['routes']:,} routes | {r['rss_mb']:.1f} MB | {verdict} |")
     return [*lines, "", "Benchmarks report; they do not assert: a goal shown as not met is a "
             "finding, not a failed build.", ""]
 
@@ -402,17 +477,41 @@ def _control_section(cp: dict[str, Any]) -> list[str]:
             "file descriptor per route (it fails near 10,000). The rate, not the count, is the "
             "point: it is what an attach-by-object approach costs per route.",
         ]
-    agent = cp.get("agent", {})
-    lines += ["", "### Agent", "", "| measurement | result |", "|---|---|"]
-    if agent.get("not_yet"):
-        why = agent.get("reason", "")
-        lines += [f"| agent RSS at 0 / 1,000 / 10,000 routes | **not yet**: {why} |",
-                  "| policy change → enforcement (standalone; API emulator) | "
-                  f"**not yet**: {why} |"]
-    else:
-        for k, v in agent.items():
-            lines.append(f"| {k} | {v} |")
     return [*lines, ""]
+
+
+def _agent_section(agent: dict[str, Any] | None) -> list[str]:
+    lines = ["## The agent (standalone)", ""]
+    if not agent or agent.get("skipped"):
+        return [*lines, "Not measured in this run.", ""]
+    lines += [
+        "`lwt-agent run --policy-file … --pods-file …` as a real process on the benchmark's "
+        "node, one port-filter policy on `out` selecting every pod (one program, attached to "
+        "every pod route). Memory is the agent process's resident set once it has converged; "
+        "policy change → enforcement is the time from rewriting the policy file (deny, then "
+        "allow again, one port) to the first SYN that is dropped (answered again), probed "
+        "every millisecond from the client namespace. The agent polls its files every 0.5 s, "
+        "so half a second is the expected worst case of this path.",
+        "",
+        "| pod routes | all attached after start | RSS | peak RSS | change → dropped, p50 / p99 "
+        "| change → allowed, p50 / p99 | trials |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in agent.get("runs", []):
+        if r.get("error"):
+            lines.append(f"| {r['routes']:,} | could not run: {r['error']} | | | | | |")
+            continue
+        enf = r.get("enforcement")
+        deny = (f"{enf['deny']['p50_ms']:.0f} / {enf['deny']['p99_ms']:.0f} ms" if enf else "-")
+        allow = (f"{enf['allow']['p50_ms']:.0f} / {enf['allow']['p99_ms']:.0f} ms"
+                 if enf else "-")
+        lines.append(f"| {r['routes']:,} | {r['seconds_to_attach_all']:.2f} s | "
+                     f"{r['rss_mb']:.1f} MB | {r['peak_rss_mb']:.1f} MB | {deny} | {allow} | "
+                     f"{enf['trials'] if enf else '-'} |")
+    return [*lines, "",
+            "Policy change → enforcement through the Kubernetes API emulator: **not yet** "
+            "measured by this benchmark (the end-to-end tests under tests/e2e run the agent "
+            "against it; timing that path is the next step).", ""]
 
 
 def _rounds(cp: dict[str, Any]) -> str:
@@ -450,14 +549,24 @@ def _method_section() -> list[str]:
         "host-side veth, clsact egress. `iptables`: Debian's iptables (nf_tables backend), one "
         "`FORWARD -d POD -p tcp --dport 7999 -j DROP` rule per pod. `nftables`: one forward-hook "
         "rule `ip daddr . tcp dport @deny drop` with one set element per pod.",
-        "- **Metrics.** iperf3 TCP, one stream (throughput received); iperf3 UDP with 64-byte "
-        "payloads at unlimited rate (packets delivered per second: the per-packet cost shows "
-        "here, TCP's GSO super-packets hide it); `benchmarks/tcp_rr.c`, netperf TCP_RR's "
-        "equivalent (netperf is not in Debian): 1-byte request and answer over one connection, "
-        "transaction rate and latency percentiles.",
-        "- **Noise control.** Rounds interleave scenarios in a rotated order; every ratio divides "
-        "by the plain route of the same round; the tables give the median and the min-max of "
-        "those per-round ratios. Nothing is pinned to a CPU: there are only 2.",
+        "- **Metrics.** iperf3 TCP, one stream: throughput received, and throughput per "
+        "CPU-second of the iperf3 client and server processes. iperf3 UDP with 64-byte payloads "
+        "at unlimited rate: packets per CPU-second of the sender, and its send rate (the "
+        "per-packet cost shows here; TCP's GSO super-packets hide it). With this kernel's "
+        "tick-based CPU accounting, the softirq work a sender triggers inline (forwarding "
+        "through the host namespace, the LWT program, delivery to the pod) is charged to the "
+        "sender, so CPU-seconds measure the path's cost even when other work takes the CPUs "
+        "away; the packets/s delivered to the pod (in the JSON) depend on how much CPU the "
+        "receiver got and are not used. `benchmarks/tcp_rr.c`, netperf TCP_RR's equivalent "
+        "(netperf is not in Debian): 1-byte request and answer over one connection; its median "
+        "(p50) latency is the robust figure, the mean and p99 follow the machine's scheduling "
+        "stalls.",
+        "- **Noise control.** Each round measures one metric at a time across all scenarios, "
+        "in an order rotated every pass, so the plain figure a ratio divides by was taken "
+        "seconds before or after; every ratio uses the plain route of its own round. Tables "
+        "give the median and the min-max of those per-round ratios and the ratio of the best "
+        "rounds (least disturbed); plots show the median and the interquartile range. Nothing "
+        "is pinned to a CPU: there are only 2.",
         "- **Only one program per built-in and hook** is ever loaded, whatever the number of "
         "routes (DESIGN.md §6).",
         "",

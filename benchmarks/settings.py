@@ -19,6 +19,9 @@ class Settings:
     route_counts: tuple[int, ...] = (1000, 10000)
     obj_per_route_count: int = 50  # `ip route … encap bpf obj` loads one program per route
     rss_route_counts: tuple[int, ...] = (0, 1000, 10000)
+    # policy change -> enforcement trials (each way) at these route counts: >= 20 where the
+    # p50/p99 matter, a few at 10,000 routes (a pass there takes seconds)
+    enforcement_trials: tuple[tuple[int, int], ...] = ((1000, 20), (10000, 3))
     only: tuple[str, ...] = field(default_factory=tuple)  # scenario names; empty: all
     kinds: tuple[str, ...] = ("tcp", "udp", "rr")  # traffic.KINDS to measure
 
@@ -38,6 +41,7 @@ QUICK = Settings(
     scales=(1, 1000, 10000),
     hook_paths=("client-to-pod",),
     obj_per_route_count=10,
+    enforcement_trials=((1000, 10), (10000, 2)),
 )
 
 # A few seconds of everything, for the smoke test: proves the harness runs, measures nothing.
@@ -52,7 +56,8 @@ TINY = Settings(
     scale_scenarios=("plain", "port-filter/out", "iptables"),
     route_counts=(100,),
     obj_per_route_count=2,
-    rss_route_counts=(0, 100),
+    rss_route_counts=(100,),
+    enforcement_trials=((100, 3),),
 )
 
 MODES = {s.mode: s for s in (FULL, QUICK, TINY)}

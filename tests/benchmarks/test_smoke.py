@@ -52,6 +52,9 @@ def test_tiny_run_measures_every_scenario_and_cleans_up(tmp_path: Path) -> None:
     assert engine and all("rows" in r for r in engine), engine
     assert doc["control_plane"]["obj_per_route"].get("programs_loaded", 0) > 0
 
+    agent = doc["agent"]["runs"]
+    assert agent and all("rss_mb" in r and r["enforcement"]["deny"]["n"] > 0 for r in agent)
+
     page = (tmp_path / "performance.md").read_text()
     assert "## Datapath" in page and doc["machine"]["kernel"] in page
     # everything the run created is gone (namespaces of parallel runs may exist: compare)
@@ -63,7 +66,7 @@ def test_a_scenario_that_cannot_run_fails_the_run(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO), LWT_BPF_DIR=str(tmp_path / "no-objects"))
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--tiny", "--no-docs", "--out", str(tmp_path),
-         "--only", "port-filter/out", "--skip-control-plane", "--seconds", "1"],
+         "--only", "port-filter/out", "--skip-control-plane", "--skip-agent"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode == 1, proc.stderr[-4000:]
