@@ -1,6 +1,7 @@
 """Fixtures of the Kubernetes test stand: the emulated API server and a client for it."""
 from __future__ import annotations
 
+import gc
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,12 @@ def k8s_api() -> Iterator[EmulatedApiServer]:
             yield server
         finally:
             server.close()
+            # Collect the clients' and servers' leftovers (asyncio tasks whose exception nobody
+            # retrieved log it when finalized) now. Finalized later, e.g. inside pytest's
+            # ast.parse of a lazily imported module, their log's traceback formatting (which
+            # parses source too, on Python 3.11) trips "AST constructor recursion depth
+            # mismatch" and fails the whole session.
+            gc.collect()
 
 
 @pytest.fixture
