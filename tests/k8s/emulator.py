@@ -40,9 +40,11 @@ kopf and the agent depend on it. Each gap below is filled here and has a test of
    Namespace objects can be addressed (kmock's path parser fails on /api/v1/namespaces/<name>).
 9. CRDs: a CRD (from a YAML file, or POSTed to apiextensions.k8s.io/v1) registers its resource for
    discovery with its scope, kind, short names, `status` subresource and `selectableFields`.
+10. Structural schemas: custom resources are pruned, defaulted and validated against the CRD's
+   openAPIV3Schema on every write (`structural.py`; kmock stores anything). CEL rules are not.
 
-What it still does not do is listed in docs/testing.md (no admission, no schema or CEL validation,
-no RBAC, no garbage collection, no controllers, no scheduler, no kubelet).
+What it still does not do is listed in docs/testing.md (no admission, no CEL validation, no RBAC,
+no garbage collection, no controllers, no scheduler, no kubelet).
 """
 from __future__ import annotations
 
@@ -70,7 +72,7 @@ import kmock
 import yaml
 from kmock._internal import enums, rendering
 
-from tests.k8s import k8s_selectors
+from tests.k8s import k8s_selectors, structural
 
 T = TypeVar("T")
 
@@ -144,6 +146,8 @@ class ApiEmulator(kmock.KubernetesEmulator):
     _states: dict[kmock.resource, _ResourceState] = attrs.field(factory=dict, init=False)
     _selectable: dict[kmock.resource, frozenset[str]] = attrs.field(factory=dict, init=False)
     _crd_resources: dict[str, list[kmock.resource]] = attrs.field(factory=dict, init=False)
+    _schemas: dict[kmock.resource, Mapping[str, Any]] = attrs.field(factory=dict, init=False)
+    _custom: set[kmock.resource] = attrs.field(factory=set, init=False)  # not kmock's bundled
 
     def __attrs_post_init__(self) -> None:
         # The parent registers its fallbacks for list/watch/fetch/create/update(PATCH)/delete as
@@ -172,6 +176,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
         status_subresource: bool = True,
         selectable_fields: Iterable[str] = (),
     ) -> kmock.resource:
+        """Serve a custom resource (what a CRD does; `register_crd` reads one)."""
         resource = kmock.resource(group, version, plural)
         self.resources[resource] = kmock.ResourceInfo(
             kind=kind,
@@ -183,6 +188,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
             subresources={"status"} if status_subresource else set(),
         )
         self._selectable[resource] = frozenset(selectable_fields)
+        self._custom.add(resource)
         return resource
 
     def register_crd(self, crd: Mapping[str, Any]) -> list[kmock.resource]:
@@ -193,6 +199,10 @@ class ApiEmulator(kmock.KubernetesEmulator):
         for version in spec["versions"]:
             if not version.get("served", True):
                 continue
+            resource = kmock.resource(spec["group"], version["name"], names["plural"])
+            schema = (version.get("schema") or {}).get("openAPIV3Schema")
+            if schema:
+                self._schemas[resource] = schema
             resources.append(
                 self.register_resource(
                     spec["group"],
@@ -220,6 +230,18 @@ class ApiEmulator(kmock.KubernetesEmulator):
                 resources += self.register_crd(doc)
         return resources
 
+    def _admit(self, key: ObjectKey, obj: dict[str, Any]) -> dict[str, Any]:
+        """Prune, default and validate against the CRD's schema, as the API server does."""
+        schema = self._schemas.get(key[0])
+        if schema is None:
+            return obj
+        stored, errors = structural.admit(obj, schema)
+        if errors:
+            kind = self._info(key[0]).kind
+            raise _error(422, "Invalid", f'{kind}.{key[0].group} "{key[2]}" is invalid: '
+                         f"[{', '.join(errors)}]")
+        return stored
+
     def _info(self, resource: kmock.resource) -> kmock.ResourceInfo:
         if resource not in self.resources:
             raise kmock.KubernetesResourceNotFoundError()
@@ -229,7 +251,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
         return "status" in self._info(resource).subresources
 
     def _is_builtin(self, resource: kmock.resource) -> bool:
-        return not any(resource in rs for rs in self._crd_resources.values())
+        return resource not in self._custom
 
     def _state(self, resource: kmock.resource) -> _ResourceState:
         if resource not in self._states:
@@ -352,12 +374,16 @@ class ApiEmulator(kmock.KubernetesEmulator):
                                  f"metadata.finalizers: Forbidden: no new finalizers can be added "
                                  f"if the object is being deleted, found new finalizers "
                                  f"{sorted(added)}")
+            result = self._admit(key, result)
+            meta = result["metadata"]
             ignored = ("metadata", "status") if has_status else ("metadata",)
             if _without(result, *ignored) != _without(old, *ignored):
                 meta["generation"] = old_meta.get("generation", 1) + 1
             if not meta.get("finalizers"):
                 meta.pop("finalizers", None)
 
+        if status_only:
+            result = self._admit(key, result)
         result["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         if result == old:
             return old  # a no-op write keeps the resourceVersion and sends no event
@@ -430,6 +456,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         for field in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(field, None)
+        obj = self._admit(key, obj)
         async with self._lock:
             if self._current(key) is not None:
                 raise _error(409, "AlreadyExists",

@@ -18,11 +18,27 @@ from tests.k8s.emulator import EmulatedApiServer
 
 PODS = "v1/pods"
 DAEMONSETS = "apps/v1/daemonsets"
+# A schema-less namespaced custom resource with a status subresource: the generic API semantics
+# are shown on it; LwtRoutePolicy's own schema is exercised by the structural-schema tests.
+THINGS = "example.com/v1/things"
 
 
-def policy(name: str, **spec: Any) -> dict[str, Any]:
+@pytest.fixture(autouse=True)
+def things(k8s_api: EmulatedApiServer) -> None:
+    k8s_api.register_resource("example.com", "v1", "things", kind="Thing", namespaced=True,
+                              status_subresource=True)
+
+
+def thing(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "example.com/v1", "kind": "Thing",
+            "metadata": {"name": name}, "spec": spec or {"color": "red"}}
+
+
+def valid_policy(name: str) -> dict[str, Any]:
     return {"apiVersion": "lwt.dev/v1alpha1", "kind": "LwtRoutePolicy",
-            "metadata": {"name": name}, "spec": spec or {"failurePolicy": "FailOpen"}}
+            "metadata": {"name": name},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                     "hooks": {"in": {"program": {"builtin": "counters"}}}}}
 
 
 def pod(name: str, node: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -39,7 +55,7 @@ def events_since(kube: KubeClient, path: str, version: str, **params: str) -> li
 # --- 1. resourceVersion, uid, optimistic concurrency -------------------------------------------
 
 def test_create_sets_uid_resource_version_generation_and_namespace(kube: KubeClient) -> None:
-    created = kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    created = kube.create(api_path(THINGS, "shop"), thing("p1"))
     meta = created["metadata"]
     assert len(meta["uid"]) == 36
     assert int(meta["resourceVersion"]) > 0
@@ -47,16 +63,16 @@ def test_create_sets_uid_resource_version_generation_and_namespace(kube: KubeCli
     assert meta["namespace"] == "shop"  # from the URL: kmock keeps the body as sent
     assert meta["creationTimestamp"].endswith("Z")
     with pytest.raises(ApiError) as exc:
-        kube.create(api_path(POLICIES, "shop"), policy("p1"))
+        kube.create(api_path(THINGS, "shop"), thing("p1"))
     assert exc.value.status == 409 and exc.value.reason == "AlreadyExists"
 
 
 def test_resource_version_increases_on_every_write_and_not_on_noop(kube: KubeClient) -> None:
-    path = api_path(POLICIES, "shop", "p1")
-    v1 = int(kube.create(api_path(POLICIES, "shop"), policy("p1"))["metadata"]["resourceVersion"])
+    path = api_path(THINGS, "shop", "p1")
+    v1 = int(kube.create(api_path(THINGS, "shop"), thing("p1"))["metadata"]["resourceVersion"])
     v2 = int(kube.merge_patch(path, {"metadata": {"labels": {"a": "b"}}})["metadata"]
              ["resourceVersion"])
-    kube.create(api_path(POLICIES, "other"), policy("p2"))  # the counter is cluster-wide
+    kube.create(api_path(THINGS, "other"), thing("p2"))  # the counter is cluster-wide
     v3 = int(kube.merge_patch(path, {"spec": {"priority": 5}})["metadata"]["resourceVersion"])
     assert v1 < v2 < v3 - 1
     same = kube.merge_patch(path, {"spec": {"priority": 5}})
@@ -64,8 +80,8 @@ def test_resource_version_increases_on_every_write_and_not_on_noop(kube: KubeCli
 
 
 def test_stale_updates_conflict(kube: KubeClient) -> None:
-    path = api_path(POLICIES, "shop", "p1")
-    stale = kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    path = api_path(THINGS, "shop", "p1")
+    stale = kube.create(api_path(THINGS, "shop"), thing("p1"))
     kube.merge_patch(path, {"spec": {"priority": 1}})
     # PUT with the old resourceVersion: 409, as client-go's retry-on-conflict expects.
     with pytest.raises(ApiError) as exc:
@@ -93,11 +109,11 @@ def test_stale_updates_conflict(kube: KubeClient) -> None:
 # --- 2. namespaced objects in watches ---------------------------------------------------------
 
 def test_namespaced_watch_gets_events_of_its_namespace_only(kube: KubeClient) -> None:
-    version = kube.get(api_path(POLICIES))["metadata"]["resourceVersion"]
-    kube.create(api_path(POLICIES, "shop"), policy("p1"))
-    kube.create(api_path(POLICIES, "bank"), policy("p2"))
-    shop = events_since(kube, api_path(POLICIES, "shop"), version)
-    everywhere = events_since(kube, api_path(POLICIES), version)
+    version = kube.get(api_path(THINGS))["metadata"]["resourceVersion"]
+    kube.create(api_path(THINGS, "shop"), thing("p1"))
+    kube.create(api_path(THINGS, "bank"), thing("p2"))
+    shop = events_since(kube, api_path(THINGS, "shop"), version)
+    everywhere = events_since(kube, api_path(THINGS), version)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in shop] == [("ADDED", "p1")]
     assert [e["object"]["metadata"]["namespace"] for e in everywhere] == ["shop", "bank"]
 
@@ -105,12 +121,12 @@ def test_namespaced_watch_gets_events_of_its_namespace_only(kube: KubeClient) ->
 def test_watch_delivers_live_events(kube: KubeClient) -> None:
     received: list[dict[str, Any]] = []
     watcher = threading.Thread(target=lambda: received.extend(
-        kube.watch(api_path(POLICIES, "shop"), timeoutSeconds="1")))
+        kube.watch(api_path(THINGS, "shop"), timeoutSeconds="1")))
     watcher.start()
     time.sleep(0.2)
-    kube.create(api_path(POLICIES, "shop"), policy("p1"))
-    kube.merge_patch(api_path(POLICIES, "shop", "p1"), {"spec": {"priority": 1}})
-    kube.delete(api_path(POLICIES, "shop", "p1"))
+    kube.create(api_path(THINGS, "shop"), thing("p1"))
+    kube.merge_patch(api_path(THINGS, "shop", "p1"), {"spec": {"priority": 1}})
+    kube.delete(api_path(THINGS, "shop", "p1"))
     watcher.join(5)
     assert [e["type"] for e in received] == ["ADDED", "MODIFIED", "DELETED"]
 
@@ -150,7 +166,7 @@ def test_field_selector_spec_node_name_on_pods(kube: KubeClient) -> None:
     assert [i["metadata"]["name"] for i in by_name["items"]] == ["c"]
     # A real API server refuses field paths a resource does not index.
     with pytest.raises(ApiError) as exc:
-        kube.get(api_path(POLICIES), fieldSelector="spec.failurePolicy=FailOpen")
+        kube.get(api_path(THINGS), fieldSelector="spec.color=red")
     assert exc.value.status == 400 and "field label not supported" in str(exc.value)
 
 
@@ -169,9 +185,9 @@ def test_watch_with_field_selector_sees_objects_enter_and_leave(kube: KubeClient
 # --- 4. the /status subresource and generation ------------------------------------------------
 
 def test_status_subresource_is_separate_from_the_main_resource(kube: KubeClient) -> None:
-    created = kube.create(api_path(POLICIES, "shop"), {**policy("p1"), "status": {"x": 1}})
+    created = kube.create(api_path(THINGS, "shop"), {**thing("p1"), "status": {"x": 1}})
     assert "status" not in created  # a custom resource's create ignores .status
-    path = api_path(POLICIES, "shop", "p1")
+    path = api_path(THINGS, "shop", "p1")
     # A spec write that carries status: the status part is ignored.
     after_spec = kube.merge_patch(path, {"spec": {"priority": 2}, "status": {"summary": {}}})
     assert after_spec["spec"]["priority"] == 2 and "status" not in after_spec
@@ -193,8 +209,8 @@ def test_status_subresource_is_separate_from_the_main_resource(kube: KubeClient)
 
 
 def test_generation_bumps_only_on_spec_changes(kube: KubeClient) -> None:
-    path = api_path(POLICIES, "shop", "p1")
-    kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    path = api_path(THINGS, "shop", "p1")
+    kube.create(api_path(THINGS, "shop"), thing("p1"))
     kube.merge_patch(path, {"metadata": {"labels": {"x": "y"}, "annotations": {"a": "b"},
                                          "finalizers": ["f/g"]}})
     kube.merge_patch(path + "/status", {"status": {"observedGeneration": 1}})
@@ -206,8 +222,8 @@ def test_generation_bumps_only_on_spec_changes(kube: KubeClient) -> None:
 # --- 5. patch types ---------------------------------------------------------------------------
 
 def test_json_merge_patch_and_json_patch(kube: KubeClient) -> None:
-    path = api_path(POLICIES, "shop", "p1")
-    kube.create(api_path(POLICIES, "shop"), policy("p1", priority=1, hooks={"out": {"a": 1}}))
+    path = api_path(THINGS, "shop", "p1")
+    kube.create(api_path(THINGS, "shop"), thing("p1", priority=1, hooks={"out": {"a": 1}}))
     merged = kube.merge_patch(path, {"spec": {"priority": None, "hooks": {"in": {"b": 2}}}})
     assert merged["spec"] == {"hooks": {"out": {"a": 1}, "in": {"b": 2}}}  # null deletes
     patched = kube.json_patch(path, [
@@ -241,10 +257,10 @@ def test_strategic_merge_patch_on_builtins_and_404_on_missing(kube: KubeClient) 
 # --- 6. deletion with finalizers -------------------------------------------------------------
 
 def test_deletion_waits_for_finalizers(kube: KubeClient) -> None:
-    path = api_path(POLICIES, "shop", "p1")
-    body = policy("p1")
+    path = api_path(THINGS, "shop", "p1")
+    body = thing("p1")
     body["metadata"]["finalizers"] = ["lwt.dev/a", "lwt.dev/b"]
-    version = kube.create(api_path(POLICIES, "shop"), body)["metadata"]["resourceVersion"]
+    version = kube.create(api_path(THINGS, "shop"), body)["metadata"]["resourceVersion"]
     deleting = kube.delete(path)
     assert deleting["metadata"]["deletionTimestamp"]
     assert deleting["metadata"]["generation"] == 2  # as apiserver's markAsDeleting does
@@ -260,13 +276,13 @@ def test_deletion_waits_for_finalizers(kube: KubeClient) -> None:
     with pytest.raises(ApiError) as exc:
         kube.get(path)
     assert exc.value.status == 404
-    events = events_since(kube, api_path(POLICIES, "shop"), version)
+    events = events_since(kube, api_path(THINGS, "shop"), version)
     assert [e["type"] for e in events] == ["MODIFIED", "MODIFIED", "DELETED"]
 
 
 def test_delete_without_finalizers_and_preconditions(kube: KubeClient) -> None:
-    path = api_path(POLICIES, "shop", "p1")
-    kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    path = api_path(THINGS, "shop", "p1")
+    kube.create(api_path(THINGS, "shop"), thing("p1"))
     with pytest.raises(ApiError) as exc:
         kube.delete(path, {"preconditions": {"uid": "not-the-uid"}})
     assert exc.value.status == 409
@@ -275,20 +291,20 @@ def test_delete_without_finalizers_and_preconditions(kube: KubeClient) -> None:
         kube.delete(path)
     assert exc.value.status == 404
     # A re-created object is a new object: new uid, generation 1.
-    again = kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    again = kube.create(api_path(THINGS, "shop"), thing("p1"))
     assert again["metadata"]["generation"] == 1
 
 
 # --- 7. watch resumption, expiry, timeouts, initial events ----------------------------------
 
 def test_watch_resumes_from_a_resource_version(kube: KubeClient) -> None:
-    kube.create(api_path(POLICIES, "shop"), policy("p1"))
-    middle = kube.merge_patch(api_path(POLICIES, "shop", "p1"), {"spec": {"priority": 1}})
-    kube.merge_patch(api_path(POLICIES, "shop", "p1"), {"spec": {"priority": 2}})
-    events = events_since(kube, api_path(POLICIES), middle["metadata"]["resourceVersion"])
+    kube.create(api_path(THINGS, "shop"), thing("p1"))
+    middle = kube.merge_patch(api_path(THINGS, "shop", "p1"), {"spec": {"priority": 1}})
+    kube.merge_patch(api_path(THINGS, "shop", "p1"), {"spec": {"priority": 2}})
+    events = events_since(kube, api_path(THINGS), middle["metadata"]["resourceVersion"])
     assert [(e["type"], e["object"]["spec"]["priority"]) for e in events] == [("MODIFIED", 2)]
     # Without a version, the current state comes first as ADDED (what a relist would show).
-    fresh = list(kube.watch(api_path(POLICIES), timeoutSeconds="0.3"))
+    fresh = list(kube.watch(api_path(THINGS), timeoutSeconds="0.3"))
     assert [(e["type"], e["object"]["spec"]["priority"]) for e in fresh] == [("ADDED", 2)]
 
 
@@ -296,18 +312,18 @@ def test_watch_from_a_compacted_version_is_gone(k8s_api: EmulatedApiServer,
                                                 kube: KubeClient) -> None:
     assert k8s_api.emulator is not None
     k8s_api.emulator.event_log_limit = 3
-    first = kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    first = kube.create(api_path(THINGS, "shop"), thing("p1"))
     for priority in range(5):
-        kube.merge_patch(api_path(POLICIES, "shop", "p1"), {"spec": {"priority": priority}})
-    events = events_since(kube, api_path(POLICIES), first["metadata"]["resourceVersion"])
+        kube.merge_patch(api_path(THINGS, "shop", "p1"), {"spec": {"priority": priority}})
+    events = events_since(kube, api_path(THINGS), first["metadata"]["resourceVersion"])
     assert events[0]["type"] == "ERROR"
     assert events[0]["object"]["code"] == 410
 
 
 def test_watch_timeout_and_initial_events_bookmark(kube: KubeClient) -> None:
-    kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    kube.create(api_path(THINGS, "shop"), thing("p1"))
     started = time.monotonic()
-    events = list(kube.watch(api_path(POLICIES), timeoutSeconds="0.5", sendInitialEvents="true",
+    events = list(kube.watch(api_path(THINGS), timeoutSeconds="0.5", sendInitialEvents="true",
                              resourceVersionMatch="NotOlderThan", allowWatchBookmarks="true"))
     assert 0.4 < time.monotonic() - started < 3
     assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
@@ -375,19 +391,57 @@ def test_namespace_objects(kube: KubeClient) -> None:
     assert [e["type"] for e in events] == ["ADDED", "MODIFIED", "DELETED"]
 
 
+# --- structural schema of the CRD ----------------------------------------------------------------
+
+def test_policies_are_pruned_and_defaulted_like_a_real_server(kube: KubeClient) -> None:
+    body = valid_policy("p1")
+    body["spec"]["unknownField"] = 1  # pruned (kubectl would warn; the server drops it)
+    body["spec"]["hooks"]["in"]["config"] = {"anything": {"goes": 1}}  # preserve-unknown-fields
+    created = kube.create(api_path(POLICIES, "shop"), body)
+    assert "unknownField" not in created["spec"]
+    assert created["spec"]["failurePolicy"] == "FailOpen"  # the schema's defaults
+    assert created["spec"]["priority"] == 100
+    assert created["spec"]["hooks"]["in"]["config"] == {"anything": {"goes": 1}}
+    # Pruning an unknown field away is no change: no new generation.
+    again = kube.merge_patch(api_path(POLICIES, "shop", "p1"), {"spec": {"alsoUnknown": 2}})
+    assert again["metadata"]["generation"] == 1
+
+
+def test_invalid_policies_and_status_writes_are_refused(kube: KubeClient) -> None:
+    bad = valid_policy("p1")
+    bad["spec"]["failurePolicy"] = "Sometimes"
+    bad["spec"]["hooks"]["xmit"] = {"program": {"builtin": "encap"}, "headroom": "a lot"}
+    with pytest.raises(ApiError) as exc:
+        kube.create(api_path(POLICIES, "shop"), bad)
+    assert exc.value.status == 422 and exc.value.reason == "Invalid"
+    assert 'spec.failurePolicy: Unsupported value: "Sometimes"' in str(exc.value)
+    assert "spec.hooks.xmit.headroom" in str(exc.value)
+    kube.create(api_path(POLICIES, "shop"), valid_policy("p1"))
+    status = api_path(POLICIES, "shop", "p1", "status")
+    # An agent that writes lastError as a string instead of {message: ...}: refused, as a
+    # real server would; the status stays as it was.
+    with pytest.raises(ApiError) as exc:
+        kube.merge_patch(status, {"status": {"nodes": {"n1": {"lastError": "boom"}}}})
+    assert exc.value.status == 422
+    assert "status.nodes.n1.lastError" in str(exc.value)
+    kube.merge_patch(status, {"status": {"nodes": {"n1": {"lastError": {"message": "boom"},
+                                                          "attachedRoutes": 2}}}})
+    assert kube.get(status)["status"]["nodes"]["n1"]["attachedRoutes"] == 2
+
+
 # --- 10. restarts and fault injection -----------------------------------------------------------
 
 def test_restart_keeps_objects_and_versions(k8s_api: EmulatedApiServer, kube: KubeClient) -> None:
-    created = kube.create(api_path(POLICIES, "shop"), policy("p1"))
+    created = kube.create(api_path(THINGS, "shop"), thing("p1"))
     port = k8s_api.port
     k8s_api.stop_listening()
     with pytest.raises(OSError):
-        kube.get(api_path(POLICIES, "shop", "p1"))
+        kube.get(api_path(THINGS, "shop", "p1"))
     k8s_api.start_listening()
     assert k8s_api.port == port
-    assert kube.get(api_path(POLICIES, "shop", "p1"))["metadata"]["uid"] == created["metadata"][
+    assert kube.get(api_path(THINGS, "shop", "p1"))["metadata"]["uid"] == created["metadata"][
         "uid"]
-    patched = kube.merge_patch(api_path(POLICIES, "shop", "p1"), {"spec": {"priority": 1}})
+    patched = kube.merge_patch(api_path(THINGS, "shop", "p1"), {"spec": {"priority": 1}})
     assert int(patched["metadata"]["resourceVersion"]) > int(created["metadata"][
         "resourceVersion"])
 
@@ -434,7 +488,7 @@ def test_the_official_kubernetes_client_works(k8s_api: EmulatedApiServer) -> Non
     assert seen == [("ADDED", "b"), ("DELETED", "a")]
 
     custom.create_namespaced_custom_object("lwt.dev", "v1alpha1", "shop", "lwtroutepolicies",
-                                           policy("p1"))
+                                           valid_policy("p1"))
     patched = custom.patch_namespaced_custom_object_status(
         "lwt.dev", "v1alpha1", "shop", "lwtroutepolicies", "p1",
         {"status": {"nodes": {"node-1": {"routes": 1}}}})
