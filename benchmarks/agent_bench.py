@@ -4,8 +4,8 @@ For each number of pod routes R (settings.rss_route_counts; the measured pod plu
 - time from the agent's start until all R pod routes carry its program;
 - its resident memory once converged (VmRSS, and the peak VmHWM);
 - policy change → enforcement: the policy file is rewritten to deny, then allow again, a
-  probe port of the measured pod; a probe thread inside the client namespace sends SYNs
-  every millisecond and notes when the first one is dropped (or answered again). The time
+  probe port of the measured pod; probes from the client namespace send SYNs every
+  millisecond and notes when the first one is dropped (or answered again). The time
   from the file write (atomic rename) to that SYN is one trial. The agent polls its files
   every 0.5 s (docs/agent.md), which bounds what this can show.
 
@@ -24,7 +24,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,7 +75,7 @@ def _one_agent(node: BenchNode, routes: int, settings: Settings, scratch: Path,
     policy_file = work / "policy.yaml"
     pods_file = work / "pods.yaml"
     _write_yaml(pods_file, _pods(node, routes))
-    _write_yaml(policy_file, [_policy([DENIED_TCP_PORT])])
+    _write_yaml(policy_file, [policy([DENIED_TCP_PORT])])
     stdout = (work / "stdout").open("w")
     stderr = (work / "stderr").open("w")
     started = time.monotonic()
@@ -93,7 +92,10 @@ def _one_agent(node: BenchNode, routes: int, settings: Settings, scratch: Path,
         result.update(_memory(proc.pid))
         trials = dict(settings.enforcement_trials).get(routes, 0)
         if trials:
-            result["enforcement"] = _enforcement_trials(node, policy_file, proc, trials)
+            def apply(deny_ports: list[int]) -> None:
+                _write_yaml(policy_file, [policy(deny_ports)])
+
+            result["enforcement"] = enforcement_trials(node.client, apply, proc, trials)
         progress(
             f"agent, {routes} routes: attached all in {result['seconds_to_attach_all']} s, "
             f"RSS {result['rss_mb']:.1f} MB"
@@ -116,7 +118,7 @@ def _one_agent(node: BenchNode, routes: int, settings: Settings, scratch: Path,
     return result
 
 
-def _policy(deny_ports: list[int]) -> dict[str, Any]:
+def policy(deny_ports: list[int]) -> dict[str, Any]:
     return {
         "apiVersion": "lwt.dev/v1alpha1", "kind": "LwtRoutePolicy",
         "metadata": {"name": "bench-port-filter", "namespace": NAMESPACE},
@@ -173,61 +175,79 @@ def _memory(pid: int) -> dict[str, float]:
 
 # -- policy change -> enforcement --------------------------------------------------------------
 
-def _enforcement_trials(node: BenchNode, policy_file: Path, proc: subprocess.Popen[bytes],
-                        trials: int) -> dict[str, Any]:
-    outcome: dict[str, Any] = {}
-    error: list[BaseException] = []
+def enforcement_trials(client_netns: str, apply: Callable[[list[int]], None],
+                       proc: subprocess.Popen[bytes], trials: int) -> dict[str, Any]:
+    """`trials` times: `apply(deny ports)` with the probe port denied, time until the first
+    SYN to it is dropped; then allowed again, time until one is answered. The probes'
+    sockets are made in the client namespace; everything else stays where it is."""
+    with NetnsSockets(client_netns) as sockets:
+        return _trials(apply, proc, trials, sockets)
 
-    def body() -> None:
+
+class NetnsSockets:
+    """Creates sockets inside another network namespace: the thread enters it for the
+    socket() call only (a socket keeps the namespace it was created in)."""
+
+    def __init__(self, netns: str) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._target = os.open(NETNS_DIR / netns, os.O_RDONLY)
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+
+    def __enter__(self) -> NetnsSockets:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._target)
+        os.close(self._home)
+
+    def tcp(self) -> socket.socket:
+        self._setns(self._target)
         try:
-            _enter_netns(node.client)
-            outcome.update(_trials(policy_file, proc, trials))
-        except BaseException as e:  # handed to the caller's thread
-            error.append(e)
+            return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        finally:
+            self._setns(self._home)
 
-    # setns() changes only the calling thread's namespace: the probe thread moves into the
-    # client namespace and the rest of the benchmark stays where it is.
-    thread = threading.Thread(target=body, name="enforcement-probe")
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return outcome
+    def _setns(self, fd: int) -> None:
+        if self._libc.setns(fd, CLONE_NEWNET) != 0:
+            raise BenchError(f"setns: {os.strerror(ctypes.get_errno())}")
 
 
-def _trials(policy_file: Path, proc: subprocess.Popen[bytes], trials: int) -> dict[str, Any]:
-    if not _probe_answered():
+def _trials(apply: Callable[[list[int]], None], proc: subprocess.Popen[bytes],
+            trials: int, sockets: NetnsSockets) -> dict[str, Any]:
+    if not _probe_answered(sockets):
         raise BenchError(f"port {PROBE_PORT} of the pod is not reachable before the trials")
     deny: list[float] = []
     allow: list[float] = []
     for _ in range(trials):
-        # The agent polls its files every 0.5 s: write at a random phase of that cycle, or
-        # every trial would land just after a poll (the previous one just ended there).
+        # The standalone agent polls its files every 0.5 s: change at a random phase of that
+        # cycle, or every trial would land just after a poll (the previous one ended there).
         time.sleep(random.uniform(0.0, 0.6))
-        deny.append(_change_and_wait(policy_file, [DENIED_TCP_PORT, PROBE_PORT], False, proc))
+        deny.append(_change_and_wait(apply, [DENIED_TCP_PORT, PROBE_PORT], False, proc,
+                                     sockets))
         time.sleep(random.uniform(0.0, 0.6))
-        allow.append(_change_and_wait(policy_file, [DENIED_TCP_PORT], True, proc))
+        allow.append(_change_and_wait(apply, [DENIED_TCP_PORT], True, proc, sockets))
     return {"trials": trials, "deny": _stats(deny), "allow": _stats(allow),
             "probe_timeout_ms": PROBE_TIMEOUT_S * 1000}
 
 
-def _change_and_wait(policy_file: Path, deny_ports: list[int], answered: bool,
-                     proc: subprocess.Popen[bytes], timeout: float = TRIAL_TIMEOUT_S) -> float:
-    _write_yaml(policy_file, [_policy(deny_ports)])
-    written = time.monotonic()
+def _change_and_wait(apply: Callable[[list[int]], None], deny_ports: list[int], answered: bool,
+                     proc: subprocess.Popen[bytes], sockets: NetnsSockets,
+                     timeout: float = TRIAL_TIMEOUT_S) -> float:
+    started = time.monotonic()
+    apply(deny_ports)
     misses = 0
     first_miss = 0.0
-    while time.monotonic() - written < timeout:
+    while time.monotonic() - started < timeout:
         sent = time.monotonic()
-        ok = _probe_answered()
+        ok = _probe_answered(sockets)
         if answered and ok:
-            return sent - written
+            return sent - started
         if not answered and not ok:
             # two dropped SYNs in a row: one could be a RST delayed on a busy machine
             misses += 1
             first_miss = first_miss or sent
             if misses == 2:
-                return first_miss - written
+                return first_miss - started
         elif not answered:
             misses, first_miss = 0, 0.0
         time.sleep(0.001)
@@ -237,9 +257,9 @@ def _change_and_wait(policy_file: Path, deny_ports: list[int], answered: bool,
                      f"change (agent {alive})")
 
 
-def _probe_answered() -> bool:
+def _probe_answered(sockets: NetnsSockets) -> bool:
     """True if a SYN to the probe port gets an answer (RST) within PROBE_TIMEOUT_S."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with sockets.tcp() as s:
         s.setblocking(False)
         code = s.connect_ex((POD_B_IP, PROBE_PORT))
         if code in (0, errno.ECONNREFUSED):
@@ -248,16 +268,6 @@ def _probe_answered() -> bool:
             raise BenchError(f"probe connect: {os.strerror(code)}")
         _, writable, _ = select.select([], [s], [], PROBE_TIMEOUT_S)
         return bool(writable)
-
-
-def _enter_netns(name: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(NETNS_DIR / name, os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise BenchError(f"setns({name}): {os.strerror(ctypes.get_errno())}")
-    finally:
-        os.close(fd)
 
 
 def _stats(values_s: list[float]) -> dict[str, float]:

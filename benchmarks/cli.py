@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import agent_bench, control_plane, machine, mounts, report, shell
+from benchmarks import agent_bench, cluster_bench, control_plane, machine, mounts, report, shell
 from benchmarks.build import Helpers, build_helpers
 from benchmarks.datapath import run_datapath
 from benchmarks.errors import BenchError
@@ -71,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure only this kind of traffic (repeatable; default all)")
     p.add_argument("--skip-datapath", action="store_true")
     p.add_argument("--skip-control-plane", action="store_true")
-    p.add_argument("--skip-agent", action="store_true")
+    p.add_argument("--skip-agent", action="store_true",
+                   help="skip the agent's figures (standalone and through the API emulator)")
+    p.add_argument("--skip-cluster", action="store_true",
+                   help="skip only the policy-change trials through the API emulator")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -122,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     document["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     document["load_average_end"] = machine.load_average()
     failures = [*datapath.failures, *control_plane.failures(document.get("control_plane")),
-                *agent_bench.failures(document.get("agent"))]
+                *agent_bench.failures(document.get("agent")),
+                *cluster_bench.failures(document.get("cluster"))]
 
     path = _write_json(args.out, document, started)
     log.info("results: %s", path)
@@ -162,6 +166,8 @@ def _run_all(args: argparse.Namespace, settings: Settings, document: dict[str, A
              lambda: control_plane.run(settings, log.info)),
             ("agent", args.skip_agent,
              lambda: agent_bench.run(settings, scratch, log.info)),
+            ("cluster", args.skip_agent or args.skip_cluster,
+             lambda: cluster_bench.run(settings, scratch, log.info)),
         ]
         for name, skipped, phase in phases:
             started = time.monotonic()

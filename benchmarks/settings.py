@@ -22,6 +22,7 @@ class Settings:
     # policy change -> enforcement trials (each way) at these route counts: >= 20 where the
     # p50/p99 matter, a few at 10,000 routes (a pass there takes seconds)
     enforcement_trials: tuple[tuple[int, int], ...] = ((1000, 20), (10000, 3))
+    cluster_trials: int = 20  # the same through the Kubernetes API emulator (one pod)
     only: tuple[str, ...] = field(default_factory=tuple)  # scenario names; empty: all
     kinds: tuple[str, ...] = ("tcp", "udp", "rr")  # traffic.KINDS to measure
 
@@ -42,6 +43,7 @@ QUICK = Settings(
     hook_paths=("client-to-pod",),
     obj_per_route_count=10,
     enforcement_trials=((1000, 10), (10000, 2)),
+    cluster_trials=10,
 )
 
 # A few seconds of everything, for the smoke test: proves the harness runs, measures nothing.
@@ -58,6 +60,7 @@ TINY = Settings(
     obj_per_route_count=2,
     rss_route_counts=(100,),
     enforcement_trials=((100, 3),),
+    cluster_trials=3,
 )
 
 MODES = {s.mode: s for s in (FULL, QUICK, TINY)}

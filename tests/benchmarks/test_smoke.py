@@ -54,6 +54,7 @@ def test_tiny_run_measures_every_scenario_and_cleans_up(tmp_path: Path) -> None:
 
     agent = doc["agent"]["runs"]
     assert agent and all("rss_mb" in r and r["enforcement"]["deny"]["n"] > 0 for r in agent)
+    assert doc["cluster"]["enforcement"]["allow"]["n"] > 0, doc["cluster"]
 
     page = (tmp_path / "performance.md").read_text()
     assert "## Datapath" in page and doc["machine"]["kernel"] in page
