@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 from typing import Any
 
 import kopf
@@ -71,6 +72,24 @@ def connection_info(configuration: kubernetes.client.Configuration) -> kopf.Conn
     )
 
 
+class WaitingForNodesFilter(logging.Filter):
+    """The deletion handler "fails temporarily" every `finalizer_poll` seconds while nodes have
+    not detached: that is waiting, not an error. Log it at INFO and do not post it as an Event
+    (kopf would post one Event per retry); the FinalizerTimeout Warning Event says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Handler 'detach' failed temporarily"):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.k8s_skip = True  # kopf's K8sPoster skips such records
+        return True
+
+
+def install_log_filter() -> None:
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, WaitingForNodesFilter) for f in objects.filters):
+        objects.addFilter(WaitingForNodesFilter())
+
+
 def _nodes(index: kopf.Index[str, NodeInfo]) -> dict[str, NodeInfo]:
     return {name: next(iter(store)) for name, store in index.items()}
 
@@ -78,6 +97,7 @@ def _nodes(index: kopf.Index[str, NodeInfo]) -> dict[str, NodeInfo]:
 def build_registry(
     config: OperatorConfig, configuration: kubernetes.client.Configuration
 ) -> kopf.OperatorRegistry:
+    install_log_filter()
     registry = kopf.OperatorRegistry()
     verdicts: dict[tuple[str, int], Verdict] = {}  # by (uid, generation): a spec is judged once
 
@@ -88,6 +108,18 @@ def build_registry(
                 verdicts.clear()
             verdicts[key] = judge(body, admin_namespace=config.admin_namespace)
         return verdicts[key]
+
+    announced: set[tuple[str, str, int]] = set()
+    announcing = threading.Lock()  # sync handlers run in kopf's thread pool
+
+    def first_time(occasion: tuple[str, str, int]) -> bool:
+        with announcing:
+            if occasion in announced:
+                return False
+            if len(announced) > 10000:
+                announced.clear()
+            announced.add(occasion)
+            return True
 
     def reconcile(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
                   logger: Any) -> DesiredStatus | None:
@@ -105,8 +137,15 @@ def build_registry(
         if changes:
             for key, value in changes.items():
                 patch.status[key] = value
-        if not verdict.accepted and not contract.is_rejected(body) and not body.meta.get(
-                "deletionTimestamp"):
+        # Events once per occasion: the event, timer and deletion handlers may all see the same
+        # transition before the status patch that records it comes back.
+        ready = next(c for c in desired.conditions if c.type == contract.READY)
+        uid = body.metadata.uid or ""
+        if ready.reason == contract.FINALIZER_TIMEOUT and first_time(("timeout", uid, 0)):
+            kopf.warn(body, reason=contract.FINALIZER_TIMEOUT, message=ready.message)
+        if (not verdict.accepted and not contract.is_rejected(body)
+                and not body.meta.get("deletionTimestamp")
+                and first_time(("invalid", uid, verdict.generation))):
             kopf.warn(body, reason=contract.INVALID_SPEC, message=verdict.message)
             logger.warning("rejected generation %s: %s", verdict.generation, verdict.message)
         if desired.prune:

@@ -132,6 +132,8 @@ def test_bad_policy_is_rejected_with_a_condition_and_an_event(operator: RunningO
 
     event = wait_for(warning_events, what="the InvalidSpec event")[0]
     assert event["type"] == "Warning" and "denyTCPPorts" in event["message"]
+    time.sleep(1)  # the timer and later events judge it again: still one Event
+    assert len(warning_events()) == 1
 
     # Fixing the spec: the new generation is accepted.
     fixed = kube.merge_patch(path_of(bad), {"spec": {"hooks": {"out": {"config": {
@@ -225,6 +227,13 @@ def test_finalizer_holds_until_every_node_detached(operator: RunningOperator,
                                contract.FINALIZER_TIMEOUT, timeout=10)
     assert "node-b" in timed_out["message"] and "node-a" not in timed_out["message"]
     assert kube.get(path_of(policy))["metadata"]["finalizers"] == [contract.FINALIZER]
+    # One Warning Event says so; the handler's retries while waiting post none.
+    events = wait_for(lambda: [e for e in kube.get(api_path("v1/events", "shop"))["items"]
+                               if e["reason"] == contract.FINALIZER_TIMEOUT],
+                      what="the FinalizerTimeout event")
+    assert len(events) == 1 and "node-b" in events[0]["message"]
+    assert not [e for e in kube.get(api_path("v1/events", "shop"))["items"]
+                if "failed temporarily" in e["message"]]
 
     report(kube, policy, "node-b", detached=True, routes=0, attachedRoutes=0)
 
