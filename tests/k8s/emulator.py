@@ -735,6 +735,12 @@ class EmulatedApiServer:
         future: Future[T] = asyncio.run_coroutine_threadsafe(fn(), self._loop)
         return future.result(timeout)
 
+    def __enter__(self) -> EmulatedApiServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def start(self) -> EmulatedApiServer:
         self._thread.start()
         self.call(self._create)
