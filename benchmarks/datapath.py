@@ -17,6 +17,7 @@ check or cannot be measured is recorded as a failure and skipped for the rest of
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -90,7 +91,9 @@ def _run_phase(phase: str, scenarios: Sequence[Scenario], paths: Sequence[str], 
                                       results, progress, broken, checked)
         if "plain" in broken:
             raise BenchError("the plain route itself cannot be measured; see the errors above")
-        progress(f"{phase} N={others}: round {rnd + 1}/{settings.rounds} done")
+        results.load_1min.append(os.getloadavg()[0])
+        progress(f"{phase} N={others}: round {rnd + 1}/{settings.rounds} done "
+                 f"(load {results.load_1min[-1]:.2f})")
 
 
 def _measure_scenario(phase: str, scenario: Scenario, paths: Sequence[str], kind: str, rnd: int,

@@ -5,10 +5,13 @@ the noise measured in that run. Plots go to `<page dir>/<page stem>/`.
 """
 from __future__ import annotations
 
+import json
+import statistics
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results import DISPLAY_SCALE, METRICS
+from benchmarks.results import DISPLAY_SCALE, METRICS, DatapathResults, Measurement
 
 GOAL_TCP_RATIO = 0.95  # port-filter on out: at most 5 % less TCP throughput than plain
 GOAL_RR_ADDED = 0.05  # ... and at most 5 % added request/response latency
@@ -17,16 +20,31 @@ GOAL_ROUTE_RATE = 1 / 3  # attach/swap at >= 1/3 of ip -batch's plain-route rate
 GOAL_AGENT_RSS_MB = 100  # agent resident memory at 10,000 routes
 # The figures that survive a shared machine (CPU cost, median latency) are plotted and lead
 # the tables; the raw rates follow.
+RESULT_NAME = "results.json"
 PLOTTED = ("tcp_bits_per_cpu_s", "udp_packets_per_cpu_s", "rr_p50_us")
 TABLE_METRICS = (*PLOTTED, "tcp_bps", "udp_pps", "rr_mean_us", "rr_p99_us")
 
 
 def write(doc: dict[str, Any], page: Path) -> None:
+    """Writes `page`, its plots and a compact copy of the run's JSON into `<page stem>/`."""
     page.parent.mkdir(parents=True, exist_ok=True)
     plot_dir = page.parent / page.stem
-    summaries = doc.get("datapath", {}).get("summary", [])
+    plot_dir.mkdir(exist_ok=True)
+    summaries = doc.get("datapath", {}).get("summary") or _summarize(doc)
     plots = _plots(summaries, plot_dir)
-    page.write_text(_markdown(doc, summaries, {k: f"{page.stem}/{v}" for k, v in plots.items()}))
+    # The copy beside the page keeps every measurement; summaries are derived from them.
+    compact = {**doc, "datapath": {k: v for k, v in doc.get("datapath", {}).items()
+                                   if k != "summary"}}
+    (plot_dir / RESULT_NAME).write_text(json.dumps(compact, separators=(",", ":"), default=str))
+    page.write_text(_markdown(doc, summaries, {k: f"{page.stem}/{v}" for k, v in plots.items()},
+                              f"{page.stem}/{RESULT_NAME}"))
+
+
+def _summarize(doc: dict[str, Any]) -> list[dict]:
+    """Summaries recomputed from the measurements (the compact JSON copy has none)."""
+    measurements = doc.get("datapath", {}).get("measurements", [])
+    results = DatapathResults([Measurement(**m) for m in measurements])
+    return [asdict(s) for s in results.summaries()]
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -167,7 +185,8 @@ def _plot_title(title: str, higher_better: bool) -> str:
 
 # -- markdown ----------------------------------------------------------------------------------
 
-def _markdown(doc: dict[str, Any], summaries: list[dict], plots: dict[str, str]) -> str:
+def _markdown(doc: dict[str, Any], summaries: list[dict], plots: dict[str, str],
+              result_link: str) -> str:
     m = doc.get("machine", {})
     s = doc.get("settings", {})
     lines = [
@@ -197,6 +216,8 @@ def _markdown(doc: dict[str, Any], summaries: list[dict], plots: dict[str, str])
         f"{m.get('clang')}",
         f"- Load average at start {_load(doc.get('load_average_start'))}, at end "
         f"{_load(doc.get('load_average_end'))}",
+        "",
+        f"- Raw results of this run (every measurement, JSON): [{result_link}]({result_link})",
         "",
         "Reproduce: `make bench` (full run, writes this page), `make bench-quick` or "
         "`python -m benchmarks --quick` (< 5 min, writes only `benchmarks/results/`). "
@@ -298,6 +319,7 @@ def _noise_section(doc: dict[str, Any]) -> list[str]:
         "the same measurement repeated — is the noise floor: a ratio closer to 1 than this "
         "cannot be told apart from 1.",
         "",
+        *_load_line(doc),
         "| metric | median spread | worst spread |",
         "|---|---|---|",
     ]
@@ -305,6 +327,17 @@ def _noise_section(doc: dict[str, Any]) -> list[str]:
         lines.append(f"| {METRICS[metric][0]} | {v['median_spread_pct']:.1f} % | "
                      f"{v['max_spread_pct']:.1f} % |")
     return [*lines, ""]
+
+
+def _load_line(doc: dict[str, Any]) -> list[str]:
+    load = doc.get("datapath", {}).get("load_1min") or []
+    if not load:
+        return []
+    return [f"One-minute load average after each round of the datapath phase: {min(load):.1f} "
+            f"to {max(load):.1f} (median {statistics.median(load):.1f}) on "
+            f"{doc.get('machine', {}).get('cpus_online', '?')} CPUs. The benchmark itself keeps "
+            "about two tasks busy (sender and receiver); load above that is other work sharing "
+            "the machine.", ""]
 
 
 def _goals_section(summaries: list[dict], doc: dict[str, Any]) -> list[str]:
@@ -403,6 +436,10 @@ def _hooks_section(summaries: list[dict], plots: dict[str, str]) -> list[str]:
     return lines
 
 
+def _pods_label(n: int) -> str:
+    return "1 other pod" if n == 1 else f"{n:,} other pods"
+
+
 def _scale_section(summaries: list[dict], plots: dict[str, str]) -> list[str]:
     scales = _scales(summaries)
     if not scales:
@@ -420,7 +457,7 @@ def _scale_section(summaries: list[dict], plots: dict[str, str]) -> list[str]:
                   "latency on a log scale.", ""]
     for metric in TABLE_METRICS:
         lines += [f"### {METRICS[metric][0]}", "",
-                  "| scenario | " + " | ".join(f"{n:,} other pods" for n in scales) + " |",
+                  "| scenario | " + " | ".join(_pods_label(n) for n in scales) + " |",
                   "|---|" + "---|" * len(scales)]
         for name in _order(summaries, "scale"):
             cells = []
@@ -601,7 +638,6 @@ def _method_section() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """`python -m benchmarks.report RESULT.json PAGE.md`: re-render a page from a saved run."""
     import argparse
-    import json
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
     p.add_argument("result", type=Path)

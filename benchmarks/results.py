@@ -77,6 +77,7 @@ _Key = tuple[str, int, str]  # phase, other pods, path
 class DatapathResults:
     measurements: list[Measurement] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    load_1min: list[float] = field(default_factory=list)  # sampled after every round
 
     def values(self) -> dict[tuple[_Key, str, str], dict[int, float]]:
         """(phase/others/path, scenario, metric) -> {round: value}."""
@@ -135,6 +136,7 @@ class DatapathResults:
             "failures": [asdict(f) for f in self.failures],
             "summary": [asdict(s) for s in self.summaries()],
             "plain_spread": self.noise(),
+            "load_1min": self.load_1min,
         }
 
 
