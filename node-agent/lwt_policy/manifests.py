@@ -21,6 +21,10 @@ import yaml
 from lwt_policy import schema
 from lwt_policy.errors import ManifestError
 
+# libyaml's safe loader parses a 10,000-pod dump ~4x faster and with far less memory than
+# the pure-Python one; fall back where PyYAML was built without libyaml.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 DEFAULT_NAMESPACE = "default"
 KNOWN_KINDS: dict[str, str] = {
     "Pod": "v1",
@@ -70,7 +74,7 @@ def read_documents(path: str | Path) -> list[Located]:
     located: list[Located] = []
     document = 0
     try:
-        for document, data in enumerate(yaml.safe_load_all(text), start=1):
+        for document, data in enumerate(yaml.load_all(text, Loader=_SAFE_LOADER), start=1):
             if data is None:  # empty document, e.g. a trailing `---`
                 continue
             located += _flatten(data, name, document)
