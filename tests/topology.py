@@ -19,16 +19,18 @@ thread), so tests need no helper processes (not even ``ping``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import socket
 import struct
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+from lwt_agent.sandbox import drain as drain_udp
+from lwt_agent.sandbox import family_of, in_netns, socket_in
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -49,27 +51,6 @@ def ip(ns: str, *args: str, check: bool = True) -> str:
 
 def nsexec(ns: str, *args: str, check: bool = True, timeout: float = 20) -> str:
     return sh("ip", "netns", "exec", ns, *args, check=check, timeout=timeout)
-
-
-def in_netns(ns: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on this thread inside netns ``ns`` (sockets made there stay there)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    with open("/proc/thread-self/ns/net", "rb") as home, open(f"/run/netns/{ns}", "rb") as there:
-        if libc.setns(there.fileno(), CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {ns}")
-        try:
-            return fn()
-        finally:
-            if libc.setns(home.fileno(), CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back")
-
-
-def socket_in(ns: str, family: int, kind: int) -> socket.socket:
-    return in_netns(ns, lambda: socket.socket(family, kind))
-
-
-def family_of(address: str) -> int:
-    return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
 @dataclass
@@ -164,16 +145,6 @@ def icmp_echo(src_ns: str, dst: str, count: int = 1, timeout: float = 1.0) -> in
         return len(answered)
     finally:
         sock.close()
-
-
-def drain_udp(sock: socket.socket) -> list[bytes]:
-    """Every datagram waiting on a non-blocking socket."""
-    got: list[bytes] = []
-    while True:
-        try:
-            got.append(sock.recv(65535))
-        except BlockingIOError:
-            return got
 
 
 def _new_ns(name: str, created: list[str]) -> str:
