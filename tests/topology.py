@@ -27,13 +27,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from lwt_agent.sandbox import drain as drain_udp
 from lwt_agent.sandbox import family_of, in_netns, socket_in
 
-T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 CLIENT_V4, CLIENT_GW_V4 = "10.213.254.2", "10.213.254.1"
 CLIENT_V6, CLIENT_GW_V6 = "fd00:213:fe::2", "fd00:213:fe::1"
 
