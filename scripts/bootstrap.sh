@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything the demo, the tests and the benchmarks need on a fresh Debian machine,
 # as root: Debian packages, the project's virtualenv (.venv) and the compiled BPF objects.
-# Idempotent: a second run only checks.
+# Idempotent: a second run only checks. `--test-tools` also prepares what only the test
+# suite needs (checkov in its own virtualenv, .venv-checkov).
 set -euo pipefail
+TEST_TOOLS=0
+[ "${1:-}" = "--test-tools" ] && TEST_TOOLS=1
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(
@@ -38,3 +41,7 @@ fi
 
 echo "bootstrap: building BPF objects"
 make -s -C bpf
+
+if [ "$TEST_TOOLS" = 1 ]; then
+  tests/packaging/bootstrap-checkov.sh
+fi

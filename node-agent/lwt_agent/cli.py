@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lwt-agent",
         description=(
             "Node agent of lwt-operator: loads LWT BPF programs and attaches them to the "
-            "routes of pods. Needs root (CAP_BPF and CAP_NET_ADMIN)."
+            "routes of pods. Needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (the "
+            "verifier refuses the built-ins' pointer arithmetic without CAP_PERFMON)."
         ),
     )
     parser.add_argument(
