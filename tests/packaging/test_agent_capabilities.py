@@ -168,6 +168,21 @@ def test_the_agent_itself_runs_with_the_documented_set(
                                 text=True, check=True).stdout
         attached = [line for line in routes.splitlines() if "encap bpf" in line]
         assert len(attached) == len(addresses)
+        # `lwt-agent status` inside the agent pod (same capabilities, no CAP_SYS_ADMIN) finds
+        # every program through the agent's pins, with its tag and the built-in counters.
+        shown = subprocess.run(
+            ["ip", "netns", "exec", netns,
+             "setpriv", "--inh-caps=-all", "--ambient-caps=-all", f"--bounding-set={keep}",
+             str(agent), "status", "--pin-dir", str(pin_dir), "--json"],
+            capture_output=True, text=True, check=False, timeout=60, cwd=tmp_path,
+        )
+        assert shown.returncode == 0, shown.stderr[-3000:]
+        hooks = [h for r in json.loads(shown.stdout)["routes"] for h in r["hooks"]]
+        assert len(hooks) == 3 * len(addresses)
+        assert all(h["ours"] and h["tag"] and h["problem"] is None for h in hooks), hooks
+        # counters and port-filter keep per-destination counters; the sampler does not.
+        assert {h["counters"]["builtin"] for h in hooks if h["counters"]} == {
+            "counters", "port-filter"}
     finally:
         # --once leaves everything attached and pinned: the netns fixture removes the routes,
         # this removes the pins (the programs go with the last reference).

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from lwt_agent.agent.runtime import default_pin_root
+from lwt_agent.bpf.pins import PinIndex
 from lwt_agent.route import RouteError
 from lwt_agent.route.status import HookStatus, RouteStatus, route_status
 
@@ -16,7 +18,9 @@ DESCRIPTION = (
     "List every route carrying an LWT encap (all tables, IPv4 and IPv6): destination, device, "
     "and per hook the label, whether lwt-operator put it there, the program id and tag (found "
     "from the label, checked against the kernel) and, for built-in programs, the counters of "
-    "that destination. Exit 0, 1 when the routes cannot be read, 2 bad usage."
+    "that destination. Programs and maps are opened from the agent's pins under --pin-dir "
+    "(no CAP_SYS_ADMIN needed, as inside the agent pod), else by id (root only). "
+    "Exit 0, 1 when the routes cannot be read, 2 bad usage."
 )
 
 
@@ -24,13 +28,16 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.add_argument("--netns", metavar="NAME", default=None)
     parser.add_argument("--table", type=int, default=None, help="only this table")
+    parser.add_argument("--pin-dir", metavar="DIR", default=None,
+                        help="the agent's pin root to find programs in (default "
+                             "$LWT_BPFFS/lwt-operator, as `lwt-agent run` uses)")
     parser.add_argument("--json", action="store_true",
                         help='print one JSON object: {"routes": [{"dst", "table", "dev", '
                              '"owned", "hooks": [{"hook", "label", "ours", "prog_id", "tag", '
                              '"counters", ...}]}]}')
 
 
-def builtin_counters(hook: HookStatus, dst: str) -> dict[str, Any] | None:
+def builtin_counters(hook: HookStatus, dst: str, pins: PinIndex) -> dict[str, Any] | None:
     """Counters of ``dst`` kept by a built-in program (identified by its kernel name)."""
     if hook.program is None:
         return None
@@ -43,7 +50,6 @@ def builtin_counters(hook: HookStatus, dst: str) -> dict[str, Any] | None:
 
     from lwt_agent.bpf import BpfMap
     from lwt_agent.bpf.maps import kernel_name
-    from lwt_agent.bpf.syscall import map_get_fd_by_id
 
     builtin = next((b for b in CATALOGUE.values()
                     if kernel_name(b.function) == hook.program.name), None)
@@ -52,7 +58,7 @@ def builtin_counters(hook: HookStatus, dst: str) -> dict[str, Any] | None:
     maps: dict[str, BpfMap] = {}
     try:
         for map_id in hook.program.map_ids:
-            bpf_map = BpfMap(map_get_fd_by_id(map_id))
+            bpf_map = BpfMap(pins.open_map(map_id))
             maps[bpf_map.name] = bpf_map
         if PER_DESTINATION_MAP[builtin.name] not in maps:
             return None
@@ -73,17 +79,18 @@ def builtin_counters(hook: HookStatus, dst: str) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        routes = route_status(args.netns, args.table)
-    except RouteError as exc:
-        print(f"lwt-agent status: {exc}", file=sys.stderr)
-        return exc.exit_code
-    rows: list[dict[str, Any]] = []
-    for route in routes:
-        row = route.to_json()
-        for hook, hook_row in zip(route.hooks, row["hooks"], strict=True):  # type: ignore[call-overload]
-            hook_row["counters"] = builtin_counters(hook, route.dst)
-        rows.append(row)
+    with PinIndex(args.pin_dir or default_pin_root()) as pins:
+        try:
+            routes = route_status(args.netns, args.table, pins.open_program)
+        except RouteError as exc:
+            print(f"lwt-agent status: {exc}", file=sys.stderr)
+            return exc.exit_code
+        rows: list[dict[str, Any]] = []
+        for route in routes:
+            row = route.to_json()
+            for hook, hook_row in zip(route.hooks, row["hooks"], strict=True):  # type: ignore[call-overload]
+                hook_row["counters"] = builtin_counters(hook, route.dst, pins)
+            rows.append(row)
     if args.json:
         print(json.dumps({"routes": rows}))
         return 0

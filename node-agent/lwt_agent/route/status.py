@@ -2,14 +2,16 @@
 
 The kernel dumps only the label of each hook (LWT_BPF_PROG_NAME), never the program. Our
 labels carry the program id (see labels.py), and a route holds a reference on its program,
-so the id in a label on a live route names that very program: it is opened by id
-(BPF_PROG_GET_FD_BY_ID, root) and its info read back; the tag in the label is checked
-against the kernel's. Foreign labels carry no id: their program cannot be identified.
+so the id in a label on a live route names that very program: it is opened (by the
+caller's ``open_program``: from the agent's pins, else by id, which needs CAP_SYS_ADMIN)
+and its info read back; the tag in the label is checked against the kernel's. Foreign
+labels carry no id: their program cannot be identified.
 """
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import labels, netlink
@@ -72,10 +74,19 @@ class RouteStatus:
         }
 
 
-def program_info(prog_id: int) -> ProgramInfo:
+ProgramOpener = Callable[[int], int]  # program id -> a new fd the caller closes
+
+
+def _open_by_id(prog_id: int) -> int:
     from lwt_agent.bpf import syscall  # the loader owns the bpf(2) syscall
 
-    fd = syscall.prog_get_fd_by_id(prog_id)
+    return syscall.prog_get_fd_by_id(prog_id)
+
+
+def program_info(prog_id: int, open_program: ProgramOpener = _open_by_id) -> ProgramInfo:
+    from lwt_agent.bpf import syscall
+
+    fd = open_program(prog_id)
     try:
         info = syscall.prog_info(fd)
     finally:
@@ -83,7 +94,8 @@ def program_info(prog_id: int) -> ProgramInfo:
     return ProgramInfo(info.id, info.tag, info.name, info.type, info.map_ids)
 
 
-def _hook_status(hook: str, label: str, cache: dict[int, ProgramInfo | str]) -> HookStatus:
+def _hook_status(hook: str, label: str, cache: dict[int, ProgramInfo | str],
+                 open_program: ProgramOpener) -> HookStatus:
     parsed = labels.parse(label)
     if parsed is None:
         return HookStatus(hook, label, False,
@@ -91,7 +103,7 @@ def _hook_status(hook: str, label: str, cache: dict[int, ProgramInfo | str]) -> 
     status = HookStatus(hook, label, True, owner=parsed.owner, headroom=parsed.headroom)
     if parsed.prog_id not in cache:
         try:
-            cache[parsed.prog_id] = program_info(parsed.prog_id)
+            cache[parsed.prog_id] = program_info(parsed.prog_id, open_program)
         except OSError as exc:
             cache[parsed.prog_id] = f"program id {parsed.prog_id} cannot be opened: {exc}"
     found = cache[parsed.prog_id]
@@ -105,7 +117,8 @@ def _hook_status(hook: str, label: str, cache: dict[int, ProgramInfo | str]) -> 
     return status
 
 
-def route_status(netns: str | None = None, table: int | None = None) -> list[RouteStatus]:
+def route_status(netns: str | None = None, table: int | None = None,
+                 open_program: ProgramOpener = _open_by_id) -> list[RouteStatus]:
     """Every route with an LWT encap (all tables unless ``table``), both families."""
     with netlink.RouteSocket(netns) as sock:
         routes: list[ObservedRoute] = []
@@ -125,6 +138,7 @@ def route_status(netns: str | None = None, table: int | None = None) -> list[Rou
             encap_type=route.encap_type or 0,
         )
         if route.encap_type == LWTUNNEL_ENCAP_BPF:
-            status.hooks = [_hook_status(h, lbl, cache) for h, lbl in route.encap_labels.items()]
+            status.hooks = [_hook_status(h, lbl, cache, open_program)
+                            for h, lbl in route.encap_labels.items()]
         found.append(status)
     return found
