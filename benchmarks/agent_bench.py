@@ -84,6 +84,7 @@ def _one_agent(node: BenchNode, routes: int, settings: Settings, scratch: Path,
          "--pods-file", str(pods_file), "--netns", node.host, "--pin-dir", str(pin_dir),
          "--node-name", NODE_NAME],
         stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+        preexec_fn=shell.die_with_parent,
     )
     try:
         converged = _wait_attached(node, proc, routes, timeout=120, stderr=work / "stderr")

@@ -37,6 +37,7 @@ from benchmarks.traffic import DENIED_TCP_PORT, KINDS, TrafficServers
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "results"
 DOCS_PAGE = REPO / "docs" / "performance.md"
+SCRATCH_PREFIX = "lwtX-bench-"  # + pid: a later run removes what a killed one left
 EXIT_FAILED_SCENARIO = 1
 EXIT_USAGE = 2
 
@@ -148,10 +149,10 @@ def _run_all(args: argparse.Namespace, settings: Settings, document: dict[str, A
     """Every phase, sharing one scratch directory (helpers, a bpffs, agent files) that is
     removed at the end whatever happens."""
     mounts.enter_private_mount_namespace()
-    stale = reap_stale()
+    stale = reap_stale() + _reap_scratch()
     if stale:
-        log.info("removed namespaces left by an earlier, killed run: %s", ", ".join(stale))
-    scratch = Path(tempfile.mkdtemp(prefix="lwtX-bench-"))
+        log.info("removed what an earlier, killed run left: %s", ", ".join(stale))
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
     bpffs = scratch / "bpffs"
     mounted = False
     try:
@@ -180,6 +181,17 @@ def _run_all(args: argparse.Namespace, settings: Settings, document: dict[str, A
         if mounted:
             shell.run(["umount", "-l", str(bpffs)], check=False)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _reap_scratch() -> list[str]:
+    """Scratch directories of earlier runs that were killed (their pid is gone)."""
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    return removed
 
 
 def _run_datapath(settings: Settings, helpers: Helpers, bpffs: Path,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import agent_bench
+from benchmarks import agent_bench, shell
 from benchmarks.errors import BenchError
 from benchmarks.settings import Settings
 from benchmarks.topology import POD_B_IP, BenchNode
@@ -72,7 +72,8 @@ def run(settings: Settings, scratch: Path, progress: Callable[[str], None]) -> d
             [sys.executable, "-m", "lwt_agent.cli", "run", "--kubeconfig", str(api.kubeconfig),
              "--node-name", NODE, "--netns", node.host, "--pin-dir", str(pins),
              "--detach-on-exit"],
-            stdout=subprocess.DEVNULL, stderr=log_path.open("w"), stdin=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=log_path.open("w"), stdin=subprocess.DEVNULL,
+            preexec_fn=shell.die_with_parent)
         kube.create(api_path(POLICIES, NAMESPACE),
                     agent_bench.policy([agent_bench.DENIED_TCP_PORT]))
         _wait_encap(node, proc, log_path)
@@ -97,6 +98,8 @@ def run(settings: Settings, scratch: Path, progress: Callable[[str], None]) -> d
                 proc.kill()
                 proc.wait()
         if operator is not None:
+            # its watches end with the API server's shutdown: their retry warnings are noise
+            logging.getLogger("lwt_operator").setLevel(logging.ERROR)
             try:
                 operator.stop()
             except Exception as e:  # a stop problem must not hide the figures

@@ -5,6 +5,7 @@ Every long-running process the benchmark starts is registered here so one `stop_
 """
 from __future__ import annotations
 
+import ctypes
 import shutil
 import signal
 import subprocess
@@ -56,9 +57,23 @@ def start(argv: Sequence[str], *, netns: str | None = None) -> subprocess.Popen[
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # Ctrl-C reaches us, not the servers: we end them in order
+        preexec_fn=die_with_parent,
     )
     _started.append(proc)
     return proc
+
+
+PR_SET_PDEATHSIG = 1
+# Resolved now, in the parent: a forked child of a threaded process (the operator runs in a
+# thread) must not dlopen or take locks before exec.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when the benchmark dies, even by SIGKILL. Without
+    it a killed run's servers would live on in namespaces nobody can name any more (their
+    names were mounts of the run's private mount namespace)."""
+    _prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

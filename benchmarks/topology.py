@@ -13,14 +13,16 @@ the set-up slow.
 
 Namespaces are named `lwtX-<pid>-<random>-<role>`; `BenchNode.close()` deletes them (and
 with them every route, rule, set and tc filter inside) and `reap_stale()` deletes those a
-killed earlier run left behind (only when their pid is gone).
+killed earlier run left behind (only when their pid is gone), with the processes in them.
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
 import secrets
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +175,11 @@ def reap_stale() -> list[str]:
     for entry in NETNS_DIR.iterdir():
         m = _STALE.match(entry.name)
         if m and not Path(f"/proc/{m.group(1)}").exists():
+            # processes a killed run left inside its namespaces (traffic servers) go first
+            pids = shell.run(["ip", "netns", "pids", entry.name], check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             shell.run(["ip", "netns", "del", entry.name], check=False)
             removed.append(entry.name)
     return removed
