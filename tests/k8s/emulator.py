@@ -247,6 +247,14 @@ class ApiEmulator(kmock.KubernetesEmulator):
                          f"[{', '.join(errors)}]")
         return stored
 
+    async def _serve_version(self, request: kmock.Request) -> rendering.Payload:
+        # kmock gives subresources the verbs of their resource; a real server lists only these.
+        result = await super()._serve_version(request)
+        for entry in result.get("resources", []):
+            if entry["name"].endswith("/status"):
+                entry["verbs"] = ["get", "patch", "update"]
+        return result
+
     def _info(self, resource: kmock.resource) -> kmock.ResourceInfo:
         if resource not in self.resources:
             raise kmock.KubernetesResourceNotFoundError()

@@ -352,6 +352,9 @@ def test_crd_file_is_served_in_discovery(kube: KubeClient) -> None:
     resources = kube.get("/apis/lwt.dev/v1alpha1")["resources"]
     assert {r["name"] for r in resources} == {"lwtroutepolicies", "lwtroutepolicies/status"}
     main = next(r for r in resources if r["name"] == "lwtroutepolicies")
+    status = next(r for r in resources if r["name"] == "lwtroutepolicies/status")
+    assert sorted(status["verbs"]) == ["get", "patch", "update"]
+    assert "watch" in main["verbs"] and "deletecollection" in main["verbs"]
     assert main["kind"] == "LwtRoutePolicy" and main["namespaced"] is True
     assert "lrp" in main["shortNames"]
     if CRD_FILE.exists():  # the generated CRD, once lwt_policy writes it
