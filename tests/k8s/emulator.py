@@ -101,6 +101,10 @@ def _error(status: int, reason: str, message: str) -> kmock.KubernetesError:
     return kmock.KubernetesError(status=status, reason=reason, message=message, details={})
 
 
+def _strict(request: kmock.Request) -> bool:
+    return request.params.get("fieldValidation") == "Strict"
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch: dicts merge recursively, `null` deletes, the rest replaces."""
     if not isinstance(patch, Mapping):
@@ -235,11 +239,15 @@ class ApiEmulator(kmock.KubernetesEmulator):
                 resources += self.register_crd(doc)
         return resources
 
-    def _admit(self, key: ObjectKey, obj: dict[str, Any]) -> dict[str, Any]:
-        """Prune, default and validate against the CRD's schema, as the API server does."""
+    def _admit(self, key: ObjectKey, obj: dict[str, Any], strict: bool = False) -> dict[str, Any]:
+        """Prune, default and validate against the CRD's schema, as the API server does.
+        `strict`: the request asked for fieldValidation=Strict (kubectl's default)."""
         schema = self._schemas.get(key[0])
         if schema is None:
             return obj
+        if strict and (unknown := structural.unknown_fields(obj, schema)):
+            raise _error(400, "BadRequest", "strict decoding error: " + ", ".join(
+                f'unknown field "{path}"' for path in unknown))
         stored, errors = structural.admit(obj, schema)
         if errors:
             kind = self._info(key[0]).kind
@@ -340,7 +348,8 @@ class ApiEmulator(kmock.KubernetesEmulator):
         return copy.deepcopy(new)
 
     async def _write(
-        self, key: ObjectKey, old: dict[str, Any], new: dict[str, Any], *, status_only: bool
+        self, key: ObjectKey, old: dict[str, Any], new: dict[str, Any], *, status_only: bool,
+        strict: bool = False,
     ) -> dict[str, Any]:
         """Apply the server-side rules of an update (PUT or PATCH) and commit it."""
         resource = key[0]
@@ -387,7 +396,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
                                  f"metadata.finalizers: Forbidden: no new finalizers can be added "
                                  f"if the object is being deleted, found new finalizers "
                                  f"{sorted(added)}")
-            result = self._admit(key, result)
+            result = self._admit(key, result, strict)
             meta = result["metadata"]
             ignored = ("metadata", "status") if has_status else ("metadata",)
             if _without(result, *ignored) != _without(old, *ignored):
@@ -396,7 +405,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
                 meta.pop("finalizers", None)
 
         if status_only:
-            result = self._admit(key, result)
+            result = self._admit(key, result, strict)
         result["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         if result == old:
             return old  # a no-op write keeps the resourceVersion and sends no event
@@ -499,7 +508,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         for field in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(field, None)
-        obj = self._admit(key, obj)
+        obj = self._admit(key, obj, _strict(request))
         async with self._lock:
             if self._current(key) is not None:
                 raise _error(409, "AlreadyExists",
@@ -519,7 +528,8 @@ class ApiEmulator(kmock.KubernetesEmulator):
         async with self._lock:
             key = self._key(request)
             old = self._require(key)
-            return await self._write(key, old, dict(request.data), status_only=status_only)
+            return await self._write(key, old, dict(request.data), status_only=status_only,
+                                     strict=_strict(request))
 
     async def _serve_update(self, request: kmock.Request) -> rendering.Payload:  # PATCH
         assert request.resource is not None
@@ -549,7 +559,8 @@ class ApiEmulator(kmock.KubernetesEmulator):
             else:
                 raise _error(415, "UnsupportedMediaType", f"patch type {content_type!r} is not "
                              f"emulated (server-side apply is not supported)")
-            return await self._write(key, old, new, status_only=status_only)
+            return await self._write(key, old, new, status_only=status_only,
+                                     strict=_strict(request))
 
     async def _serve_delete(self, request: kmock.Request) -> rendering.Payload:
         if request.name is None:

@@ -50,6 +50,30 @@ def prune(value: Any, node: Mapping[str, Any], *, root: bool = False) -> Any:
     return copy.deepcopy(value)
 
 
+def unknown_fields(value: Any, node: Mapping[str, Any], path: str = "") -> list[str]:
+    """Paths `prune` would drop (what fieldValidation=Strict refuses)."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        if node.get("x-kubernetes-preserve-unknown-fields") and "properties" not in node:
+            return found
+        properties = node.get("properties") or {}
+        extra = node.get("additionalProperties")
+        for key, item in value.items():
+            sub = _join(path, key)
+            if not path and key in _ROOT_KEPT:
+                continue
+            if key in properties:
+                found += unknown_fields(item, properties[key], sub)
+            elif isinstance(extra, Mapping):
+                found += unknown_fields(item, extra, sub)
+            elif not (extra is True or node.get("x-kubernetes-preserve-unknown-fields")):
+                found.append(sub)
+    elif isinstance(value, list) and isinstance(node.get("items"), Mapping):
+        for index, item in enumerate(value):
+            found += unknown_fields(item, node["items"], f"{path}[{index}]")
+    return found
+
+
 def default(value: Any, node: Mapping[str, Any]) -> Any:
     """Fill absent fields that have a `default`, inside objects that are present (in place)."""
     if isinstance(value, dict):

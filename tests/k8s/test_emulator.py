@@ -408,6 +408,11 @@ def test_policies_are_pruned_and_defaulted_like_a_real_server(kube: KubeClient) 
     # Pruning an unknown field away is no change: no new generation.
     again = kube.merge_patch(api_path(POLICIES, "shop", "p1"), {"spec": {"alsoUnknown": 2}})
     assert again["metadata"]["generation"] == 1
+    # kubectl asks for fieldValidation=Strict: then unknown fields are refused.
+    with pytest.raises(ApiError) as exc:
+        kube.request("PATCH", api_path(POLICIES, "shop", "p1"), {"spec": {"alsoUnknown": 2}},
+                     "application/merge-patch+json", params={"fieldValidation": "Strict"})
+    assert exc.value.status == 400 and 'unknown field "spec.alsoUnknown"' in str(exc.value)
 
 
 def test_invalid_policies_and_status_writes_are_refused(kube: KubeClient) -> None:

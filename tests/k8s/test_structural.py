@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.k8s.structural import admit, default, prune, validate
+from tests.k8s.structural import admit, default, prune, unknown_fields, validate
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -43,6 +43,14 @@ def test_prune_keeps_declared_preserved_and_additional_fields() -> None:
         "apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n", "labels": {"a": "b"}},
         "spec": {"mode": "a", "free": {"any": {"thing": 1}}, "byNode": {"n1": {"n": 1}},
                  "ports": [{"port": 1}]}}
+
+
+def test_unknown_fields_are_what_prune_drops() -> None:
+    obj = {"metadata": {"x": 1}, "junk": 1,
+           "spec": {"junk": 2, "free": {"a": 1}, "byNode": {"n": {"junk": 3}},
+                    "ports": [{"port": 1, "junk": 4}]}}
+    assert unknown_fields(obj, SCHEMA) == ["junk", "spec.junk", "spec.byNode.n.junk",
+                                           "spec.ports[0].junk"]
 
 
 def test_defaults_fill_absent_fields_of_present_objects() -> None:
