@@ -25,6 +25,7 @@ from benchmarks.errors import BenchError, ScenarioError
 from benchmarks.results import DatapathResults, Failure, Measurement
 from benchmarks.scenarios import Context, Scenario, all_scenarios
 from benchmarks.settings import Settings
+from benchmarks.topology import TrafficPath
 from benchmarks.traffic import (
     DENIED_TCP_PORT,
     KINDS,
@@ -109,9 +110,11 @@ def _measure_scenario(phase: str, scenario: Scenario, paths: Sequence[str], kind
             checked.add(scenario.name)
         setup_s = time.monotonic() - started
         for path_name in paths:
-            values = measure(kind, ctx.node.path(path_name), servers, settings.seconds)
+            values, retries = _measure_undisturbed(kind, ctx.node.path(path_name), servers,
+                                                   settings.seconds, results)
             results.measurements.append(Measurement(
-                phase, others, path_name, scenario.name, scenario.family, rnd, kind, values))
+                phase, others, path_name, scenario.name, scenario.family, rnd, kind, values,
+                retries))
             log.debug("%s N=%d r%d %-17s %-13s %s (setup %.2f s)", phase, others, rnd,
                       scenario.name, path_name, _fmt(values), setup_s)
     except BenchError as e:
@@ -124,6 +127,35 @@ def _measure_scenario(phase: str, scenario: Scenario, paths: Sequence[str], kind
         except BenchError as e:
             broken.add(scenario.name)
             results.failures.append(Failure(phase, others, scenario.name, f"teardown: {e}"))
+
+
+# Request/response on this 2-CPU machine is bimodal: a ~6 µs median while client and server
+# each have a CPU, ~40 µs while another process holds one (every transaction then waits for a
+# wakeup). That flip is the scheduler, not the hook under test, and it lasts seconds: an RR
+# measurement whose median is this many times the lowest median seen on its path so far is
+# taken again after a pause (up to RR_RETRIES times), keeping the lowest. The retries are
+# counted in the results and reported. One retry only: the slow spells often last longer,
+# and retries must not stretch the run; the rounds' medians and best-of deal with the rest.
+RR_DISTURBED_FACTOR = 2.5
+RR_RETRIES = 1
+RR_RETRY_PAUSE_S = 0.5
+
+
+def _measure_undisturbed(kind: str, path: TrafficPath, servers: TrafficServers, seconds: float,
+                         results: DatapathResults) -> tuple[dict[str, float], int]:
+    values = measure(kind, path, servers, seconds)
+    if kind != "rr":
+        return values, 0
+    best = results.best_rr_p50.get(path.name, values["rr_p50_us"])
+    retries = 0
+    while values["rr_p50_us"] > RR_DISTURBED_FACTOR * best and retries < RR_RETRIES:
+        retries += 1
+        time.sleep(RR_RETRY_PAUSE_S)
+        again = measure(kind, path, servers, seconds)
+        if again["rr_p50_us"] < values["rr_p50_us"]:
+            values = again
+    results.best_rr_p50[path.name] = min(best, values["rr_p50_us"])
+    return values, retries
 
 
 def _fmt(values: dict[str, float]) -> str:

@@ -41,6 +41,7 @@ class Measurement:
     round: int
     kind: str  # traffic.KINDS key
     values: dict[str, float]
+    retries: int = 0  # disturbed measurements taken again (datapath.RR_DISTURBED_FACTOR)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class DatapathResults:
     measurements: list[Measurement] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     load_1min: list[float] = field(default_factory=list)  # sampled after every round
+    best_rr_p50: dict[str, float] = field(default_factory=dict)  # per path, so far
 
     def values(self) -> dict[tuple[_Key, str, str], dict[int, float]]:
         """(phase/others/path, scenario, metric) -> {round: value}."""
@@ -137,6 +139,8 @@ class DatapathResults:
             "summary": [asdict(s) for s in self.summaries()],
             "plain_spread": self.noise(),
             "load_1min": self.load_1min,
+            "rr_retried": sum(1 for m in self.measurements if m.retries),
+            "rr_measurements": sum(1 for m in self.measurements if m.kind == "rr"),
         }
 
 

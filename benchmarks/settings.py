@@ -29,7 +29,7 @@ class Settings:
 
 FULL = Settings(
     mode="full",
-    rounds=6,
+    rounds=5,
     seconds=2.0,
     scales=(1, 1000, 10000),
     hook_paths=("client-to-pod", "pod-to-pod"),
