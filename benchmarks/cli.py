@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command.strip(),
         "settings": settings.__dict__,
         "started": started.isoformat(timespec="seconds"),
+        "commit": _source_commit(),
         "machine": machine.facts(),
         "load_average_start": machine.load_average(),
     }
@@ -181,6 +182,20 @@ def _run_all(args: argparse.Namespace, settings: Settings, document: dict[str, A
         if mounted:
             shell.run(["umount", "-l", str(bpffs)], check=False)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _source_commit() -> str:
+    """The commit measured: `git rev-parse HEAD`, or $LWT_BENCH_COMMIT for a run from an
+    exported snapshot of the tree (no .git there)."""
+    env = os.environ.get("LWT_BENCH_COMMIT")
+    if env:
+        return env
+    proc = shell.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], check=False)
+    dirty = shell.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                      check=False)
+    if proc.returncode != 0:
+        return "unknown"
+    return proc.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
 def _reap_scratch() -> list[str]:

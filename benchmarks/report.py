@@ -209,6 +209,7 @@ def _markdown(doc: dict[str, Any], summaries: list[dict], plots: dict[str, str],
         f"- When: {doc.get('started')} → {doc.get('finished')} (datapath "
         f"{doc.get('datapath_seconds', '?')} s, control plane "
         f"{doc.get('control_plane_seconds', '?')} s)",
+        f"- Source: commit {doc.get('commit', 'unknown')}",
         f"- Machine: {m.get('cpu_model')}, {m.get('cpus_online')} CPUs online, "
         f"{m.get('memory_mb')} MB, virtualized: {m.get('virtualized')}",
         f"- Kernel {m.get('kernel')} ({m.get('machine')}), {m.get('os')}",
@@ -644,6 +645,13 @@ def _method_section() -> list[str]:
         "is pinned to a CPU: there are only 2.",
         "- **Only one program per built-in and hook** is ever loaded, whatever the number of "
         "routes (DESIGN.md §6).",
+        "- **Harness** (`benchmarks/`): `topology.py` the node, `scenarios.py` what sits on "
+        "the path, `traffic.py` the measurements, `datapath.py` the rounds, `results.py` the "
+        "ratios, `control_plane.py` (runs the route area's `route_bench.py`), `agent_bench.py` "
+        "and `cluster_bench.py` the agent, `report.py` this page. `python -m benchmarks.report "
+        "RESULT.json PAGE.md` re-renders a page from a saved result. A smoke test "
+        "(`tests/benchmarks/`) runs the whole harness in a few seconds (`--tiny`) without "
+        "asserting any timing; a run exits non-zero only when a scenario cannot run at all.",
         "",
     ]
 
