@@ -8,10 +8,11 @@ status schema in tests/policy.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lwt_policy import contract
 from lwt_policy.errors import Problem, problems_text
 from lwt_policy.model import PolicyRef
 from lwt_policy.targets import DesiredState
@@ -108,42 +109,66 @@ def node_status_patch(node_name: str, result: NodeResult | None) -> dict[str, An
     return {"status": {"nodes": {node_name: entry}}}
 
 
+def entry_problem(entry: Mapping[str, Any], generation: int) -> str | None:
+    """Why a node entry is not ready for `generation` (None when it is): the one definition
+    of a ready node, used by standalone mode and by the operator's aggregation."""
+    if entry.get("detached"):
+        return "detached"
+    observed = entry.get("observedGeneration")
+    if observed != generation:
+        return f"at generation {observed}, not {generation}"
+    error = entry.get("lastError")
+    if error:
+        message = error.get("message") if isinstance(error, Mapping) else str(error)
+        return f"error: {message}"
+    # Routes lost to a higher-priority policy (listed under `conflicts`) do not count.
+    lost = sum(int(c.get("routes") or 0) for c in entry.get("conflicts") or ())
+    targeted = int(entry.get("routes") or 0)
+    attached = int(entry.get("attachedRoutes") or 0)
+    if attached + lost < targeted:
+        return f"{attached}/{targeted} routes attached"
+    return None
+
+
 def node_is_ready(entry: Mapping[str, Any], generation: int) -> bool:
-    """At the current generation, nothing failing, every targeted route attached."""
-    return (entry.get("observedGeneration") == generation
-            and not entry.get("lastError")
-            and entry.get("attachedRoutes", 0) >= entry.get("routes", 0))
+    return entry_problem(entry, generation) is None
 
 
-def summarize(nodes: Mapping[str, Mapping[str, Any]], generation: int) -> dict[str, Any]:
-    """`status.summary` from `status.nodes`."""
-    ready = sum(1 for entry in nodes.values() if node_is_ready(entry, generation))
+def summarize(entries: Mapping[str, Mapping[str, Any]], generation: int,
+              expected: Iterable[str] = ()) -> dict[str, Any]:
+    """`status.summary` from the node entries. A node counts when it is expected to carry the
+    policy or reports it (an entry not `detached`); routes are summed over reporting nodes."""
+    reporting = {name: e for name, e in entries.items() if not e.get("detached")}
+    counted = set(expected) | set(reporting)
+    ready = sum(1 for name in counted
+                if name in reporting and node_is_ready(reporting[name], generation))
     return {
-        "nodes": len(nodes),
+        "nodes": len(counted),
         "readyNodes": ready,
-        "nodesReady": f"{ready}/{len(nodes)}",
-        "routes": sum(int(e.get("routes", 0)) for e in nodes.values()),
-        "attachedRoutes": sum(int(e.get("attachedRoutes", 0)) for e in nodes.values()),
+        "nodesReady": f"{ready}/{len(counted)}",
+        "routes": sum(int(e.get("routes") or 0) for e in reporting.values()),
+        "attachedRoutes": sum(int(e.get("attachedRoutes") or 0) for e in reporting.values()),
     }
 
 
 def ready_condition(nodes: Mapping[str, Mapping[str, Any]], generation: int,
                     now: dt.datetime | None = None) -> dict[str, Any]:
-    """A metav1.Condition of type Ready computed from the node entries."""
-    not_ready = sorted(name for name, e in nodes.items() if not node_is_ready(e, generation))
+    """The Ready condition standalone mode prints, with the operator's reasons."""
+    problems = {name: entry_problem(e, generation) for name, e in nodes.items()}
+    not_ready = {name: why for name, why in sorted(problems.items()) if why}
     if not nodes:
-        status, reason, message = "Unknown", "NoNodesReporting", "no node has reported yet"
+        status, reason, message = "Unknown", contract.NO_NODES, "no node has reported yet"
     elif not_ready:
-        errors = [f"{n}: {nodes[n]['lastError']['message']}" for n in not_ready
-                  if nodes[n].get("lastError")]
-        status, reason = "False", ("AttachFailed" if errors else "Progressing")
+        errors = any(why.startswith("error:") for why in not_ready.values())
+        status = "False"
+        reason = contract.NODE_ERRORS if errors else contract.NODES_NOT_READY
         message = _bounded_head(
-            f"{len(not_ready)}/{len(nodes)} nodes not ready ({', '.join(not_ready)})"
-            + (": " + "; ".join(errors) if errors else ""), MAX_MESSAGE)
+            f"{len(nodes) - len(not_ready)}/{len(nodes)} nodes ready; "
+            + "; ".join(f"{n}: {why}" for n, why in not_ready.items()), MAX_MESSAGE)
     else:
-        status, reason = "True", "AllNodesAttached"
+        status, reason = "True", contract.ALL_NODES_READY
         message = f"{len(nodes)}/{len(nodes)} nodes attached"
-    return {"type": "Ready", "status": status, "observedGeneration": generation,
+    return {"type": contract.READY, "status": status, "observedGeneration": generation,
             "lastTransitionTime": rfc3339(now or dt.datetime.now(dt.UTC)),
             "reason": reason, "message": message}
 
@@ -153,7 +178,7 @@ def invalid_condition(problems: Sequence[Problem], generation: int,
     """The Ready=False condition of a policy refused by validation (no node acts on it)."""
     return {"type": "Ready", "status": "False", "observedGeneration": generation,
             "lastTransitionTime": rfc3339(now or dt.datetime.now(dt.UTC)),
-            "reason": "InvalidSpec",
+            "reason": contract.INVALID_SPEC,
             "message": _bounded_head(problems_text(problems), MAX_MESSAGE)}
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import kopf
 import kubernetes.client
+from lwt_policy import contract
 
-from lwt_operator import contract
 from lwt_operator.config import OperatorConfig
 from lwt_operator.status import DesiredStatus, NodeInfo, desired_status, status_patch
 from lwt_operator.validation import Verdict, judge

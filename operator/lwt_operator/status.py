@@ -22,9 +22,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lwt_policy import contract
 from lwt_policy.selectors import LabelSelector
+from lwt_policy.status import entry_problem, summarize
 
-from lwt_operator import contract
 from lwt_operator.settings import AgentSettings
 from lwt_operator.validation import Verdict
 
@@ -80,25 +81,6 @@ def expected_nodes(
         name for name, info in nodes.items()
         if runs_agent(info, agent) and selector.matches(info.labels)
     }
-
-
-def entry_problem(entry: Mapping[str, Any], generation: int) -> str | None:
-    """Why a node entry is not ready for `generation` (None when it is)."""
-    if entry.get("detached"):
-        return "detached"
-    observed = entry.get("observedGeneration")
-    if observed != generation:
-        return f"at generation {observed}, not {generation}"
-    error = entry.get("lastError")
-    if error:
-        message = error.get("message") if isinstance(error, Mapping) else str(error)
-        return f"error: {message}"
-    lost = sum(int(c.get("routes") or 0) for c in entry.get("conflicts") or ())
-    targeted = int(entry.get("routes") or 0)
-    attached = int(entry.get("attachedRoutes") or 0)
-    if attached + lost < targeted:
-        return f"{attached}/{targeted} routes attached"
-    return None
 
 
 def _names(names: Iterable[str]) -> str:
@@ -169,13 +151,7 @@ def desired_status(
     ready = counted - set(not_ready)
     errors = {name: why for name, why in not_ready.items() if why.startswith("error:")}
     behind = {name for name, why in not_ready.items() if not why.startswith("error:")}
-    summary = {
-        "nodes": len(counted),
-        "readyNodes": len(ready),
-        "nodesReady": f"{len(ready)}/{len(counted)}",
-        "routes": sum(int(live[n].get("routes") or 0) for n in reporting),
-        "attachedRoutes": sum(int(live[n].get("attachedRoutes") or 0) for n in reporting),
-    }
+    summary = summarize(live, generation, expected)
     accepted = Condition(contract.ACCEPTED, verdict.accepted, verdict.reason, verdict.message)
     holding = frozenset(finalizer_holders(obj, nodes))
 

@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lwt_policy import contract
 from lwt_policy.errors import Problem
 from lwt_policy.model import validate_policy
-
-from lwt_operator import contract
 
 MAX_MESSAGE = 4000  # conditions allow 32 KiB; an Event's message is cut at 1 KiB by kubectl
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
-from lwt_operator import contract
 from lwt_operator.config import OperatorConfig, Timings
 from lwt_operator.settings import AgentSettings
+from lwt_policy import contract
 
 from tests.k8s.client import ApiError, KubeClient, api_path
 from tests.k8s.conftest import POLICIES

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from lwt_operator import contract
+from lwt_policy import contract
 
 from tests.k8s.client import KubeClient, api_path
 from tests.k8s.conftest import POLICIES

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from lwt_operator import contract
 from lwt_operator.daemonset import (
     SETTINGS_HASH_ANNOTATION,
     build_daemonset,
@@ -24,14 +23,15 @@ from lwt_operator.settings import AgentSettings
 from lwt_operator.status import (
     NodeInfo,
     desired_status,
-    entry_problem,
     expected_nodes,
     render_conditions,
     status_patch,
     tolerates,
 )
 from lwt_operator.validation import Verdict, judge
+from lwt_policy import contract
 from lwt_policy.errors import Problem
+from lwt_policy.status import entry_problem
 
 from tests.k8s.emulator import merge_patch
 

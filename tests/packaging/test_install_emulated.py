@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from lwt_operator import contract
+from lwt_policy import contract
 
 from tests.k8s.client import ApiError, KubeClient, api_path
 from tests.k8s.emulator import EmulatedApiServer

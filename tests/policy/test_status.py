@@ -105,8 +105,9 @@ def test_summary_and_whole_status() -> None:
     status = policy_status(nodes, 3, NOW)
     (ready,) = status["conditions"]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False",
-                                                                 "AttachFailed")
-    assert "node-b" in ready["message"] and "node-c: boom" in ready["message"]
+                                                                 "NodeErrors")
+    assert "node-b: at generation 2" in ready["message"]
+    assert "node-c: error: boom" in ready["message"]
     assert_valid_status(status)
     all_ready = policy_status({"node-a": nodes["node-a"]}, 3, NOW)
     assert all_ready["conditions"][0]["status"] == "True"

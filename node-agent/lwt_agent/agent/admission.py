@@ -3,7 +3,7 @@
 A bad new version never disturbs what an earlier good version attached: the agent keeps
 acting on the last version it accepted and reports the problem. Standalone mode judges
 policies itself (the same `lwt_policy.model` validation the operator runs); cluster mode
-follows the operator's accepted-generation handshake (`lwt_operator.contract`): act on the
+follows the operator's accepted-generation handshake (`lwt_policy.contract`): act on the
 current generation once it is Accepted, keep the previous one while it is being judged,
 detach a generation the operator rejected.
 """
@@ -16,13 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lwt_policy.contract import ACCEPTED, find_condition
 from lwt_policy.errors import PolicyValidationError, problems_text
 from lwt_policy.model import DEFAULT_NAMESPACE, LwtRoutePolicy, PolicyRef, parse_policy
 from lwt_policy.status import NodeError
-
-# The operator↔agent handshake (kept in step with operator/lwt_operator/contract.py, which
-# the agent does not import: the agent image must not need kopf).
-ACCEPTED = "Accepted"
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,7 @@ class PolicyBook:
             if meta.get("deletionTimestamp"):
                 views.append(PolicyView(ref, None, generation, deleting=True, raw=obj))
                 continue
-            condition = _condition(obj, ACCEPTED)
+            condition = find_condition(obj, ACCEPTED)
             judged = condition is not None and condition.get("observedGeneration") == generation
             if judged and condition.get("status") == "False":
                 self._good.pop(ref, None)
@@ -143,13 +140,6 @@ class PolicyBook:
             del self._good[ref]
         for ref in [r for r in self._generations if r not in seen]:
             del self._generations[ref]
-
-
-def _condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == type_:
-            return condition
-    return None
 
 
 def _generation(obj: Mapping[str, Any]) -> int:

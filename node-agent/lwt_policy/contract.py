@@ -50,7 +50,7 @@ CONDITION_TYPES = (ACCEPTED, READY, DEGRADED, PROGRESSING)
 # Reasons (CamelCase, as Kubernetes conditions use them).
 VALID = "Valid"
 INVALID_SPEC = "InvalidSpec"
-ALL_NODES_READY = "AllNodesReady"
+ALL_NODES_READY = "AllNodesAttached"  # DESIGN.md §3's name
 NODES_NOT_READY = "NodesNotReady"
 NO_NODES = "NoMatchingNodes"
 NODE_ERRORS = "NodeErrors"
