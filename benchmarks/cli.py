@@ -55,14 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--quick", action="store_const", dest="mode", const=QUICK.mode,
                       help="fewer rounds, 1 s measurements, one traffic path (< 5 min)")
     mode.add_argument("--tiny", action="store_const", dest="mode", const=TINY.mode,
-                      help="a few seconds: proves the harness works, measures nothing useful")
+                      help="about a minute: proves every part of the harness works (the smoke "
+                      "test); its figures mean nothing")
     p.set_defaults(mode=FULL.mode)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help=f"directory for the JSON result and report (default {DEFAULT_OUT})")
     docs = p.add_mutually_exclusive_group()
     docs.add_argument("--docs", dest="docs", action="store_true", default=None,
                       help="also write docs/performance.md and its plots (default: full runs)")
-    docs.add_argument("--no-docs", dest="docs", action="store_false")
+    docs.add_argument("--no-docs", dest="docs", action="store_false",
+                      help="write only into --out")
     p.add_argument("--rounds", type=int, help="override the number of rounds")
     p.add_argument("--seconds", type=float, help="override the length of each measurement")
     p.add_argument("--only", action="append", default=[], metavar="SCENARIO",
@@ -70,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "port-filter/out, iptables")
     p.add_argument("--metric", action="append", default=[], choices=sorted(KINDS),
                    help="measure only this kind of traffic (repeatable; default all)")
-    p.add_argument("--skip-datapath", action="store_true")
-    p.add_argument("--skip-control-plane", action="store_true")
+    p.add_argument("--skip-datapath", action="store_true", help="no traffic measurements")
+    p.add_argument("--skip-control-plane", action="store_true",
+                   help="no route engine / `ip route … encap bpf obj` rates")
     p.add_argument("--skip-agent", action="store_true",
                    help="skip the agent's figures (standalone and through the API emulator)")
     p.add_argument("--skip-cluster", action="store_true",

@@ -46,7 +46,7 @@ QUICK = Settings(
     cluster_trials=5,
 )
 
-# A few seconds of everything, for the smoke test: proves the harness runs, measures nothing.
+# About a minute of everything, for the smoke test: proves the harness runs, measures nothing.
 TINY = Settings(
     mode="tiny",
     rounds=1,
