@@ -650,7 +650,7 @@ def _method_section() -> list[str]:
         "ratios, `control_plane.py` (runs the route area's `route_bench.py`), `agent_bench.py` "
         "and `cluster_bench.py` the agent, `report.py` this page. `python -m benchmarks.report "
         "RESULT.json PAGE.md` re-renders a page from a saved result. A smoke test "
-        "(`tests/benchmarks/`) runs the whole harness in a few seconds (`--tiny`) without "
+        "(`tests/benchmarks/`) runs the whole harness in about a minute (`--tiny`) without "
         "asserting any timing; a run exits non-zero only when a scenario cannot run at all.",
         "",
     ]
