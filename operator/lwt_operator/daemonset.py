@@ -91,6 +91,8 @@ def build_daemonset(
         "serviceAccountName": settings.serviceAccountName,
         "automountServiceAccountToken": True,
         "terminationGracePeriodSeconds": 30,
+        # The runtime's default seccomp profile admits bpf(2) for CAP_BPF holders.
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "tolerations": [dict(t) for t in settings.tolerations],
         "nodeSelector": dict(settings.nodeSelector),
         "containers": [container],

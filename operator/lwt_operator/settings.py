@@ -18,7 +18,8 @@ import yaml
 from lwt_operator.errors import SettingsError
 
 DEFAULT_IMAGE = "ghcr.io/lwt-operator/lwt-operator:latest"
-DEFAULT_CAPABILITIES = ("BPF", "NET_ADMIN")
+# Each proven necessary on the kernel: tests/packaging/test_agent_capabilities.py.
+DEFAULT_CAPABILITIES = ("BPF", "NET_ADMIN", "PERFMON")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 

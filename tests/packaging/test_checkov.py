@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,6 @@ def accepted_findings() -> dict[str, tuple[str, str]]:
     """docs/install.md's table of accepted checkov findings: check id -> (objects, reason)."""
     text = INSTALL_DOC.read_text()
     section = text.split("## Accepted security-scan findings", 1)[1].split("\n## ", 1)[0]
-    section = section.split("### Open findings", 1)[0]
     rows = re.findall(
         r"^\|\s*`(CKV2?_K8S_\d+)`\s*\|\s*([^|]*?)\s*\|\s*(\S.*?)\s*\|\s*$", section, re.M
     )
@@ -57,31 +55,13 @@ def accepted_findings() -> dict[str, tuple[str, str]]:
     return {check: (objects, reason) for check, objects, reason in rows}
 
 
-def pending_operator_fixes() -> set[str]:
-    """docs/install.md's "Open findings": checks the operator's DaemonSet still fails, each
-    with the one-line fix the operator needs. Listed there, they fail no test (a warning
-    instead); anything else checkov finds does."""
-    text = INSTALL_DOC.read_text()
-    if "### Open findings" not in text:
-        return set()
-    section = text.split("### Open findings", 1)[1].split("\n#", 1)[0]
-    return set(re.findall(r"^\|\s*`(CKV2?_K8S_\d+)`\s*\|", section, re.M))
-
-
-def assert_clean(report: dict[str, Any], documented_for: str, pending: set[str] = frozenset()
-                 ) -> None:
+def assert_clean(report: dict[str, Any], documented_for: str) -> None:
     failed = [
         f"{c['check_id']} {c['check_name']} ({c['resource']})"
         for c in report["results"]["failed_checks"]
-        if c["check_id"] not in pending
     ]
     assert not failed, "checkov findings:\n" + "\n".join(failed)
-    still_open = sorted({c["check_id"] for c in report["results"]["failed_checks"]} & pending)
-    if still_open:
-        warnings.warn(f"open checkov findings of the {documented_for}, pending a fix in the "
-                      f"operator (docs/install.md): {', '.join(still_open)}", stacklevel=2)
-    else:
-        assert report["exit_code"] == 0
+    assert report["exit_code"] == 0
     documented = accepted_findings()
     for skipped in report["results"]["skipped_checks"]:
         check = skipped["check_id"]
@@ -120,7 +100,7 @@ def test_agent_daemonset_passes_checkov(checkov: Path, value_set: str, tmp_path:
     ]
     report = scan(checkov, manifest, skip=accepted)
     assert report["summary"]["passed"] > 50
-    assert_clean(report, "agent DaemonSet", pending=pending_operator_fixes())
+    assert_clean(report, "agent DaemonSet")
 
 
 @pytest.mark.slow
