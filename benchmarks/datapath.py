@@ -129,13 +129,10 @@ def _measure_scenario(phase: str, scenario: Scenario, paths: Sequence[str], kind
             results.failures.append(Failure(phase, others, scenario.name, f"teardown: {e}"))
 
 
-# Request/response on this 2-CPU machine is bimodal: a ~6 µs median while client and server
-# each have a CPU, ~40 µs while another process holds one (every transaction then waits for a
-# wakeup). That flip is the scheduler, not the hook under test, and it lasts seconds: an RR
-# measurement whose median is this many times the lowest median seen on its path so far is
-# taken again after a pause (up to RR_RETRIES times), keeping the lowest. The retries are
-# counted in the results and reported. One retry only: the slow spells often last longer,
-# and retries must not stretch the run; the rounds' medians and best-of deal with the rest.
+# Request/response is pinned to one CPU (traffic.RR_CPU), which keeps its median stable; a
+# measurement whose median is still this many times the lowest median seen on its path (the
+# machine is shared) is taken once more after a pause, keeping the lower. Retries are counted
+# in the results and reported.
 RR_DISTURBED_FACTOR = 2.5
 RR_RETRIES = 1
 RR_RETRY_PAUSE_S = 0.5

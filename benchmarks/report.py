@@ -338,12 +338,7 @@ def _load_line(doc: dict[str, Any]) -> list[str]:
         lines += [
             f"Request/response: {dp.get('rr_retried', 0)} of {dp['rr_measurements']} "
             "measurements were taken again because their median latency was more than 2.5x "
-            "the lowest median seen on that path: on 2 shared CPUs the median flips between "
-            "about 6 µs (client and server each have a CPU) and about 40 µs (another process "
-            "holds one, every transaction waits for a wakeup). That is the scheduler, not the "
-            "hook under test; the retry comes after a 0.5 s pause (once), the lower median is "
-            "kept. Slow spells often last longer than that: the per-round medians and the "
-            "best-round ratios carry the rest.",
+            "the lowest median seen on that path (once, after a 0.5 s pause, the lower kept).",
             ""]
     if not load:
         return lines
@@ -634,9 +629,13 @@ def _method_section() -> list[str]:
         "sender, so CPU-seconds measure the path's cost even when other work takes the CPUs "
         "away; the packets/s delivered to the pod (in the JSON) depend on how much CPU the "
         "receiver got and are not used. `benchmarks/tcp_rr.c`, netperf TCP_RR's equivalent "
-        "(netperf is not in Debian): 1-byte request and answer over one connection; its median "
-        "(p50) latency is the robust figure, the mean and p99 follow the machine's scheduling "
-        "stalls.",
+        "(netperf is not in Debian): 1-byte request and answer over one connection, client and "
+        "server pinned to the same CPU (like netperf -T). Unpinned, the scheduler sometimes "
+        "puts them on different vCPUs and each transaction then waits for a halted vCPU to be "
+        "woken through the hypervisor: the median jumps from about 5 µs to about 40 µs for as "
+        "long as that placement lasts (measured here with both CPUs loaded), which says "
+        "nothing about the hook. The median (p50) is the robust figure; the mean and p99 "
+        "follow the machine's scheduling stalls.",
         "- **Noise control.** Each round measures one metric at a time across all scenarios, "
         "in an order rotated every pass, so the plain figure a ratio divides by was taken "
         "seconds before or after; every ratio uses the plain route of its own round. Tables "

@@ -10,13 +10,15 @@
 Per-CPU-second figures are the ones to trust on a shared machine: a throughput falls when
 someone else takes the CPU, the CPU cost of a packet barely moves.
 - Request/response latency: `tcp_rr` (1-byte request, 1-byte answer, one connection, the
-  netperf TCP_RR equivalent), transactions/s and latency percentiles.
+  netperf TCP_RR equivalent), client and server on one CPU, transactions/s and latency
+  percentiles.
 
 Servers run in the measured pod for the whole run; clients are started per measurement.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -30,6 +32,12 @@ RR_PORT = 7001
 # the ports above, so filters evaluate every packet and pass it.
 DENIED_TCP_PORT = 7999
 UDP_PAYLOAD = 64
+# Request/response runs client and server on one CPU (as netperf -T does). Left to the
+# scheduler, they sometimes land on different vCPUs, and every transaction then waits for a
+# halted vCPU to be woken through the hypervisor: the median flips from ~5 µs to ~40 µs for
+# as long as the placement lasts, which has nothing to do with the hook under test.
+RR_CPU = str((os.cpu_count() or 1) - 1)
+_ON_RR_CPU = ("taskset", "-c", RR_CPU)
 
 
 # What each kind of measurement yields (metric names are those of results.METRICS).
@@ -44,11 +52,12 @@ class TrafficServers:
     """iperf3 and tcp_rr servers inside the measured pod, kept for the whole run."""
 
     def __init__(self, node: BenchNode, tcp_rr: Path) -> None:
-        shell.require_tools("iperf3")
+        shell.require_tools("iperf3", "taskset")
         self.node = node
         self.tcp_rr = tcp_rr
         self._iperf = shell.start(["iperf3", "-s", "-p", str(IPERF_PORT)], netns=node.pod_b)
-        self._rr = shell.start([str(tcp_rr), "server", str(RR_PORT)], netns=node.pod_b)
+        self._rr = shell.start([*_ON_RR_CPU, str(tcp_rr), "server", str(RR_PORT)],
+                               netns=node.pod_b)
         self._wait_listening()
 
     def _wait_listening(self) -> None:
@@ -144,7 +153,7 @@ def _udp_rate(path: TrafficPath, seconds: float) -> dict[str, float]:
 
 
 def _request_response(path: TrafficPath, tcp_rr: Path, seconds: float) -> dict:
-    proc = shell.run([str(tcp_rr), "client", POD_B_IP, str(RR_PORT), str(seconds)],
+    proc = shell.run([*_ON_RR_CPU, str(tcp_rr), "client", POD_B_IP, str(RR_PORT), str(seconds)],
                      netns=path.sender_netns, check=False, timeout=seconds + 30)
     if proc.returncode != 0:
         raise MeasurementError(f"tcp_rr along {path.name}: {proc.stderr.strip()}")
