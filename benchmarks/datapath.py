@@ -129,7 +129,7 @@ def _measure_scenario(phase: str, scenario: Scenario, paths: Sequence[str], kind
             results.failures.append(Failure(phase, others, scenario.name, f"teardown: {e}"))
 
 
-# Request/response is pinned to one CPU (traffic.RR_CPU), which keeps its median stable; a
+# Traffic is pinned to one CPU (traffic.TRAFFIC_CPU), which keeps the RR median stable; a
 # measurement whose median is still this many times the lowest median seen on its path (the
 # machine is shared) is taken once more after a pause, keeping the lower. Retries are counted
 # in the results and reported.

@@ -315,7 +315,7 @@ def _noise_section(doc: dict[str, Any]) -> list[str]:
     if not spread:
         return [*lines, "Only one round ran, so the spread across rounds is unknown.", ""]
     lines += [
-        "The machine has 2 cores shared with other work running at the same time (see the load "
+        "The machine has 2 vCPUs shared with other work running at the same time (see the load "
         "average above). The spread of the *plain route* across rounds — (max - min) / median of "
         "the same measurement repeated — is the noise floor: a ratio closer to 1 than this "
         "cannot be told apart from 1.",
@@ -345,9 +345,9 @@ def _load_line(doc: dict[str, Any]) -> list[str]:
     return [*lines,
             "One-minute load average after each round of the datapath phase: "
             f"{min(load):.1f} to {max(load):.1f} (median {statistics.median(load):.1f}) on "
-            f"{doc.get('machine', {}).get('cpus_online', '?')} CPUs. The benchmark itself keeps "
-            "about two tasks busy (sender and receiver); load above that is other work sharing "
-            "the machine.", ""]
+            f"{doc.get('machine', {}).get('cpus_online', '?')} CPUs. The benchmark's traffic "
+            "keeps one to two tasks runnable on its one CPU; load above that is other work "
+            "sharing the machine.", ""]
 
 
 def _goals_section(summaries: list[dict], doc: dict[str, Any]) -> list[str]:
@@ -629,13 +629,17 @@ def _method_section() -> list[str]:
         "sender, so CPU-seconds measure the path's cost even when other work takes the CPUs "
         "away; the packets/s delivered to the pod (in the JSON) depend on how much CPU the "
         "receiver got and are not used. `benchmarks/tcp_rr.c`, netperf TCP_RR's equivalent "
-        "(netperf is not in Debian): 1-byte request and answer over one connection, client and "
-        "server pinned to the same CPU (like netperf -T). Unpinned, the scheduler sometimes "
-        "puts them on different vCPUs and each transaction then waits for a halted vCPU to be "
-        "woken through the hypervisor: the median jumps from about 5 µs to about 40 µs for as "
-        "long as that placement lasts (measured here with both CPUs loaded), which says "
-        "nothing about the hook. The median (p50) is the robust figure; the mean and p99 "
-        "follow the machine's scheduling stalls.",
+        "(netperf is not in Debian): 1-byte request and answer over one connection; its median "
+        "(p50) latency is the robust figure, the mean and p99 follow the machine's scheduling "
+        "stalls.",
+        "- **One CPU.** Every sender and receiver is pinned to the same CPU (like netperf -T), "
+        "so the whole path — sender, the host's forwarding with the hook under test, receiver "
+        "— runs there and the raw rates are one-CPU figures. Unpinned, on these 2 vCPUs the "
+        "scheduler sometimes splits client and server across vCPUs and every request/response "
+        "transaction then waits for a halted vCPU to be woken through the hypervisor: the "
+        "median jumped from about 5 µs to about 40 µs while that lasted (seen with both CPUs "
+        "loaded), and the CPU cost of a UDP packet moved by ±5 % with the placement; pinned, "
+        "both stay within about ±1 %. It also leaves the other CPU to whatever else runs.",
         "- **Noise control.** Each round measures one metric at a time across all scenarios, "
         "in an order rotated every pass, so the plain figure a ratio divides by was taken "
         "seconds before or after; every ratio uses the plain route of its own round. Tables "

@@ -3,15 +3,14 @@
 - TCP throughput: iperf3, one stream, bits/s received by the pod, and bits per CPU-second
   of the sender and receiver processes.
 - UDP packet rate: iperf3 `-u -b 0 -l 64`, small packets so the per-packet cost of a hook
-  shows, not the per-byte cost of copying: packets/s sent (the sender's CPU also forwards
-  them through the host: softirq work runs inline), packets per CPU-second of the sender,
+  shows, not the per-byte cost of copying: packets/s sent, packets per CPU-second of the
+  sender (softirq work runs inline and is charged to it: forwarding through the host),
   and packets/s delivered (noisy: it depends on how much CPU the receiver got).
 
 Per-CPU-second figures are the ones to trust on a shared machine: a throughput falls when
 someone else takes the CPU, the CPU cost of a packet barely moves.
 - Request/response latency: `tcp_rr` (1-byte request, 1-byte answer, one connection, the
-  netperf TCP_RR equivalent), client and server on one CPU, transactions/s and latency
-  percentiles.
+  netperf TCP_RR equivalent), transactions/s and latency percentiles.
 
 Servers run in the measured pod for the whole run; clients are started per measurement.
 """
@@ -32,12 +31,15 @@ RR_PORT = 7001
 # the ports above, so filters evaluate every packet and pass it.
 DENIED_TCP_PORT = 7999
 UDP_PAYLOAD = 64
-# Request/response runs client and server on one CPU (as netperf -T does). Left to the
-# scheduler, they sometimes land on different vCPUs, and every transaction then waits for a
-# halted vCPU to be woken through the hypervisor: the median flips from ~5 µs to ~40 µs for
-# as long as the placement lasts, which has nothing to do with the hook under test.
-RR_CPU = str((os.cpu_count() or 1) - 1)
-_ON_RR_CPU = ("taskset", "-c", RR_CPU)
+# Every sender and receiver runs on one CPU (as netperf -T pins them). Left to the
+# scheduler on these 2 vCPUs, request/response sometimes lands on different vCPUs and every
+# transaction then waits for a halted vCPU to be woken through the hypervisor (the median flips
+# from ~5 µs to ~40 µs while that placement lasts), and the CPU cost of a UDP packet moves by
+# ±5 % with the placement; on one CPU both are steady (±1 %). The whole path (sender, the
+# host's forwarding softirq with the hook under test, receiver) then shares that CPU, so the
+# raw rates are one-CPU figures.
+TRAFFIC_CPU = str((os.cpu_count() or 1) - 1)
+_ON_TRAFFIC_CPU = ("taskset", "-c", TRAFFIC_CPU)
 
 
 # What each kind of measurement yields (metric names are those of results.METRICS).
@@ -55,8 +57,9 @@ class TrafficServers:
         shell.require_tools("iperf3", "taskset")
         self.node = node
         self.tcp_rr = tcp_rr
-        self._iperf = shell.start(["iperf3", "-s", "-p", str(IPERF_PORT)], netns=node.pod_b)
-        self._rr = shell.start([*_ON_RR_CPU, str(tcp_rr), "server", str(RR_PORT)],
+        self._iperf = shell.start([*_ON_TRAFFIC_CPU, "iperf3", "-s", "-p", str(IPERF_PORT)],
+                                  netns=node.pod_b)
+        self._rr = shell.start([*_ON_TRAFFIC_CPU, str(tcp_rr), "server", str(RR_PORT)],
                                netns=node.pod_b)
         self._wait_listening()
 
@@ -96,7 +99,8 @@ def _iperf(path: TrafficPath, seconds: float, *extra: str) -> dict:
     # iperf3 takes whole seconds; the server answers one test at a time, so retry briefly
     # when a previous test is still being torn down ("the server is busy").
     duration = str(max(1, round(seconds)))
-    argv = ["iperf3", "-c", POD_B_IP, "-p", str(IPERF_PORT), "-t", duration, "-J", *extra]
+    argv = [*_ON_TRAFFIC_CPU, "iperf3", "-c", POD_B_IP, "-p", str(IPERF_PORT), "-t", duration,
+            "-J", *extra]
     for _ in range(5):
         proc = shell.run(argv, netns=path.sender_netns, check=False,
                          timeout=float(duration) + 30)
@@ -153,8 +157,8 @@ def _udp_rate(path: TrafficPath, seconds: float) -> dict[str, float]:
 
 
 def _request_response(path: TrafficPath, tcp_rr: Path, seconds: float) -> dict:
-    proc = shell.run([*_ON_RR_CPU, str(tcp_rr), "client", POD_B_IP, str(RR_PORT), str(seconds)],
-                     netns=path.sender_netns, check=False, timeout=seconds + 30)
+    argv = [*_ON_TRAFFIC_CPU, str(tcp_rr), "client", POD_B_IP, str(RR_PORT), str(seconds)]
+    proc = shell.run(argv, netns=path.sender_netns, check=False, timeout=seconds + 30)
     if proc.returncode != 0:
         raise MeasurementError(f"tcp_rr along {path.name}: {proc.stderr.strip()}")
     return json.loads(proc.stdout)
