@@ -2,6 +2,7 @@
 
 - `tcp_rr`: the request/response latency client/server (netperf is not in Debian).
 - `tc_port_filter.o`: the tc clsact BPF program the LWT port-filter is compared against.
+- `lwt_noop.o`: an LWT program that only returns BPF_OK (the cost of the hook itself).
 
 Nothing is written into the source tree; the caller removes the scratch directory.
 """
@@ -20,6 +21,7 @@ SOURCE_DIR = Path(__file__).resolve().parent
 class Helpers:
     tcp_rr: Path
     tc_port_filter: Path
+    lwt_noop: Path
 
 
 def build_helpers(scratch: Path) -> Helpers:
@@ -32,8 +34,11 @@ def build_helpers(scratch: Path) -> Helpers:
     include = scratch / "include"
     (include / "gnu").mkdir(parents=True, exist_ok=True)
     (include / "gnu" / "stubs-32.h").touch()
-    tc_obj = scratch / "tc_port_filter.o"
-    shell.run(["clang", "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
-               f"-I{include}", f"-I/usr/include/{platform.machine()}-linux-gnu",
-               "-c", str(SOURCE_DIR / "tc_port_filter.c"), "-o", str(tc_obj)])
-    return Helpers(tcp_rr=tcp_rr, tc_port_filter=tc_obj)
+    objects = {}
+    for name in ("tc_port_filter", "lwt_noop"):
+        objects[name] = scratch / f"{name}.o"
+        shell.run(["clang", "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
+                   f"-I{include}", f"-I/usr/include/{platform.machine()}-linux-gnu",
+                   "-c", str(SOURCE_DIR / f"{name}.c"), "-o", str(objects[name])])
+    return Helpers(tcp_rr=tcp_rr, tc_port_filter=objects["tc_port_filter"],
+                   lwt_noop=objects["lwt_noop"])

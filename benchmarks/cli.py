@@ -221,7 +221,8 @@ def _run_datapath(settings: Settings, helpers: Helpers, bpffs: Path,
         node = BenchNode()
         attacher = RouteAttacher(node.host)
         servers = TrafficServers(node, helpers.tcp_rr)
-        ctx = Context(node, programs, attacher, bpffs, helpers.tc_port_filter, helpers.tcp_rr)
+        ctx = Context(node, programs, attacher, bpffs, helpers.tc_port_filter, helpers.tcp_rr,
+                      helpers.lwt_noop)
         run_datapath(ctx, servers, settings, results, log.info)
     finally:
         # Namespaces first: their routes hold the programs; then our own program fds.

@@ -60,7 +60,7 @@ def run_datapath(ctx: Context, servers: TrafficServers, settings: Settings,
 def _in_hooks_phase(s: Scenario, settings: Settings) -> bool:
     if s.family == "plain":
         return True
-    if s.family == "ours":
+    if s.family in ("ours", "lwt-noop"):
         return True
     return s.name in settings.alternatives
 

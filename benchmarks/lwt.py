@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from benchmarks.errors import ScenarioError
@@ -48,6 +49,23 @@ class LwtPrograms:
         key = (builtin, hook)
         if key not in self._loaded:
             self._loaded[key] = self._load(builtin, hook)
+        return self._loaded[key]
+
+    def get_object(self, path: Path, section: str, hook: str) -> LwtProgram:
+        """A program of an object outside the catalogue (the benchmark's own no-op)."""
+        key = (str(path), hook)
+        if key not in self._loaded:
+            try:
+                from lwt_agent.bpf import Hook, ObjectSpec
+                from lwt_agent.route.labels import program_label
+            except ImportError as e:
+                raise ScenarioError(f"the loader (lwt_agent.bpf) is missing: {e}") from e
+            try:
+                prog = ObjectSpec.from_file(path).load(section, Hook(hook))
+            except Exception as e:
+                raise ScenarioError(f"loading {path.name} for hook {hook} failed: {e}") from e
+            label = program_label(LABEL_OWNER, hook, prog.tag, prog.id)
+            self._loaded[key] = LwtProgram(path.stem, hook, prog.fd, prog.id, label, prog)
         return self._loaded[key]
 
     def _load(self, builtin: str, hook: str) -> LwtProgram:

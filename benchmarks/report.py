@@ -81,8 +81,19 @@ def _order(summaries: list[dict], phase: str) -> list[str]:
     for s in summaries:
         if s["phase"] == phase and s["scenario"] not in seen:
             seen.append(s["scenario"])
-    seen.sort(key=lambda n: (n != "plain", not n.startswith(("counters", "port-filter")), n))
+    seen.sort(key=_rank)
     return seen
+
+
+def _rank(name: str) -> tuple[int, str]:
+    """plain, then the no-op hook, then our built-ins, then the alternatives."""
+    if name == "plain":
+        return 0, name
+    if name.startswith("lwt-noop"):
+        return 1, name
+    if name.startswith(("counters", "port-filter")):
+        return 2, name
+    return 3, name
 
 
 def _paths(summaries: list[dict], phase: str) -> list[str]:
@@ -248,7 +259,8 @@ def _findings_section(summaries: list[dict], doc: dict[str, Any]) -> list[str]:
                     metric=metric)
 
     plain_udp = hooks("plain", "udp_packets_per_cpu_s")
-    ours = [n for n in _order(summaries, "hooks") if n.startswith(("counters", "port-filter"))]
+    ours = [n for n in _order(summaries, "hooks")
+            if n.startswith(("lwt-noop", "counters", "port-filter"))]
     if plain_udp and ours:
         ns_plain = 1e9 / plain_udp["median"]
         costs = []
@@ -261,7 +273,8 @@ def _findings_section(summaries: list[dict], doc: dict[str, Any]) -> list[str]:
             out.append(
                 f"- **Per packet**, forwarding a 64-byte UDP packet to the pod costs "
                 f"{ns_plain:,.0f} ns of CPU on the plain route here; the CPU added per packet "
-                f"(from the median ratio) is: {text}.")
+                f"(from the median ratio) is: {text}. `lwt-noop` only returns BPF_OK: it is "
+                "the price of being on the route at all; the rest is each program's work.")
     for name in ("port-filter/out",):
         tcp = hooks(name, "tcp_bits_per_cpu_s")
         rr = hooks(name, "rr_p50_us")
@@ -613,7 +626,9 @@ def _method_section() -> list[str]:
         "that the benchmark traffic does not use: each packet is evaluated and passed. Before "
         "measuring, the run proves each scenario is in place: the route shows the encap, and a "
         "SYN to the denied port is dropped (answered for non-filtering scenarios).",
-        "- **Scenarios.** `counters/<hook>` and `port-filter/<hook>`: our built-ins loaded once by "
+        "- **Scenarios.** `lwt-noop/out`: `benchmarks/lwt_noop.c`, an LWT program that only "
+        "returns BPF_OK, the cost of the hook itself. "
+        "`counters/<hook>` and `port-filter/<hook>`: our built-ins loaded once by "
         "the project's loader, configured through the catalogue's typed config, attached by the "
         "route engine. `tc-bpf`: `benchmarks/tc_port_filter.c`, same verdict and map shape as "
         "port-filter (without its per-destination counters and source-prefix trie) on the pod's "

@@ -4,6 +4,7 @@ Every scenario applies the same policy, "drop TCP to port DENIED_TCP_PORT of the
 wherever it can, so the benchmark traffic (other ports) is evaluated and passed:
 
 - `plain`: nothing; the baseline every figure is divided by.
+- `lwt-noop/out`: an LWT program that only passes the packet (the cost of the hook itself).
 - `counters/<hook>`, `port-filter/<hook>`: our built-ins on the pod's host route.
 - `tc-bpf`: benchmarks/tc_port_filter.c on the pod's host-side veth (clsact egress).
 - `iptables`: one rule per pod in FORWARD (`-d POD -p tcp --dport P -j DROP`); the measured
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from benchmarks import shell
 from benchmarks.errors import CommandError, ScenarioError
-from benchmarks.lwt import LwtPrograms, RouteAttacher
+from benchmarks.lwt import LwtProgram, LwtPrograms, RouteAttacher
 from benchmarks.topology import (
     MEASURED_ROUTE,
     POD_B_HOST_DEV,
@@ -48,6 +49,7 @@ class Context:
     bpffs: Path
     tc_object: Path
     tcp_rr: Path
+    lwt_noop: Path
     _tc_pin: Path | None = None
 
     def tc_program(self) -> Path:
@@ -110,8 +112,11 @@ class OurProgram(Scenario):
         others = [f"{ip}/32" for ip in ctx.node.other_pod_ips(ctx.node.other_pods)]
         return [MEASURED_ROUTE], others
 
+    def _program(self, ctx: Context) -> LwtProgram:
+        return ctx.programs.get(self.builtin, self.hook)
+
     def setup(self, ctx: Context) -> None:
-        prog = ctx.programs.get(self.builtin, self.hook)
+        prog = self._program(ctx)
         measured, others = self._routes(ctx)
         ctx.attacher.attach(prog, others)
         ctx.attacher.attach(prog, measured)
@@ -125,6 +130,17 @@ class OurProgram(Scenario):
         dump = ctx.node.measured_route_dump()
         if f"encap bpf {self.hook} " not in dump:
             raise ScenarioError(f"{self.name}: the measured route has no {self.hook} encap: {dump}")
+
+
+class LwtNoop(OurProgram):
+    """benchmarks/lwt_noop.c on a hook: what being on the route costs before any work."""
+
+    def __init__(self, hook: str) -> None:
+        super().__init__("lwt-noop", hook)
+        self.family = "lwt-noop"
+
+    def _program(self, ctx: Context) -> LwtProgram:
+        return ctx.programs.get_object(ctx.lwt_noop, "lwt/noop", self.hook)
 
 
 class TcBpf(Scenario):
@@ -210,4 +226,4 @@ def all_scenarios(hooks: Sequence[str] = ("out", "in", "xmit")) -> list[Scenario
     ours: list[Scenario] = [
         OurProgram(builtin, hook) for builtin in ("counters", "port-filter") for hook in hooks
     ]
-    return [PlainRoute(), *ours, TcBpf(), Iptables(), Nftables()]
+    return [PlainRoute(), LwtNoop("out"), *ours, TcBpf(), Iptables(), Nftables()]
