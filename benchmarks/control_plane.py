@@ -45,7 +45,7 @@ def run(settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
 
 
 def failures(control: dict[str, Any] | None) -> list[str]:
-    """Control-plane parts that could not run at all (not the ones that are 'not yet')."""
+    """Control-plane parts that could not run at all."""
     if not control or control.get("skipped"):
         return []
     found = [f"route engine, {r['routes']} routes: {r['error']}"

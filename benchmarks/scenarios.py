@@ -1,7 +1,7 @@
 """Datapath scenarios: what sits on the path to the measured pod while traffic runs.
 
-Every scenario applies the same policy, "drop TCP to port DENIED_TCP_PORT of the pod",
-wherever it can, so the benchmark traffic (other ports) is evaluated and passed:
+Every filtering scenario applies the same policy, "drop TCP to port DENIED_TCP_PORT of the
+pod", so the benchmark traffic (other ports) is evaluated and passed:
 
 - `plain`: nothing; the baseline every figure is divided by.
 - `lwt-noop/out`: an LWT program that only passes the packet (the cost of the hook itself).
