@@ -253,3 +253,28 @@ def desired_attachments(
                                _loss_reason(winner, lost)) for lost in losers]
     state.losers.sort(key=lambda x: (x.policy, x.hook, str(x.destination)))
     return state
+
+
+def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """Only what targeting reads: a real Pod (managedFields, containers, conditions) is
+    tens of kilobytes, and a node holds hundreds to thousands of them (both modes keep
+    these views, never the objects as read)."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    return {
+        "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "uid",
+                                          "deletionTimestamp") if k in meta},
+        "spec": {k: spec[k] for k in ("nodeName", "hostNetwork") if k in spec},
+        "status": {k: status[k] for k in ("phase", "podIP", "podIPs") if k in status},
+    }
+
+
+def slim_node(node: dict[str, Any]) -> dict[str, Any]:
+    """Labels (nodeSelector) and pod CIDRs (podSubnets) only."""
+    meta = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    return {
+        "metadata": {k: meta[k] for k in ("name", "labels") if k in meta},
+        "spec": {k: spec[k] for k in ("podCIDR", "podCIDRs") if k in spec},
+    }

@@ -29,6 +29,7 @@ from typing import Any
 from lwt_policy import schema
 from lwt_policy.model import PolicyRef
 from lwt_policy.status import node_status, rfc3339
+from lwt_policy.targets import slim_node, slim_pod
 
 from .admission import PolicyBook, PolicyView
 from .errors import StartupError
@@ -38,8 +39,6 @@ from .kube import (
     Informer,
     Kube,
     load_configuration,
-    slim_node,
-    slim_pod,
     wait_all,
 )
 from .reconciler import Inputs, Report

@@ -218,27 +218,3 @@ def wait_all(informers: list[Informer], stop: threading.Event, timeout: float) -
             return True
         stop.wait(0.05)
     return all(i.synced.is_set() for i in informers)
-
-
-def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
-    """Only what targeting reads: a real Pod (managedFields, containers, conditions) is
-    tens of kilobytes, and a node holds hundreds of them in the cache."""
-    meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    status = pod.get("status") or {}
-    return {
-        "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "uid",
-                                          "deletionTimestamp") if k in meta},
-        "spec": {k: spec[k] for k in ("nodeName", "hostNetwork") if k in spec},
-        "status": {k: status[k] for k in ("phase", "podIP", "podIPs") if k in status},
-    }
-
-
-def slim_node(node: dict[str, Any]) -> dict[str, Any]:
-    """Labels (nodeSelector) and pod CIDRs (podSubnets) only."""
-    meta = node.get("metadata") or {}
-    spec = node.get("spec") or {}
-    return {
-        "metadata": {k: meta[k] for k in ("name", "labels") if k in meta},
-        "spec": {k: spec[k] for k in ("podCIDR", "podCIDRs") if k in spec},
-    }

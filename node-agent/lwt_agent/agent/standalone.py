@@ -25,6 +25,7 @@ from lwt_policy.errors import ManifestError
 from lwt_policy.manifests import assume_scheduled_here, load_cluster_objects
 from lwt_policy.model import PolicyRef
 from lwt_policy.status import node_status, policy_status
+from lwt_policy.targets import slim_node, slim_pod
 
 from .admission import PolicyBook
 from .errors import InputError
@@ -89,9 +90,9 @@ class FileWatcher:
         groups: list[tuple[str, Sequence[Path], Callable[[Any], list[dict[str, Any]]]]] = [
             ("policies", self.files.policies, lambda o: [loc.obj for loc in o.policies]),
             ("pods", self.files.pods,
-             lambda o: assume_scheduled_here(o.pods, self.node_name)),
+             lambda o: [slim_pod(p) for p in assume_scheduled_here(o.pods, self.node_name)]),
             ("configmaps", self.files.configmaps, lambda o: o.configmaps),
-            ("nodes", self.files.nodes, lambda o: o.nodes),
+            ("nodes", self.files.nodes, lambda o: [slim_node(n) for n in o.nodes]),
         ]
         for group, paths, pick in groups:
             try:
