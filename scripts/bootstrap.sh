@@ -32,9 +32,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  echo "bootstrap: installing the project and its test dependencies into .venv"
+  echo "bootstrap: installing the project and its test and benchmark dependencies into .venv"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test,bench]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
