@@ -90,7 +90,7 @@ def _one_agent(node: BenchNode, routes: int, settings: Settings, scratch: Path,
         converged = _wait_attached(node, proc, routes, timeout=120, stderr=work / "stderr")
         result["seconds_to_attach_all"] = round(converged - started, 3)
         time.sleep(2.0)  # a few idle polls: memory as it stays, not mid-pass
-        result.update(_memory(proc.pid))
+        result.update(memory(proc.pid))
         trials = dict(settings.enforcement_trials).get(routes, 0)
         if trials:
             def apply(deny_ports: list[int]) -> None:
@@ -165,7 +165,7 @@ def _wait_attached(node: BenchNode, proc: subprocess.Popen[bytes], routes: int,
                      f"{stderr.read_text()[-800:].strip()}")
 
 
-def _memory(pid: int) -> dict[str, float]:
+def memory(pid: int) -> dict[str, float]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
@@ -227,7 +227,7 @@ def _trials(apply: Callable[[list[int]], None], proc: subprocess.Popen[bytes],
                                      sockets))
         time.sleep(random.uniform(0.0, 0.6))
         allow.append(_change_and_wait(apply, [DENIED_TCP_PORT], True, proc, sockets))
-    return {"trials": trials, "deny": _stats(deny), "allow": _stats(allow),
+    return {"trials": trials, "deny": stats(deny), "allow": stats(allow),
             "probe_timeout_ms": PROBE_TIMEOUT_S * 1000}
 
 
@@ -271,7 +271,7 @@ def _probe_answered(sockets: NetnsSockets) -> bool:
         return bool(writable)
 
 
-def _stats(values_s: list[float]) -> dict[str, float]:
+def stats(values_s: list[float]) -> dict[str, float]:
     ms = sorted(v * 1000 for v in values_s)
     return {
         "p50_ms": statistics.median(ms),

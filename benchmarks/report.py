@@ -599,7 +599,37 @@ def _cluster_section(cluster: dict[str, Any] | None) -> list[str]:
           for k, label in (("deny", "port denied → SYN dropped"),
                            ("allow", "port allowed → SYN answered"))),
         "",
+        *_cluster_create_section(cluster.get("create")),
     ]
+
+
+def _cluster_create_section(create: list[dict[str, Any]] | None) -> list[str]:
+    lines = ["### Policy create → enforced on every node (API emulator)", ""]
+    if not create:
+        return [*lines, "Not measured in this run.", ""]
+    lines += [
+        "Two `lwt-agent run --kubeconfig` processes, each on its own node (host netns with "
+        "pod routes), the emulated API server and the operator; the pods are API objects "
+        "whose IPs are the nodes' pod routes. A trial POSTs a new policy selecting every pod "
+        "and times, from the POST, until every pod route on both nodes carries `encap bpf "
+        "out` (`ip route show`, polled every 20 ms); the policy is deleted and the routes "
+        "are plain again (finalizer released) before the next trial. RSS: each agent once "
+        "converged, policy attached.",
+        "",
+        "| pods per node | nodes | p50 | p99 | min | max | trials | agent RSS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in create:
+        if c.get("error"):
+            lines.append(f"| {c['pods_per_node']:,} | {c['nodes']} | could not run: "
+                         f"{c['error']} | | | | | |")
+            continue
+        e = c["enforced"]
+        rss = " / ".join(f"{m:.1f} MB" for m in c.get("rss_mb", [])) or "-"
+        lines.append(f"| {c['pods_per_node']:,} | {c['nodes']} | {e['p50_ms']:.0f} ms | "
+                     f"{e['p99_ms']:.0f} ms | {e['min_ms']:.0f} ms | {e['max_ms']:.0f} ms | "
+                     f"{e['n']} | {rss} |")
+    return [*lines, ""]
 
 
 def _rounds(cp: dict[str, Any]) -> str:

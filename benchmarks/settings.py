@@ -23,6 +23,8 @@ class Settings:
     # p50/p99 matter, a few at 10,000 routes (a pass there takes seconds)
     enforcement_trials: tuple[tuple[int, int], ...] = ((1000, 20), (10000, 3))
     cluster_trials: int = 20  # the same through the Kubernetes API emulator (one pod)
+    # policy create -> enforced on both nodes of the API emulator stand: (pods per node, trials)
+    cluster_create_trials: tuple[tuple[int, int], ...] = ((10, 20), (1000, 20))
     only: tuple[str, ...] = field(default_factory=tuple)  # scenario names; empty: all
     kinds: tuple[str, ...] = ("tcp", "udp", "rr")  # traffic.KINDS to measure
 
@@ -44,6 +46,7 @@ QUICK = Settings(
     obj_per_route_count=10,
     enforcement_trials=((1000, 10),),  # at 10,000 routes a trial takes seconds: full run only
     cluster_trials=5,
+    cluster_create_trials=((10, 5), (1000, 5)),
 )
 
 # About a minute of everything, for the smoke test: proves the harness runs, measures nothing.
@@ -61,6 +64,7 @@ TINY = Settings(
     rss_route_counts=(100,),
     enforcement_trials=((100, 3),),
     cluster_trials=3,
+    cluster_create_trials=((10, 2),),
 )
 
 MODES = {s.mode: s for s in (FULL, QUICK, TINY)}

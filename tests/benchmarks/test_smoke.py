@@ -55,6 +55,9 @@ def test_tiny_run_measures_every_scenario_and_cleans_up(tmp_path: Path) -> None:
     agent = doc["agent"]["runs"]
     assert agent and all("rss_mb" in r and r["enforcement"]["deny"]["n"] > 0 for r in agent)
     assert doc["cluster"]["enforcement"]["allow"]["n"] > 0, doc["cluster"]
+    create = doc["cluster"]["create"]
+    assert create and all(c["enforced"]["n"] > 0 and len(c["rss_mb"]) == 2 for c in create), \
+        create
 
     page = (tmp_path / "performance.md").read_text()
     assert "## Datapath" in page and doc["machine"]["kernel"] in page
@@ -67,7 +70,8 @@ def test_a_scenario_that_cannot_run_fails_the_run(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO), LWT_BPF_DIR=str(tmp_path / "no-objects"))
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--tiny", "--no-docs", "--out", str(tmp_path),
-         "--only", "port-filter/out", "--skip-control-plane", "--skip-agent"],
+         "--only", "port-filter/out", "--skip-control-plane", "--skip-agent",
+         "--skip-cluster"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode == 1, proc.stderr[-4000:]
