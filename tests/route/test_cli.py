@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -127,3 +128,23 @@ def test_failure_policy(node: Node, programs: TestPrograms) -> None:
         assert not node.ping(node.host, other.ipv4, timeout=0.5)
     finally:
         fallback.close()
+
+
+def test_status_pin_dir_that_holds_no_pins_falls_back_to_ids(node: Node, tmp_path: Path) -> None:
+    # --pin-dir is only where to look first: a missing directory, or one holding files that are
+    # not bpffs pins, is no error; programs are then opened by id (root).
+    pod = node.pods[0]
+    (tmp_path / "not-a-pin").write_text("x")
+    proc = agent("attach", "--dst", pod.ipv4, "--hook", "out", "--builtin", "counters",
+                 "--netns", node.host, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    attached = json.loads(proc.stdout)
+    try:
+        for pin_dir in (tmp_path / "missing", tmp_path):
+            shown = agent("status", "--netns", node.host, "--pin-dir", str(pin_dir), "--json")
+            assert shown.returncode == 0, shown.stderr
+            (route,) = json.loads(shown.stdout)["routes"]
+            (hook,) = route["hooks"]
+            assert hook["prog_id"] == attached["prog_id"] and hook["problem"] is None
+    finally:
+        assert agent("detach", "--dst", pod.ipv4, "--netns", node.host).returncode == 0
