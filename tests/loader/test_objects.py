@@ -12,7 +12,7 @@ from lwt_agent.bpf import (
     ObjectSpec,
     UnsupportedFeatureError,
     VerifierError,
-    objects,
+    loader,
 )
 from lwt_agent.bpf.maps import kernel_name
 
@@ -153,7 +153,7 @@ def test_several_programs_in_one_section(testobj: Path) -> None:
 
 def test_verifier_log_is_bounded_and_keeps_the_reason(testobj: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(objects, "VERIFIER_LOG_KEEP", 200)
+    monkeypatch.setattr(loader, "VERIFIER_LOG_KEEP", 200)
     with pytest.raises(VerifierError) as info:
         ObjectSpec.from_file(testobj / "out_write.o").load("lwt_write", Hook.OUT)
     log = info.value.log

@@ -13,8 +13,9 @@ from .errors import (
     VerifierError,
 )
 from .hooks import Hook
+from .loader import LoadedProgram
 from .maps import BpfMap, MapSpec
-from .objects import LoadedProgram, ObjectSpec, UnsupportedFeature
+from .objects import ObjectSpec, UnsupportedFeature
 from .programs import ProgramSpec
 
 __all__ = [

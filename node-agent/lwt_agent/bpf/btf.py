@@ -175,10 +175,6 @@ class Btf:
                 return t
         return None
 
-    def datasec_names(self) -> list[str]:
-        return [t.name for t in self.types if t.kind == KIND_DATASEC]
-
-
     def for_kernel(self, section_sizes: dict[str, int],
                    symbol_offsets: dict[str, dict[str, int]]) -> bytes:
         """The .BTF bytes with what the compiler leaves for the loader filled in, as libbpf

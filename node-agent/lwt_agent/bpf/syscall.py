@@ -25,8 +25,6 @@ BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
-BPF_PROG_GET_NEXT_ID = 11
-BPF_MAP_GET_NEXT_ID = 12
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
@@ -384,25 +382,6 @@ def prog_get_fd_by_id(prog_id: int) -> int:
 
 def map_get_fd_by_id(map_id: int) -> int:
     return _bpf(BPF_MAP_GET_FD_BY_ID, _GetIdAttr(id=map_id), f"opening map id {map_id}")
-
-
-def _next_id(cmd: int, start: int, what: str) -> int | None:
-    attr = _GetIdAttr(id=start)
-    try:
-        _bpf(cmd, attr, f"listing {what} ids")
-    except KernelError as exc:
-        if exc.errno == 2:
-            return None
-        raise
-    return int(attr.next_id)
-
-
-def prog_get_next_id(start: int = 0) -> int | None:
-    return _next_id(BPF_PROG_GET_NEXT_ID, start, "program")
-
-
-def map_get_next_id(start: int = 0) -> int | None:
-    return _next_id(BPF_MAP_GET_NEXT_ID, start, "map")
 
 
 def prog_info(fd: int) -> ProgInfo:
