@@ -17,7 +17,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-HOOKS = frozenset({"in", "out", "xmit"})
+from . import schema
+
+HOOKS = frozenset(schema.HOOKS)
 
 # Where a packaged agent image keeps the compiled objects (Dockerfile installs them here).
 INSTALLED_OBJECT_DIR = Path("/usr/lib/lwt-operator/bpf")
@@ -135,7 +137,7 @@ COUNTERS = BuiltinProgram(
     object="counters.o",
     section="lwt/counters",
     function="lwt_counters",
-    hooks=frozenset({"in", "out", "xmit"}),
+    hooks=HOOKS,
     maps=(
         MapSpec("cnt_stats", "percpu_hash", ADDR_KEY_SIZE, 16 + 8 * HIST_BUCKETS,
                 MAX_DESTINATIONS, MapRole.COUNTERS, flags=BPF_F_NO_PREALLOC,
@@ -158,7 +160,7 @@ PORT_FILTER = BuiltinProgram(
     object="port_filter.o",
     section="lwt/port_filter",
     function="lwt_port_filter",
-    hooks=frozenset({"in", "out", "xmit"}),
+    hooks=HOOKS,
     maps=(
         MapSpec("pf_ports", "hash", 4, 1, PORT_SET_MAX, MapRole.CONFIG,
                 description="denied {port (host order) u16, IPPROTO u8, pad u8}"),
@@ -195,7 +197,7 @@ SAMPLER = BuiltinProgram(
     object="sampler.o",
     section="lwt/sampler",
     function="lwt_sampler",
-    hooks=frozenset({"in", "out", "xmit"}),
+    hooks=HOOKS,
     maps=(
         MapSpec("smp_config", "array", 4, 8, 1, MapRole.CONFIG,
                 description="{one_in u32, snap_len u32}"),
@@ -285,7 +287,7 @@ DROP_ALL = BuiltinProgram(
     object="drop_all.o",
     section="lwt/drop_all",
     function="lwt_drop_all",
-    hooks=frozenset({"in", "out", "xmit"}),
+    hooks=HOOKS,
     maps=(
         MapSpec("drop_stats", "percpu_hash", ADDR_KEY_SIZE, 16, MAX_DESTINATIONS,
                 MapRole.COUNTERS, flags=BPF_F_NO_PREALLOC,

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from lwt_policy.model import LwtRoutePolicy, PolicyRef, ProgramSource
 
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
-DestinationKind = Literal["pod", "local-subnet", "remote-subnet"]
+TargetKind = Literal["pod", "local-subnet", "remote-subnet"]
 
 
 @dataclass(frozen=True, order=True)
@@ -41,11 +41,11 @@ class PodRef:
 
 
 @dataclass(frozen=True)
-class Destination:
+class Target:
     """A route destination on this node and where it comes from."""
 
     prefix: Prefix
-    kind: DestinationKind
+    kind: TargetKind
     pod: PodRef | None = None   # kind "pod"
     node: str | None = None     # kind "*-subnet": the node whose pod CIDR this is
 
@@ -86,7 +86,7 @@ class Excluded:
 
 @dataclass
 class DesiredState:
-    destinations: dict[Prefix, Destination] = field(default_factory=dict)
+    destinations: dict[Prefix, Target] = field(default_factory=dict)
     attachments: dict[Prefix, dict[str, Attachment]] = field(default_factory=dict)
     losers: list[Loser] = field(default_factory=list)
     excluded: list[Excluded] = field(default_factory=list)
@@ -167,9 +167,9 @@ def _policy_destinations(
     this_node: Mapping[str, Any],
     other_nodes: list[Mapping[str, Any]],
     node_name: str,
-) -> list[Destination]:
+) -> list[Target]:
     spec = policy.spec
-    found: list[Destination] = []
+    found: list[Target] = []
     if spec.pod_selector is not None:
         for pod in pods:
             meta = pod.get("metadata") or {}
@@ -180,13 +180,13 @@ def _policy_destinations(
             if not spec.pod_selector.matches(_labels(pod)):
                 continue
             ref = PodRef(policy.namespace, meta.get("name", ""))
-            found += [Destination(p, "pod", pod=ref) for p in pod_prefixes(pod)]
+            found += [Target(p, "pod", pod=ref) for p in pod_prefixes(pod)]
     if "local" in spec.pod_subnets:
-        found += [Destination(p, "local-subnet", node=node_name)
+        found += [Target(p, "local-subnet", node=node_name)
                   for p in node_pod_cidrs(this_node)]
     if "remote" in spec.pod_subnets:
         for node in other_nodes:
-            found += [Destination(p, "remote-subnet", node=_name(node))
+            found += [Target(p, "remote-subnet", node=_name(node))
                       for p in node_pod_cidrs(node)]
     return found
 

@@ -1,7 +1,7 @@
 """The kopf handlers: short and declarative; the decisions live in the pure modules.
 
 - every policy event and a periodic timer: judge the spec (validation.py), aggregate the node
-  entries (status.py) and write conditions/summary/observedGeneration when they differ; prune
+  entries (aggregate.py) and write conditions/summary/observedGeneration when they differ; prune
   entries of nodes that no longer exist; a Warning Event when a generation is rejected;
 - deletion: the finalizer stays until every existing node reports `detached`
   (kopf retries the handler every `finalizer_poll` seconds and removes the finalizer when it
@@ -19,8 +19,8 @@ import kopf
 import kubernetes.client
 from lwt_policy import contract
 
+from lwt_operator.aggregate import DesiredStatus, NodeInfo, desired_status, status_patch
 from lwt_operator.config import OperatorConfig
-from lwt_operator.status import DesiredStatus, NodeInfo, desired_status, status_patch
 from lwt_operator.validation import Verdict, judge
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,14 @@ from typing import Any
 
 import pytest
 import yaml
+from lwt_operator.aggregate import (
+    NodeInfo,
+    desired_status,
+    expected_nodes,
+    render_conditions,
+    status_patch,
+    tolerates,
+)
 from lwt_operator.daemonset import (
     SETTINGS_HASH_ANNOTATION,
     build_daemonset,
@@ -20,14 +28,6 @@ from lwt_operator.daemonset import (
 )
 from lwt_operator.errors import SettingsError
 from lwt_operator.settings import AgentSettings
-from lwt_operator.status import (
-    NodeInfo,
-    desired_status,
-    expected_nodes,
-    render_conditions,
-    status_patch,
-    tolerates,
-)
 from lwt_operator.validation import Verdict, judge
 from lwt_policy import contract
 from lwt_policy.errors import Problem

@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open(args.dst_file) as f:
         intents = [RouteIntent(Destination.of(line.strip()), wanted) for line in f if line.strip()]
     with RouteEngine(args.netns) as engine:
-        result = engine.reconcile(intents, owners={labels.owner_token(args.owner)})
+        result = engine.converge(intents, owners={labels.owner_token(args.owner)})
     print(json.dumps(result.to_json()), flush=True)
     return 1 if result.failures else 0
 

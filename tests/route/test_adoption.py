@@ -32,7 +32,7 @@ def test_restart_adopts_by_label_and_collects_garbage(node: Node) -> None:
             node.host, groups=netlink.RTMGRP_IPV4_ROUTE | netlink.RTMGRP_IPV6_ROUTE)
         try:
             keep = [f"{pod.ipv4}/32", f"{pod.ipv6}/128"]
-            result = engine.reconcile(
+            result = engine.converge(
                 [RouteIntent(Destination.of(d), {"out": refs[d]}) for d in keep],
                 owners={"shop/web"})
             assert result.counts["unchanged"] == 2  # adopted: nothing rewritten

@@ -12,7 +12,7 @@ from lwt_agent.route import (
     UnknownDestinationError,
 )
 from lwt_agent.route.errors import BadRequestError
-from lwt_agent.route.status import route_status
+from lwt_agent.route.inventory import route_status
 from pyroute2 import IPRoute
 
 from tests.route.programs import TestPrograms

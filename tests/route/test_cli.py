@@ -115,7 +115,7 @@ def test_failure_policy(node: Node, programs: TestPrograms) -> None:
         closed_hooks = apply_failure_policy(
             broken, FailurePolicy.FAIL_CLOSED, {"out": fallback_ref})
         with RouteEngine(node.host) as engine:
-            result = engine.reconcile(
+            result = engine.converge(
                 [RouteIntent(Destination.of(pod.ipv4), open_hooks),
                  RouteIntent(Destination.of(other.ipv4), closed_hooks)],
                 owners={"shop/web", "fallback"},

@@ -35,7 +35,7 @@ def test_guard_reapplies_after_cni_churn(node: Node, programs: TestPrograms) -> 
     intents = [RouteIntent(Destination.of(a), {"out": ref}) for a in (pod.ipv4, pod.ipv6)]
     listener = node.tcp_listen(pod.ns, pod.ipv4, 7001)
     with RouteEngine(node.host) as engine, RouteGuard(node.host, resync_seconds=60) as guard:
-        engine.reconcile(intents, owners={"shop/web"})
+        engine.converge(intents, owners={"shop/web"})
         guard.set_desired(intents)
         time.sleep(0.1)  # the initial resync finds everything in place
         assert guard.reapplies == 0
@@ -61,7 +61,7 @@ def test_guard_recreates_owned_route(bridge_node: Node, programs: TestPrograms) 
     ref = programs.out["drop_a"].ref("shop/web")
     intents = [RouteIntent(Destination.of(pod.ipv4), {"out": ref})]
     with RouteEngine(bridge_node.host) as engine, RouteGuard(bridge_node.host) as guard:
-        assert engine.reconcile(intents, owners={"shop/web"}).counts["create-owned"] == 1
+        assert engine.converge(intents, owners={"shop/web"}).counts["create-owned"] == 1
         guard.set_desired(intents)
         ip(bridge_node.host, "route", "del", f"{pod.ipv4}/32")  # someone flushes it
         took = _wait_for_label(engine, pod.ipv4, ref.label, 3.0)
@@ -75,7 +75,7 @@ def test_guard_resyncs_after_lost_events(node: Node, programs: TestPrograms) -> 
     ref = programs.out["drop_a"].ref("shop/web")
     intents = [RouteIntent(Destination.of(pod.ipv4), {"out": ref})]
     with RouteEngine(node.host) as engine, RouteGuard(node.host, resync_seconds=60) as guard:
-        engine.reconcile(intents, owners={"shop/web"})
+        engine.converge(intents, owners={"shop/web"})
         guard.set_desired(intents)
         time.sleep(0.1)
         resyncs = guard.resyncs

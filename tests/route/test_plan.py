@@ -146,7 +146,7 @@ def test_refusals_per_destination() -> None:
             "10.0.0.7", "10.9.9.9", "10.0.0.0/24"]
     plan = make_plan([intent(d, wanted) for d in dsts], routes, links={5})
     assert [str(a.dst) for a in plan.actions] == ["10.0.0.1/32"]
-    errors = {dst: type(err) for dst, err in plan.refusals.items()}
+    errors = {str(dst): type(err) for dst, err in plan.refusals.items()}
     assert errors == {
         "10.0.0.2/32": ForeignEncapError, "10.0.0.3/32": MultipathRouteError,
         "10.0.0.4/32": MissingDeviceError, "10.0.0.5/32": UnsupportedRouteError,
@@ -160,7 +160,7 @@ def test_refusals_per_destination() -> None:
 def test_headroom_only_for_xmit() -> None:
     routes = [route("10.0.0.1/32")]
     plan = make_plan([intent("10.0.0.1", {"out": ref()}, headroom=14)], routes)
-    assert isinstance(plan.refusals["10.0.0.1/32"], HeadroomError)
+    assert isinstance(plan.refusals[Destination.of("10.0.0.1/32")], HeadroomError)
     xmit = ref(hook="xmit")
     (act,) = make_plan([intent("10.0.0.1", {"xmit": xmit}, headroom=20)], routes).actions
     assert act.encap.headroom == 20 and act.encap.labels()["xmit"].endswith("+h20")  # type: ignore[union-attr]
@@ -185,7 +185,8 @@ def test_reconcile_adopts_and_collects_garbage() -> None:
 def test_duplicate_destinations_refused() -> None:
     plan = make_plan([intent("10.0.0.1", {"out": ref()}), intent("10.0.0.1/32", {"out": ref()})],
                      [route("10.0.0.1/32")])
-    assert len(plan.actions) == 1 and "given twice" in str(plan.refusals["10.0.0.1/32"])
+    refused = plan.refusals[Destination.of("10.0.0.1/32")]
+    assert len(plan.actions) == 1 and "given twice" in str(refused)
 
 
 def test_failure_policy_is_explicit() -> None:

@@ -131,7 +131,7 @@ class ClusterAgent:
         if self.configmaps is not None and not self.configmaps.synced.wait(5):
             log.warning("ConfigMaps not listed yet: configMap programs wait")
         views = self.book.cluster(policies)
-        report = self.agent.reconcile(Inputs(
+        report = self.agent.run_pass(Inputs(
             views, self.pods.snapshot(), self.nodes.snapshot(),
             self.configmaps.snapshot() if self.configmaps is not None else []))
         self._write_status(report, {(p["metadata"].get("namespace") or "default",

@@ -35,11 +35,12 @@ from lwt_agent.route.model import Destination
 from .admission import PolicyView
 from .errors import ProgramError
 from .sources import ProgramSources
-from .store import ProgramKey, ProgramStore, StoredProgram, is_policy_owner, policy_owner
+from .store import ProgramKey, ProgramStore, StoredProgram
 
 log = logging.getLogger(__name__)
 
-Hook = str
+# One program per (policy, hook name): the key of the programs of a pass.
+PolicyHook = tuple[PolicyRef, str]
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Attached:
     """A program of a policy on this node, for metrics and the sampler."""
 
     policy: PolicyRef
-    hook: Hook
+    hook: str
     program: StoredProgram
     destinations: Mapping[str, str]  # address text -> "ns/pod" (or "" for subnets)
 
@@ -86,8 +87,8 @@ class Reconciler:
         self.guard = guard
         # The last program of the policy's own that was ready, per (policy, hook): kept
         # when a newer version of the program cannot be made ready.
-        self._last_good: dict[tuple[PolicyRef, Hook], ProgramKey] = {}
-        self._logged: dict[tuple[PolicyRef, Hook], str] = {}
+        self._last_good: dict[PolicyHook, ProgramKey] = {}
+        self._logged: dict[PolicyHook, str] = {}
 
     # --- one pass ------------------------------------------------------------------------
 
@@ -105,7 +106,7 @@ class Reconciler:
             # Pause the guard while this pass changes routes: the events of our own changes
             # must not look like CNI churn (the guard would put the old programs back).
             self.guard.set_desired([])
-        result = self.engine.reconcile(intents, owners)
+        result = self.engine.converge(intents, owners)
         if self.guard is not None:
             self.guard.set_desired(intents)  # resyncs at once: churn meanwhile is repaired
         used = {p.key for p in programs.values() if p is not None}
@@ -130,14 +131,14 @@ class Reconciler:
     def _programs(
         self, desired: DesiredState, by_ref: Mapping[PolicyRef, Any],
         configmaps: Sequence[Mapping[str, Any]],
-    ) -> tuple[dict[tuple[PolicyRef, Hook], StoredProgram | None],
+    ) -> tuple[dict[PolicyHook, StoredProgram | None],
                dict[PolicyRef, ProgramError]]:
         """(policy, hook) -> program to attach (None: leave the hook plain), and the first
         error of each policy."""
         wanted = sorted({(a.policy, a.hook) for hooks in desired.attachments.values()
                          for a in hooks.values()})
         index = index_configmaps(configmaps)
-        programs: dict[tuple[PolicyRef, Hook], StoredProgram | None] = {}
+        programs: dict[PolicyHook, StoredProgram | None] = {}
         errors: dict[PolicyRef, ProgramError] = {}
         for ref, hook in wanted:
             policy = by_ref[ref]
@@ -157,7 +158,7 @@ class Reconciler:
             self._logged.pop((ref, hook), None)
         return programs, errors
 
-    def _instead(self, ref: PolicyRef, hook: Hook, failure_policy: str,
+    def _instead(self, ref: PolicyRef, hook: str, failure_policy: str,
                  errors: dict[PolicyRef, ProgramError]) -> StoredProgram | None:
         kept_key = self._last_good.get((ref, hook))
         kept = self.store.get(kept_key) if kept_key is not None else None
@@ -175,7 +176,7 @@ class Reconciler:
     # --- routes --------------------------------------------------------------------------
 
     def _intents(self, desired: DesiredState,
-                 programs: Mapping[tuple[PolicyRef, Hook], StoredProgram | None]
+                 programs: Mapping[PolicyHook, StoredProgram | None]
                  ) -> list[RouteIntent]:
         shared: dict[tuple[Any, ...], dict[str, ProgramRef | None]] = {}
         intents: list[RouteIntent] = []
@@ -197,15 +198,15 @@ class Reconciler:
     def _owners(self, views: Mapping[PolicyRef, PolicyView]) -> set[str]:
         """Owners whose hooks the engine garbage-collects: every policy we know of, and
         every policy owner found on the routes (policies removed while we were down)."""
-        owners = {policy_owner(ref) for ref in views}
+        owners = {labels.policy_owner(ref) for ref in views}
         owners |= {label.owner for text in self.engine.labels_in_use()
                    if (label := labels.parse(text)) is not None
-                   and is_policy_owner(label.owner)}
+                   and labels.is_policy_owner(label.owner)}
         return owners
 
     def _owners_still_attached(self, views: Mapping[PolicyRef, PolicyView]) -> set[PolicyRef]:
         """Deleting policies some route still carries a program of (not detached yet)."""
-        deleting = {policy_owner(ref): ref for ref, v in views.items() if v.deleting}
+        deleting = {labels.policy_owner(ref): ref for ref, v in views.items() if v.deleting}
         if not deleting:
             return set()
         found = set()
@@ -219,7 +220,7 @@ class Reconciler:
 
     def _node_result(
         self, view: PolicyView, desired: DesiredState,
-        programs: Mapping[tuple[PolicyRef, Hook], StoredProgram | None],
+        programs: Mapping[PolicyHook, StoredProgram | None],
         errors: Mapping[PolicyRef, ProgramError], result: ApplyResult,
         still_attached: bool, now: dt.datetime,
     ) -> NodeResult:
@@ -237,7 +238,7 @@ class Reconciler:
         attached = 0
         route_error: str | None = None
         for prefix in desired.routes_of(ref) if view.policy is not None else ():
-            failure = result.failures.get(str(prefix))
+            failure = result.failures.get(Destination.of(prefix))
             if failure is not None:
                 route_error = route_error or f"route {prefix}: {failure}"
                 continue
@@ -261,9 +262,9 @@ class Reconciler:
         )
 
     def _attached(self, desired: DesiredState,
-                  programs: Mapping[tuple[PolicyRef, Hook], StoredProgram | None]
+                  programs: Mapping[PolicyHook, StoredProgram | None]
                   ) -> list[Attached]:
-        destinations: dict[tuple[PolicyRef, Hook], dict[str, str]] = {}
+        destinations: dict[PolicyHook, dict[str, str]] = {}
         for prefix, hooks in desired.attachments.items():
             where = desired.destinations.get(prefix)
             pod = str(where.pod) if where is not None and where.pod is not None else ""
@@ -282,10 +283,10 @@ class Reconciler:
         """Remove every hook of every policy owner from the routes (and the guard)."""
         if self.guard is not None:
             self.guard.set_desired([])
-        owners = {policy_owner(r) for r in refs} | {
+        owners = {labels.policy_owner(r) for r in refs} | {
             label.owner for text in self.engine.labels_in_use()
-            if (label := labels.parse(text)) is not None and is_policy_owner(label.owner)}
-        return self.engine.reconcile([], owners)
+            if (label := labels.parse(text)) is not None and labels.is_policy_owner(label.owner)}
+        return self.engine.converge([], owners)
 
 
 def _address(prefix: Prefix) -> str:

@@ -1,7 +1,7 @@
 """The running agent: route engine, guard, program store, reconciler, metrics, samples.
 
 Standalone mode and cluster mode both drive an `Agent`: they turn their inputs into
-`Inputs` and call `reconcile()`; everything below that is the same code path.
+`Inputs` and call `run_pass()`; everything below that is the same code path.
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class Agent:
 
     # --- the one code path ---------------------------------------------------------------
 
-    def reconcile(self, inputs: Inputs) -> Report:
+    def run_pass(self, inputs: Inputs) -> Report:
         with self.lock:
             report = self.reconciler.reconcile(inputs)
             self.samples.update(report.attached)

@@ -175,7 +175,7 @@ class Standalone:
     def reconcile_once(self) -> Report:
         state = self.watcher.state
         views = self.book.standalone(state.policies)
-        report = self.agent.reconcile(Inputs(views, state.pods, state.nodes, state.configmaps))
+        report = self.agent.run_pass(Inputs(views, state.pods, state.nodes, state.configmaps))
         self.agent.health.ready = True
         self.agent.health.reason = ""
         self.printer.print(report)

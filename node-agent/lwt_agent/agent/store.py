@@ -54,17 +54,6 @@ log = logging.getLogger(__name__)
 _DIGEST = re.compile(r"[0-9a-f]{16}")
 
 
-def policy_owner(ref: PolicyRef) -> str:
-    """The owner written into route labels for a policy (labels.owner_token of it)."""
-    return labels.owner_token(f"{ref.namespace}/{ref.name}")
-
-
-def is_policy_owner(owner: str) -> bool:
-    """True for owner tokens the agent writes (``ns/name`` or its hashed form); the CLI
-    writes ``cli`` and other tools other words, which the agent never garbage-collects."""
-    return owner.count("/") == 1 or "~" in owner
-
-
 @dataclass(frozen=True)
 class ProgramKey:
     policy: PolicyRef
@@ -194,7 +183,7 @@ class ProgramStore:
             raise ProgramError(request.field_path, str(exc)) from None
         program = StoredProgram(
             key=key, fd=loaded.fd, id=loaded.id, tag=loaded.tag,
-            label=labels.program_label(policy_owner(key.policy), key.hook, loaded.tag,
+            label=labels.program_label(labels.policy_owner(key.policy), key.hook, loaded.tag,
                                        loaded.id),
             maps=dict(loaded.maps), pin_dir=pin_dir, origin=request.origin,
             builtin=request.builtin, fallback=request.fallback, adopted=False)
@@ -235,7 +224,8 @@ class ProgramStore:
             raise
         return StoredProgram(
             key=key, fd=fd, id=info.id, tag=info.tag,
-            label=labels.program_label(policy_owner(key.policy), key.hook, info.tag, info.id),
+            label=labels.program_label(labels.policy_owner(key.policy), key.hook, info.tag,
+                                       info.id),
             maps=maps, pin_dir=pin_dir, origin=request.origin, builtin=request.builtin,
             fallback=request.fallback, adopted=True)
 
@@ -301,7 +291,7 @@ class ProgramStore:
         # Only our own layout (hook name, 16 hex digits): a --pin-dir shared with other
         # tools must never lose their pins.
         return [p for p in self.root.glob("*/*/*/*")
-                if p.is_dir() and p.parent.name in ("in", "out", "xmit")
+                if p.is_dir() and p.parent.name in labels.HOOKS
                 and _DIGEST.fullmatch(p.name)]
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from lwt_agent.agent.runtime import default_pin_root
 from lwt_agent.bpf.pins import PinIndex
 from lwt_agent.route import RouteError
-from lwt_agent.route.status import HookStatus, RouteStatus, route_status
+from lwt_agent.route.inventory import HookStatus, RouteStatus, route_status
 
 NAME = "status"
 HELP = "List routes carrying an LWT encap: labels, program id/tag, built-in counters."

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 from . import labels, netlink
 from .errors import BatchError, NetlinkError, RouteError
-from .model import RT_TABLE_MAIN, Destination, EncapSpec, IPNetwork, ObservedRoute, ProgramRef
+from .model import (
+    HOOK_ORDER,
+    RT_TABLE_MAIN,
+    Destination,
+    EncapSpec,
+    IPNetwork,
+    ObservedRoute,
+    ProgramRef,
+)
 from .plan import Kind, Plan, RouteAction, RouteIntent, make_plan
 from .resolve import RouteIndex, parse_destination
 
@@ -35,7 +43,7 @@ class ApplyResult:
     """What an apply did: counts per action kind and the routes that failed."""
 
     counts: dict[str, int] = field(default_factory=dict)
-    failures: dict[str, RouteError] = field(default_factory=dict)
+    failures: dict[Destination, RouteError] = field(default_factory=dict)
 
     @property
     def changed(self) -> int:
@@ -44,7 +52,7 @@ class ApplyResult:
     def to_json(self) -> dict[str, object]:
         return {
             "counts": dict(self.counts),
-            "failures": {dst: str(err) for dst, err in self.failures.items()},
+            "failures": {str(dst): str(err) for dst, err in self.failures.items()},
         }
 
 
@@ -100,7 +108,7 @@ class RouteEngine:
         new copy (which would need a new label, hence a swap on every route). The kernel tag
         is checked against the label. The caller owns (closes) the returned fd.
         """
-        from lwt_agent.route.status import program_info
+        from lwt_agent.route.inventory import program_info
 
         parsed = labels.parse(label)
         if parsed is None:
@@ -152,7 +160,7 @@ class RouteEngine:
                     messages.append(self._message(action, encap))
                     sent.append(action)
                 except RouteError as exc:
-                    result.failures[str(action.dst)] = exc
+                    result.failures[action.dst] = exc
                     result.counts[action.kind.value] -= 1
             errors = self._sock.send_batch(messages)
         finally:
@@ -160,7 +168,7 @@ class RouteEngine:
                 os.close(fd)
         for index, error in errors.items():
             action = sent[index]
-            result.failures[str(action.dst)] = _explain(action, error)
+            result.failures[action.dst] = _explain(action, error)
             result.counts[action.kind.value] -= 1
         return result
 
@@ -216,12 +224,12 @@ class RouteEngine:
         self, dsts: Iterable[str | IPNetwork | Destination], hooks: Collection[str] | None = None
     ) -> ApplyResult:
         """Remove our programs (all hooks, or ``hooks``) and restore the plain route."""
-        wanted = tuple(hooks) if hooks else ("in", "out", "xmit")
+        wanted = tuple(hooks) if hooks else HOOK_ORDER
         removal: dict[str, ProgramRef | None] = dict.fromkeys(wanted)
         intents = [RouteIntent(_dst(d), removal) for d in dsts]
         return self._apply_strict(self.plan(intents))
 
-    def reconcile(
+    def converge(
         self, intents: Iterable[RouteIntent], owners: Collection[str]
     ) -> ApplyResult:
         """Make the table match the complete desired state of ``owners`` (owner tokens).

@@ -5,6 +5,11 @@ is raised before anything is sent to the kernel, so a refused request changes no
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import Destination
+
 
 class RouteError(Exception):
     """Base class of every route-engine error (CLI exit code 1 unless noted)."""
@@ -67,7 +72,7 @@ class NetlinkError(RouteError):
 class BatchError(RouteError):
     """Some routes of a batch failed; the rest were applied. .failures maps dst -> error."""
 
-    def __init__(self, failures: dict[str, RouteError]) -> None:
+    def __init__(self, failures: dict[Destination, RouteError]) -> None:
         self.failures = failures
         first = next(iter(failures.items()))
         super().__init__(

@@ -34,18 +34,20 @@ import functools
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from .errors import HeadroomError, LabelError
+from .model import HOOK_ORDER
 
 PREFIX = "lwt/"
-HOOKS: tuple[str, ...] = ("in", "out", "xmit")
+HOOKS: tuple[str, ...] = HOOK_ORDER
 MAX_LABEL = 255
 MAX_HEADROOM = 256
 MAX_OWNER_TOKEN = 128
 _HASHED_KEEP = 96
 _OWNER_CHARS = re.compile(r"^[A-Za-z0-9._:@/~-]+$")
 _LABEL = re.compile(
-    r"^lwt/(?P<owner>[A-Za-z0-9._:@/~-]+)/(?P<hook>in|out|xmit)/"
+    r"^lwt/(?P<owner>[A-Za-z0-9._:@/~-]+)/(?P<hook>" + "|".join(HOOKS) + r")/"
     r"(?P<tag8>[0-9a-f]{8})\.(?P<id>[0-9]{1,10})(?:\+h(?P<headroom>[0-9]{1,3}))?$"
 )
 
@@ -76,6 +78,26 @@ def owner_token(owner: str) -> str:
         return owner
     digest = hashlib.sha256(owner.encode()).hexdigest()[:16]
     return f"{owner[:_HASHED_KEEP].rstrip('/')}~{digest}"
+
+
+class PolicyName(Protocol):
+    """What names a policy (lwt_policy.model.PolicyRef; this layer imports no policies)."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+
+
+def policy_owner(ref: PolicyName) -> str:
+    """The owner written into route labels for a policy (its ``namespace/name`` token)."""
+    return owner_token(f"{ref.namespace}/{ref.name}")
+
+
+def is_policy_owner(owner: str) -> bool:
+    """True for owner tokens the agent writes (``ns/name`` or its hashed form); the CLI
+    writes ``cli`` and other tools other words, which the agent never garbage-collects."""
+    return owner.count("/") == 1 or "~" in owner
 
 
 def program_label(owner: str, hook: str, tag: str, prog_id: int) -> str:

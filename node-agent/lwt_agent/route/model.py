@@ -7,6 +7,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lwt_agent.bpf.hooks import Hook
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Route protocol number that marks /32 (/128) routes the engine created itself (for pod IPs
@@ -17,7 +19,8 @@ RT_TABLE_MAIN = 254
 
 RTN_UNICAST = 1
 LWTUNNEL_ENCAP_BPF = 6
-HOOK_ORDER: tuple[str, ...] = ("in", "out", "xmit")
+# The loader's enum is the one list of hooks; routes carry them in this order.
+HOOK_ORDER: tuple[str, ...] = tuple(hook.value for hook in Hook)
 
 
 class FailurePolicy(enum.Enum):

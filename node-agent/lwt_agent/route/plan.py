@@ -78,7 +78,7 @@ class RouteAction:
 @dataclass
 class Plan:
     actions: list[RouteAction] = field(default_factory=list)
-    refusals: dict[str, RouteError] = field(default_factory=dict)
+    refusals: dict[Destination, RouteError] = field(default_factory=dict)
 
     @property
     def changes(self) -> list[RouteAction]:
@@ -311,7 +311,7 @@ def make_plan(
     for intent in intents:
         dst = intent.dst
         if dst.key in seen:
-            plan.refusals[str(dst)] = BadRequestError(f"destination {dst} is given twice")
+            plan.refusals[dst] = BadRequestError(f"destination {dst} is given twice")
             continue
         seen.add(dst.key)
         try:
@@ -329,10 +329,10 @@ def make_plan(
         except UnknownDestinationError as exc:
             if all(p is None for p in intent.hooks.values()):
                 continue  # removing from a route that is gone: nothing to do
-            plan.refusals[str(dst)] = exc
+            plan.refusals[dst] = exc
             continue
         except RouteError as exc:
-            plan.refusals[str(dst)] = exc
+            plan.refusals[dst] = exc
             continue
         if action is not None:
             actions.append(action)
@@ -378,7 +378,7 @@ def _plan_garbage(
             # force=False: a route mixing foreign hooks with ours is reported, not wiped.
             action = planner.route(route.dst, route, None, dict.fromkeys(mine), False)
         except RouteError as exc:
-            plan.refusals[str(route.dst)] = exc
+            plan.refusals[route.dst] = exc
             continue
         if action is not None:
             plan.actions.append(action)

@@ -13,18 +13,13 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import labels, netlink
 from .model import LWTUNNEL_ENCAP_BPF, ObservedRoute
 
-
-@dataclass
-class ProgramInfo:
-    id: int
-    tag: str
-    name: str
-    type: int
-    map_ids: tuple[int, ...]
+if TYPE_CHECKING:
+    from lwt_agent.bpf.syscall import ProgInfo
 
 
 @dataclass
@@ -34,7 +29,7 @@ class HookStatus:
     ours: bool
     owner: str | None = None
     headroom: int = 0
-    program: ProgramInfo | None = None
+    program: ProgInfo | None = None
     problem: str | None = None
 
     def to_json(self) -> dict[str, object]:
@@ -83,18 +78,17 @@ def _open_by_id(prog_id: int) -> int:
     return syscall.prog_get_fd_by_id(prog_id)
 
 
-def program_info(prog_id: int, open_program: ProgramOpener = _open_by_id) -> ProgramInfo:
+def program_info(prog_id: int, open_program: ProgramOpener = _open_by_id) -> ProgInfo:
     from lwt_agent.bpf import syscall
 
     fd = open_program(prog_id)
     try:
-        info = syscall.prog_info(fd)
+        return syscall.prog_info(fd)
     finally:
         os.close(fd)
-    return ProgramInfo(info.id, info.tag, info.name, info.type, info.map_ids)
 
 
-def _hook_status(hook: str, label: str, cache: dict[int, ProgramInfo | str],
+def _hook_status(hook: str, label: str, cache: dict[int, ProgInfo | str],
                  open_program: ProgramOpener) -> HookStatus:
     parsed = labels.parse(label)
     if parsed is None:
@@ -125,7 +119,7 @@ def route_status(netns: str | None = None, table: int | None = None,
         for family in (socket.AF_INET, socket.AF_INET6):
             routes.extend(r for r in sock.dump_routes(family, table) if r.encap_type is not None)
         links = sock.dump_links() if routes else {}
-    cache: dict[int, ProgramInfo | str] = {}
+    cache: dict[int, ProgInfo | str] = {}
     found: list[RouteStatus] = []
     for route in routes:
         status = RouteStatus(
