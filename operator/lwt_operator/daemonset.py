@@ -1,9 +1,10 @@
 """The agent DaemonSet: built from the settings, compared with what the cluster has.
 
 Pure functions; `keeper.py` does the API calls. The DaemonSet gives the agent what it needs and
-nothing more: the host network (it changes the node's routes), the host's bpffs (pins outlive
-agent restarts, so an upgrade detaches nothing), the capabilities from the settings (default
-BPF and NET_ADMIN) with every other capability dropped, and no privileged mode. The node name
+nothing more: the host network (it changes the node's routes), its own directory of the host's
+bpffs (pins outlive agent restarts, so an upgrade detaches nothing; other tools' pins stay
+hidden), the capabilities from the settings with every other capability dropped, and no
+privileged mode. The node name
 comes from the downward API (NODE_NAME); the agent serves /healthz and /readyz on its metrics
 port, which the probes use.
 """
@@ -26,6 +27,16 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "lwt-operator"}
 SELECTOR_LABELS = {"app.kubernetes.io/name": "lwt-agent", "app.kubernetes.io/component": "agent"}
 
 
+# The agent pins under <bpffs>/<PIN_SUBDIR> (lwt_agent.agent.runtime.default_pin_root);
+# a test holds the two equal.
+PIN_SUBDIR = "lwt-operator"
+
+
+def agent_pin_dir(bpffs: str) -> str:
+    """The host directory the agent may see: its own directory of the host's bpffs."""
+    return f"{bpffs.rstrip('/')}/{PIN_SUBDIR}"
+
+
 def selector_labels(settings: AgentSettings) -> dict[str, str]:
     """The pod selector: the chart's podLabels when given (its metrics Service selects by them),
     else our own. A DaemonSet's selector is immutable: a change means delete and re-create."""
@@ -45,6 +56,7 @@ def build_daemonset(
     labels = {**SELECTOR_LABELS, **MANAGED_BY}
     pod_labels = {**SELECTOR_LABELS, **selector}
     bpffs = settings.bpffsPath
+    pin_dir = agent_pin_dir(bpffs)
     port = settings.metricsPort
 
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -80,9 +92,11 @@ def build_daemonset(
             "capabilities": {"add": list(settings.capabilities), "drop": ["ALL"]},
         },
         "volumeMounts": [
+            # Only the agent's own directory of the host bpffs: other tools' pins (a CNI's
+            # maps, systemd's programs) stay out of reach of whatever runs in this container.
             # HostToContainer: Bidirectional is refused for unprivileged containers, and pins
             # the agent makes land in the host's bpffs anyway (it is the same filesystem).
-            {"name": "bpffs", "mountPath": bpffs, "mountPropagation": "HostToContainer"},
+            {"name": "bpffs", "mountPath": pin_dir, "mountPropagation": "HostToContainer"},
         ],
     }
     pod_spec: dict[str, Any] = {
@@ -96,7 +110,11 @@ def build_daemonset(
         "tolerations": [dict(t) for t in settings.tolerations],
         "nodeSelector": dict(settings.nodeSelector),
         "containers": [container],
-        "volumes": [{"name": "bpffs", "hostPath": {"path": bpffs, "type": "Directory"}}],
+        # DirectoryOrCreate: the kubelet creates the directory on the node's bpffs at the
+        # first install (bpffs allows mkdir); a missing bpffs still fails, as the agent then
+        # refuses a pin root that is not on bpffs.
+        "volumes": [{"name": "bpffs",
+                     "hostPath": {"path": pin_dir, "type": "DirectoryOrCreate"}}],
     }
     if settings.affinity:
         pod_spec["affinity"] = dict(settings.affinity)

@@ -92,9 +92,9 @@ def test_daemonset_manifest_gives_the_agent_what_it_needs_and_no_more() -> None:
     assert container["securityContext"]["privileged"] is False
     assert container["securityContext"]["capabilities"] == {"add": ["BPF", "NET_ADMIN"],
                                                             "drop": ["ALL"]}
-    assert pod["volumes"] == [{"name": "bpffs",
-                               "hostPath": {"path": "/run/bpf", "type": "Directory"}}]
-    assert container["volumeMounts"][0]["mountPath"] == "/run/bpf"
+    assert pod["volumes"] == [{"name": "bpffs", "hostPath": {
+        "path": "/run/bpf/lwt-operator", "type": "DirectoryOrCreate"}}]
+    assert container["volumeMounts"][0]["mountPath"] == "/run/bpf/lwt-operator"
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert env["LWT_METRICS_PORT"]["value"] == "9500"

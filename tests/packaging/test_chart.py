@@ -326,9 +326,9 @@ def test_agent_daemonset_the_operator_builds_is_valid_and_least_privilege(
     assert context["allowPrivilegeEscalation"] is False
     assert context["capabilities"]["drop"] == ["ALL"]
     assert set(context["capabilities"]["add"]) == documented_capabilities()
-    # The only host path is the bpffs.
+    # The only host path is the agent's own directory of the bpffs (not the whole bpffs).
     host_paths = [v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v]
-    assert host_paths == [settings["bpffsPath"]]
+    assert host_paths == [settings["bpffsPath"].rstrip("/") + "/lwt-operator"]
     # The metrics Service selects exactly these pods, on the port they listen on.
     service = rendered.one("Service", "-agent-metrics")
     pod_labels = daemonset["spec"]["template"]["metadata"]["labels"]
