@@ -36,16 +36,29 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cnt_errors SEC(".maps");
 
-static __always_inline __u32 log2_bucket(__u32 v)
+/* floor(log2(len)), 0 for 0 and 1, capped at LWT_HIST_BUCKETS - 1, with shifts and masks
+ * only: the verifier then sees one unknown index in 0..15 on every path (a branchy log2
+ * gives a different constant per path, which it refuses as an offset without CAP_PERFMON),
+ * and there is no branch to mispredict. No comparison either: clang turns those into
+ * branches on BPF. */
+static __always_inline __u64 log2_bucket(__u64 len)
 {
-	__u32 r = 0;
+	__u64 x = len & 0xffffffff;
 
-	if (v >> 16) { v >>= 16; r += 16; }
-	if (v >> 8) { v >>= 8; r += 8; }
-	if (v >> 4) { v >>= 4; r += 4; }
-	if (v >> 2) { v >>= 2; r += 2; }
-	if (v >> 1) { r += 1; }
-	return r < LWT_HIST_BUCKETS ? r : LWT_HIST_BUCKETS - 1;
+	/* smear the top bit down: x = 2^(k+1) - 1 for k = floor(log2(len)) */
+	x |= x >> 1;
+	x |= x >> 2;
+	x |= x >> 4;
+	x |= x >> 8;
+	x |= x >> 16;
+	/* k ones; keeping 15 of them caps k at 15 */
+	x = (x >> 1) & 0x7fff;
+	/* popcount */
+	x = x - ((x >> 1) & 0x5555);
+	x = (x & 0x3333) + ((x >> 2) & 0x3333);
+	x = (x + (x >> 4)) & 0x0f0f;
+	x = (x + (x >> 8)) & 0x1f;
+	return x & (LWT_HIST_BUCKETS - 1);  /* x <= 15 already; the mask tells the verifier */
 }
 
 static __always_inline void count_error(__u32 index)
@@ -53,38 +66,37 @@ static __always_inline void count_error(__u32 index)
 	__u64 *v = bpf_map_lookup_elem(&cnt_errors, &index);
 
 	if (v)
-		*v += 1;
+		LWT_ADD(*v, 1);
 }
 
 SEC("lwt/counters")
 int lwt_counters(struct __sk_buff *skb)
 {
-	struct lwt_pkt pkt;
+	struct lwt_addr dst;
 	struct cnt_value *v;
 	__u32 len = skb->len;
-	__u32 bucket = log2_bucket(len);
 
-	if (lwt_parse(skb, &pkt) < 0) {
+	if (!lwt_read_dst(skb, &dst)) {
 		count_error(CNT_ERR_NOT_IP);
 		return BPF_OK;
 	}
-	v = bpf_map_lookup_elem(&cnt_stats, &pkt.dst);
+	v = bpf_map_lookup_elem(&cnt_stats, &dst);
 	if (!v) {
 		struct cnt_value init = {};
 
 		/* BPF_NOEXIST: another CPU may have created the entry meanwhile; either way
 		 * the lookup below finds it. */
-		bpf_map_update_elem(&cnt_stats, &pkt.dst, &init, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(&cnt_stats, &pkt.dst);
+		bpf_map_update_elem(&cnt_stats, &dst, &init, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&cnt_stats, &dst);
 		if (!v) {
 			count_error(CNT_ERR_MAP_FULL);
 			return BPF_OK;
 		}
 	}
+	/* per-CPU value: no other CPU writes it, a plain add is enough */
 	v->packets += 1;
 	v->bytes += len;
-	if (bucket < LWT_HIST_BUCKETS)
-		v->hist[bucket] += 1;
+	v->hist[log2_bucket(len)] += 1;
 	return BPF_OK;
 }
 

@@ -145,11 +145,11 @@ int lwt_encap(struct __sk_buff *skb)
 	if (!cfg || !stats)
 		return BPF_DROP;
 	if (cfg->mode == ENC_MODE_NONE) {
-		stats->unconfigured += 1;
+		LWT_ADD(stats->unconfigured, 1);
 		return BPF_DROP;
 	}
 	if (bpf_skb_load_bytes(skb, 0, &first, 1) < 0) {
-		stats->errors += 1;
+		LWT_ADD(stats->errors, 1);
 		return BPF_DROP;
 	}
 	version = first >> 4;
@@ -160,11 +160,11 @@ int lwt_encap(struct __sk_buff *skb)
 	else
 		err = -1;  /* UDP over IPv6 or an unknown family: refused by the config */
 	if (err) {
-		stats->errors += 1;
+		LWT_ADD(stats->errors, 1);
 		return BPF_DROP;
 	}
-	stats->packets += 1;
-	stats->bytes += inner_len;
+	LWT_ADD(stats->packets, 1);
+	LWT_ADD(stats->bytes, inner_len);
 	return BPF_LWT_REROUTE;
 }
 

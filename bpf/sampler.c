@@ -75,13 +75,13 @@ int lwt_sampler(struct __sk_buff *skb)
 
 	if (!cfg || !stats)
 		return BPF_OK;
-	stats->seen += 1;
+	LWT_ADD(stats->seen, 1);
 	if (cfg->one_in == 0 || bpf_get_prandom_u32() % cfg->one_in != 0)
 		return BPF_OK;
 
 	s = bpf_ringbuf_reserve(&smp_ring, sizeof(*s), 0);
 	if (!s) {
-		stats->ring_full += 1;
+		LWT_ADD(stats->ring_full, 1);
 		return BPF_OK;
 	}
 	lwt_parse(skb, &pkt);
@@ -107,7 +107,7 @@ int lwt_sampler(struct __sk_buff *skb)
 	if (snap > 0 && bpf_skb_load_bytes(skb, 0, s->data, snap) == 0)
 		s->captured = snap;
 	bpf_ringbuf_submit(s, 0);
-	stats->sampled += 1;
+	LWT_ADD(stats->sampled, 1);
 	return BPF_OK;
 }
 

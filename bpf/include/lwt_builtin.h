@@ -6,8 +6,16 @@
  * both and user space decodes keys with one rule.
  *
  * LWT programs see the packet from the network header on, on every hook (in, out, xmit).
- * Headers are read with bpf_skb_load_bytes() rather than direct packet access: it copes
- * with non-linear skbs and is allowed on all three hooks.
+ * The fast paths read headers by direct packet access (skb->data .. data_end, readable on
+ * all three hooks): no helper call per header. When a header is not in the linear part of
+ * the skb they fall back to bpf_skb_load_bytes(), which copes with non-linear skbs.
+ *
+ * Every built-in loads with CAP_BPF + CAP_NET_ADMIN alone. Without CAP_PERFMON the verifier
+ * applies its Spectre v1 rules to pointer arithmetic on map values: the same instruction must
+ * add the same kind of offset (a constant, or an unknown bounded scalar) on every path that
+ * reaches it ("pointer arithmetic with it prohibited for !root"). clang merges
+ * `if (c) v->a += 1; else v->b += 1;` into `*(v + (c ? off_b : off_a)) += 1`, which breaks
+ * that rule; LWT_ADD() keeps each path's access at its own constant offset.
  */
 #ifndef LWT_BUILTIN_H
 #define LWT_BUILTIN_H
@@ -23,6 +31,16 @@
  * checks them against the maps the kernel created (program_config.check_map_layout). */
 #define LWT_MAX_DESTINATIONS 16384
 #define LWT_HIST_BUCKETS 16
+
+/* Adds n to a u64 field of a map value at the field's own constant offset: the empty asm
+ * hides the address from the optimiser, so clang cannot turn two branches' stores into one
+ * store at a computed offset (see above). Costs nothing at run time. */
+#define LWT_ADD(field, n)                                   \
+	do {                                                \
+		__u64 *lwt_add_p_ = &(field);               \
+		asm volatile("" : "+r"(lwt_add_p_));        \
+		*lwt_add_p_ += (n);                         \
+	} while (0)
 
 struct lwt_addr {
 	__u8 a[16];
@@ -125,6 +143,111 @@ static __always_inline int lwt_parse(struct __sk_buff *skb, struct lwt_pkt *pkt)
 	return -1;
 }
 
+/* Direct packet access: the bounds of the linear part of the skb. A header is read directly
+ * when `start + offset + size <= end` (checked against data_end, as the verifier requires),
+ * and through bpf_skb_load_bytes() otherwise. */
+#define LWT_DATA(skb) ((void *)(long)(skb)->data)
+#define LWT_DATA_END(skb) ((void *)(long)(skb)->data_end)
+
+/* Reads the IP version and the destination: 4 or 6, 0 for anything not IP (dst zeroed).
+ * Direct access when the IP header is linear (always, in practice), helpers otherwise. */
+static __always_inline int lwt_read_dst(struct __sk_buff *skb, struct lwt_addr *dst)
+{
+	void *data = LWT_DATA(skb);
+	void *end = LWT_DATA_END(skb);
+	struct lwt_pkt pkt;
+
+	if (data + sizeof(struct iphdr) <= end) {
+		struct iphdr *ip4 = data;
+
+		if (ip4->version == 4) {
+			lwt_map_v4(dst, ip4->daddr);
+			return 4;
+		}
+		if (ip4->version == 6 && data + sizeof(struct ipv6hdr) <= end) {
+			struct ipv6hdr *ip6 = data;
+
+			__builtin_memcpy(dst, &ip6->daddr, 16);
+			return 6;
+		}
+	}
+	if (lwt_parse(skb, &pkt) < 0) {
+		__builtin_memset(dst, 0, sizeof(*dst));
+		return 0;
+	}
+	__builtin_memcpy(dst, &pkt.dst, sizeof(*dst));
+	return pkt.version;
+}
+
+/* lwt_parse() by direct packet access for the common shapes (IPv4, IPv6 without extension
+ * headers, header linear); anything else goes through lwt_parse(). The source address is
+ * filled in only when want_src is set: most callers have no use for it. */
+static __always_inline int lwt_parse_fast(struct __sk_buff *skb, struct lwt_pkt *pkt,
+					  int want_src)
+{
+	void *data = LWT_DATA(skb);
+	void *end = LWT_DATA_END(skb);
+
+	if (data + sizeof(struct iphdr) <= end) {
+		struct iphdr *ip4 = data;
+
+		if (ip4->version == 4) {
+			pkt->version = 4;
+			lwt_map_v4(&pkt->dst, ip4->daddr);
+			if (want_src)
+				lwt_map_v4(&pkt->src, ip4->saddr);
+			pkt->l4_proto = ip4->protocol;
+			/* Only the first fragment carries the L4 header. */
+			pkt->l4_off = (ip4->frag_off & bpf_htons(0x1fff)) ? 0 : ip4->ihl * 4;
+			return 0;
+		}
+		if (ip4->version == 6 && data + sizeof(struct ipv6hdr) <= end) {
+			struct ipv6hdr *ip6 = data;
+
+			if (!lwt_is_ext_hdr(ip6->nexthdr) && ip6->nexthdr != IPPROTO_FRAGMENT) {
+				pkt->version = 6;
+				__builtin_memcpy(&pkt->dst, &ip6->daddr, 16);
+				if (want_src)
+					__builtin_memcpy(&pkt->src, &ip6->saddr, 16);
+				pkt->l4_proto = ip6->nexthdr;
+				pkt->l4_off = sizeof(struct ipv6hdr);
+				return 0;
+			}
+		}
+	}
+	return lwt_parse(skb, pkt);
+}
+
+/* The destination port of a TCP or UDP header at l4_off (host byte order), -1 if unreadable.
+ * TCP and UDP both start with source port, destination port. Without CAP_PERFMON the
+ * verifier refuses a packet pointer plus a variable offset, so direct access is at constant
+ * offsets only: right after an option-less IPv4 header or a bare IPv6 header (nearly every
+ * packet); anything else takes the helper. */
+#define LWT_DPORT_AT(skb, off)                                                 \
+	({                                                                      \
+		void *lwt_d_ = LWT_DATA(skb);                                   \
+		int lwt_r_ = -2;                                                \
+		if (lwt_d_ + (off) + 4 <= LWT_DATA_END(skb))                    \
+			lwt_r_ = bpf_ntohs(((__be16 *)(lwt_d_ + (off)))[1]);   \
+		lwt_r_;                                                         \
+	})
+
+static __always_inline int lwt_read_dport(struct __sk_buff *skb, __u32 l4_off)
+{
+	__be16 ports[2];
+	int port = -2;
+
+	if (l4_off == sizeof(struct iphdr))
+		port = LWT_DPORT_AT(skb, sizeof(struct iphdr));
+	else if (l4_off == sizeof(struct ipv6hdr))
+		port = LWT_DPORT_AT(skb, sizeof(struct ipv6hdr));
+	if (port >= 0)
+		return port;
+	if (bpf_skb_load_bytes(skb, l4_off, ports, sizeof(ports)) < 0)
+		return -1;
+	return bpf_ntohs(ports[1]);
+}
+
 /* Adds one packet to a per-CPU per-destination counter, creating the entry on first use.
  * Returns -1 when the map is full (the caller counts that). */
 static __always_inline int lwt_count(void *map, const struct lwt_addr *dst, __u64 len)
@@ -133,8 +256,8 @@ static __always_inline int lwt_count(void *map, const struct lwt_addr *dst, __u6
 
 	if (v) {
 		/* per-CPU value: no other CPU writes it, a plain add is enough */
-		v->packets += 1;
-		v->bytes += len;
+		LWT_ADD(v->packets, 1);
+		LWT_ADD(v->bytes, len);
 		return 0;
 	}
 	struct lwt_pkt_bytes init = { .packets = 1, .bytes = len };
@@ -145,8 +268,8 @@ static __always_inline int lwt_count(void *map, const struct lwt_addr *dst, __u6
 	v = bpf_map_lookup_elem(map, dst);
 	if (!v)
 		return -1;
-	v->packets += 1;
-	v->bytes += len;
+	LWT_ADD(v->packets, 1);
+	LWT_ADD(v->bytes, len);
 	return 0;
 }
 

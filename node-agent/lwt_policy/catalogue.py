@@ -113,8 +113,13 @@ class BuiltinProgram:
 ADDR_KEY_SIZE = 16            # struct lwt_addr: IPv6, or IPv4-mapped IPv6
 MAX_DESTINATIONS = 16384      # LWT_MAX_DESTINATIONS
 HIST_BUCKETS = 16             # LWT_HIST_BUCKETS
-PORT_SET_MAX = 1024           # pf_ports max_entries
+PORT_SET_MAX = 1024           # ports per list in a config (an input bound: the map is a bitmap)
+PORT_BITMAP_BYTES = 65536 // 8  # PF_PORT_BYTES: one bit per port, one slot per protocol
 SOURCE_PREFIX_MAX = 1024      # pf_srcs max_entries
+# pf_config.flags (PF_HAS_*): which checks a config needs, so the program skips the others
+PF_HAS_SRCS = 1
+PF_HAS_TCP = 2
+PF_HAS_UDP = 4
 SAMPLER_MAX_SNAP = 128        # SMP_MAX_SNAP
 SAMPLER_RING_BYTES = 256 * 1024
 BPF_F_NO_PREALLOC = 1  # per-destination tables: memory grows with the destinations seen
@@ -162,8 +167,11 @@ PORT_FILTER = BuiltinProgram(
     function="lwt_port_filter",
     hooks=HOOKS,
     maps=(
-        MapSpec("pf_ports", "hash", 4, 1, PORT_SET_MAX, MapRole.CONFIG,
-                description="denied {port (host order) u16, IPPROTO u8, pad u8}"),
+        MapSpec("pf_config", "array", 4, 4, 1, MapRole.CONFIG,
+                description="{flags u32}: 1 source prefixes, 2 TCP ports, 4 UDP ports"),
+        MapSpec("pf_ports", "array", 4, PORT_BITMAP_BYTES, 2, MapRole.CONFIG,
+                description="[0] TCP, [1] UDP: denied destination port P is bit P & 7 "
+                "of byte P >> 3"),
         MapSpec("pf_srcs", "lpm_trie", 20, 1, SOURCE_PREFIX_MAX, MapRole.CONFIG,
                 flags=BPF_F_NO_PREALLOC,
                 description="denied source prefixes {prefixlen u32, IPv6/IPv4-mapped addr}"),

@@ -29,6 +29,10 @@ import jsonschema
 from lwt_policy.catalogue import (
     CATALOGUE,
     HIST_BUCKETS,
+    PF_HAS_SRCS,
+    PF_HAS_TCP,
+    PF_HAS_UDP,
+    PORT_BITMAP_BYTES,
     BuiltinProgram,
     MapRole,
     get_builtin,
@@ -164,14 +168,16 @@ def _parse_ip(builtin: str, field: str, text: str) -> ipaddress.IPv4Address | ip
 
 # --- encoders, one per built-in ----------------------------------------------------------
 
+def _port_bitmap(ports: Iterable[int]) -> bytes:
+    """pf_ports slot: port P is bit P & 7 of byte P >> 3."""
+    bits = bytearray(PORT_BITMAP_BYTES)
+    for port in ports:
+        bits[port >> 3] |= 1 << (port & 7)
+    return bytes(bits)
+
+
 def _encode_port_filter(cfg: dict[str, Any]) -> MapEntries:
-    ports: list[tuple[bytes, bytes]] = []
-    for key, proto in (("denyTCPPorts", IPPROTO_TCP), ("denyUDPPorts", IPPROTO_UDP)):
-        for port in cfg.get(key, []):
-            ports.append((struct.pack("<HBx", port, proto), b"\x01"))
-    if len(ports) > 1024:
-        raise ProgramConfigError("port-filter", "config.denyTCPPorts",
-                                 f"{len(ports)} ports in total; at most 1024 fit the map")
+    tcp, udp = cfg.get("denyTCPPorts", []), cfg.get("denyUDPPorts", [])
     srcs: dict[bytes, bytes] = {}
     covers_mapped = False
     for i, text in enumerate(cfg.get("denySourceCIDRs", [])):
@@ -188,7 +194,17 @@ def _encode_port_filter(cfg: dict[str, Any]) -> MapEntries:
         # deny them. A longer "not denied" entry for the mapped block stops that; an
         # IPv4 deny (0.0.0.0/0 is the same key) stays a deny.
         srcs.setdefault(_source_key(_IPV4_MAPPED), b"\x00")
-    return {"pf_ports": ports, "pf_srcs": list(srcs.items())}
+    # The flags let the program skip the lookups a config cannot match (an empty trie, a
+    # protocol with no denied port). sync_config writes maps in this order: the trie and
+    # the bitmaps before the flags that turn them on.
+    flags = ((PF_HAS_SRCS if srcs else 0) | (PF_HAS_TCP if tcp else 0)
+             | (PF_HAS_UDP if udp else 0))
+    return {
+        "pf_srcs": list(srcs.items()),
+        "pf_ports": [(struct.pack("<I", 0), _port_bitmap(tcp)),
+                     (struct.pack("<I", 1), _port_bitmap(udp))],
+        "pf_config": [(struct.pack("<I", 0), struct.pack("<I", flags))],
+    }
 
 
 _IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")

@@ -93,9 +93,16 @@ def test_port_filter_encoding() -> None:
     entries = encode_config("port-filter", {
         "denyTCPPorts": [8080, 22], "denyUDPPorts": [53],
         "denySourceCIDRs": ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7"]})
-    assert sorted(entries["pf_ports"]) == sorted([
-        (struct.pack("<HBx", 8080, 6), b"\x01"), (struct.pack("<HBx", 22, 6), b"\x01"),
-        (struct.pack("<HBx", 53, 17), b"\x01")])
+    tcp, udp = (value for _, value in entries["pf_ports"])
+    assert [k for k, _ in entries["pf_ports"]] == [struct.pack("<I", 0), struct.pack("<I", 1)]
+    assert len(tcp) == len(udp) == 8192
+    set_bits = [p for p in range(65536) if tcp[p >> 3] >> (p & 7) & 1]
+    assert set_bits == [22, 8080]
+    assert [p for p in range(65536) if udp[p >> 3] >> (p & 7) & 1] == [53]
+    # flags: source prefixes (1), TCP ports (2), UDP ports (4)
+    assert entries["pf_config"] == [(struct.pack("<I", 0), struct.pack("<I", 7))]
+    assert encode_config("port-filter", {"denyUDPPorts": [1]})["pf_config"][0][1] == \
+        struct.pack("<I", 4)
     srcs = dict(entries["pf_srcs"])
     assert struct.pack("<I", 96 + 24) + encode_addr("192.0.2.0") in srcs
     assert struct.pack("<I", 32) + encode_addr("2001:db8::") in srcs
@@ -108,8 +115,13 @@ def test_port_filter_encoding() -> None:
     srcs = dict(encode_config("port-filter",
                               {"denySourceCIDRs": ["::/0", "0.0.0.0/0"]})["pf_srcs"])
     assert srcs[struct.pack("<I", 96) + encode_addr("0.0.0.0")] == b"\x01"
-    # an empty config empties both maps
-    assert encode_config("port-filter", {}) == {"pf_ports": [], "pf_srcs": []}
+    # an empty config empties the trie, clears both bitmaps and every flag
+    empty = encode_config("port-filter", {})
+    assert empty["pf_srcs"] == []
+    assert [v for _, v in empty["pf_ports"]] == [bytes(8192)] * 2
+    assert empty["pf_config"] == [(struct.pack("<I", 0), struct.pack("<I", 0))]
+    # the maps are written trie and bitmaps first, the flags that enable them last
+    assert list(empty) == ["pf_srcs", "pf_ports", "pf_config"]
 
 
 def test_sampler_encoding_and_defaults() -> None:
@@ -170,10 +182,12 @@ def test_bad_config_names_the_field(builtin: str, config: dict, field: str,
     assert info.value.problem.path == field
 
 
-def test_too_many_ports_for_the_map() -> None:
-    with pytest.raises(ProgramConfigError, match="at most 1024"):
-        encode_config("port-filter", {"denyTCPPorts": list(range(1, 1001)),
-                                      "denyUDPPorts": list(range(1, 101))})
+def test_every_port_fits_the_bitmap() -> None:
+    # a bitmap has room for every port: the per-list bound is the schema's input limit
+    entries = encode_config("port-filter", {"denyTCPPorts": list(range(1, 1025)),
+                                            "denyUDPPorts": list(range(64512, 65536))})
+    tcp, udp = (value for _, value in entries["pf_ports"])
+    assert sum(bin(b).count("1") for b in tcp) == sum(bin(b).count("1") for b in udp) == 1024
 
 
 class _FakeInfo:

@@ -90,10 +90,14 @@ def test_port_filter_drops_denied_port_and_counts(node: Node, attacher, hook: st
     c = read_destination_counters("port-filter", maps)[node.POD4]
     assert c.dropped_packets >= 1  # the SYN (and its retransmissions)
 
-    # live change: deny UDP 7000 instead of TCP 8080 (the stale TCP entry goes away)
-    result = sync_config("port-filter", {"denyUDPPorts": [7000]}, maps)
-    assert result.deleted == 1
-    assert list(maps["pf_ports"].keys()) == [struct.pack("<HBx", 7000, 17)]
+    # live change: deny UDP 7000 instead of TCP 8080 (the TCP bitmap is cleared)
+    sync_config("port-filter", {"denyUDPPorts": [7000]}, maps)
+    tcp_bits = maps["pf_ports"].lookup(struct.pack("<I", 0))
+    udp_bits = maps["pf_ports"].lookup(struct.pack("<I", 1))
+    assert tcp_bits == bytes(8192)
+    assert udp_bits == bytes(7000 >> 3) + bytes([1 << (7000 & 7)]) + bytes(8192 - 876)
+    with tcp_listener(node.pod, node.POD4, 8080):
+        assert tcp_connects(node.client, node.POD4, 8080), "TCP 8080 still denied"
     before = read_destination_counters("port-filter", maps)[node.POD4]
     with udp_receiver(node.pod, node.POD4, 7000) as rx:
         udp_send(node.client, node.POD4, 7000, 20, UDP_PAYLOAD)
