@@ -21,6 +21,7 @@ from typing import Any
 
 from lwt_policy import schema
 from lwt_policy.errors import PolicyValidationError, Problem, join_path
+from lwt_policy.limits import depth_problem, spec_size_problem
 from lwt_policy.selectors import LabelSelector, selector_problems
 from lwt_policy.validation import json_schema_problems, validate_object
 
@@ -177,6 +178,11 @@ def _validate(
     if not isinstance(obj, Mapping):
         return {}, [Problem("", f"expected a {schema.KIND} object (a mapping), "
                                 f"got {type(obj).__name__}", "schema:type")]
+    # Before anything recursive (copying, schema, CEL) walks it: a hostile object nested
+    # thousands deep must be a refusal, not a RecursionError in the operator or an agent.
+    bounded = _bound_problems(obj)
+    if bounded:
+        return {}, bounded
     problems = _identity_problems(obj)
     defaulted, found = validate_object(dict(obj))
     problems += found
@@ -187,6 +193,17 @@ def _validate(
     problems += _admin_problems(defaulted, admin_namespace)
     problems += _program_problems(spec, catalogue or Catalogue.default())
     return defaulted, problems
+
+
+def _bound_problems(obj: Mapping[str, Any]) -> list[Problem]:
+    problem = depth_problem(obj, "the object")
+    if problem is not None:
+        return [Problem("", problem, "depth-limit")]
+    spec = obj.get("spec")
+    problem = spec_size_problem(spec) if spec is not None else None
+    if problem is not None:
+        return [Problem("spec", problem, "size-limit")]
+    return []
 
 
 def _identity_problems(obj: Mapping[str, Any]) -> list[Problem]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from lwt_policy import schema
 from lwt_policy.model import PolicyRef
-from lwt_policy.status import node_status, rfc3339
+from lwt_policy.status import NodeError, node_status, rfc3339
 from lwt_policy.targets import slim_node, slim_pod
 
 from .admission import PolicyBook, PolicyView
@@ -51,6 +51,7 @@ PODS = "/api/v1/pods"
 NODES = "/api/v1/nodes"
 CONFIGMAPS = "/api/v1/configmaps"
 VOLATILE = "lastUpdateTime"
+POLICY_PAGE = 20
 
 
 def _status_path(ref: PolicyRef) -> str:
@@ -76,12 +77,15 @@ class ClusterAgent:
             raise StartupError(str(exc)) from exc
         self.dirty = threading.Event()
         self.book = PolicyBook(agent.config.admin_namespace)
-        self.policies = Informer(self.kube, POLICIES, self.dirty.set, name="policies")
+        # Policies are paged small: a page is what one list holds in memory at once, and a
+        # policy stored before the CRD bounded config may be megabytes.
+        self.policies = Informer(self.kube, POLICIES, self.dirty.set, name="policies",
+                                 page_size=POLICY_PAGE, on_drop=self._dropped)
         self.pods = Informer(self.kube, PODS, self.dirty.set,
                              field_selector=f"spec.nodeName={self.node}", name="pods",
-                             transform=slim_pod)
+                             transform=slim_pod, on_drop=self._dropped)
         self.nodes = Informer(self.kube, NODES, self.dirty.set, name="nodes",
-                              transform=slim_node)
+                              transform=slim_node, on_drop=self._dropped)
         self.configmaps: Informer | None = None
         self._errors_posted: dict[PolicyRef, str] = {}
         self._unwritten: set[PolicyRef] = set()
@@ -131,6 +135,9 @@ class ClusterAgent:
         if self.configmaps is not None and not self.configmaps.synced.wait(5):
             log.warning("ConfigMaps not listed yet: configMap programs wait")
         views = self.book.cluster(policies)
+        views += [PolicyView(PolicyRef(ns or "default", name), None, 0,
+                             NodeError(f"refused by this agent: {reason}"))
+                  for (ns, name), reason in sorted(self.policies.rejections().items())]
         report = self.agent.run_pass(Inputs(
             views, self.pods.snapshot(), self.nodes.snapshot(),
             self.configmaps.snapshot() if self.configmaps is not None else []))
@@ -147,6 +154,9 @@ class ClusterAgent:
         if uses:
             self.configmaps = Informer(self.kube, CONFIGMAPS, self.dirty.set,
                                        name="configmaps").start()
+
+    def _dropped(self, reason: str) -> None:
+        self.agent.metrics.errors.labels("object").inc()
 
     # --- status --------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ and does the HTTP; objects stay plain dicts, as the reconciler and lwt_policy wa
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -16,6 +17,9 @@ from typing import Any
 import kubernetes.client
 import kubernetes.config
 import urllib3
+from lwt_policy import limits
+
+log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -83,18 +87,29 @@ class Kube:
             raise ApiError(response.status, message)
         if stream:
             return response.response
-        return json.loads(response.read() or b"null")
+        # Bounded: an object nested thousands deep decodes with a marker in its place
+        # (lwt_policy.limits) instead of failing the whole list with RecursionError.
+        return limits.loads(response.read() or b"null")
 
-    def list(self, path: str, field_selector: str = "") -> dict[str, Any]:
+    def list(self, path: str, field_selector: str = "", limit: int = 0,
+             continue_token: str = "", label_selector: str = "") -> dict[str, Any]:
         query = [("fieldSelector", field_selector)] if field_selector else []
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if limit:
+            query.append(("limit", str(limit)))
+        if continue_token:
+            query.append(("continue", continue_token))
         return self._call("GET", path, query=query)  # type: ignore[no-any-return]
 
     def watch(self, path: str, resource_version: str, field_selector: str = "",
-              timeout: int = 30) -> Iterator[dict[str, Any]]:
+              timeout: int = 30, label_selector: str = "") -> Iterator[dict[str, Any]]:
         query = [("watch", "true"), ("timeoutSeconds", str(timeout)),
                  ("resourceVersion", resource_version), ("allowWatchBookmarks", "true")]
         if field_selector:
             query.append(("fieldSelector", field_selector))
+        if label_selector:
+            query.append(("labelSelector", label_selector))
         response = self._call("GET", path, query=query, stream=True, timeout=timeout + 10)
         try:
             buffer = b""
@@ -103,7 +118,7 @@ class Kube:
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
-                        yield json.loads(line)
+                        yield limits.loads(line)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ApiError(0, f"watch {path} broke: {exc}") from None
         finally:
@@ -124,15 +139,28 @@ def object_key(obj: dict[str, Any]) -> tuple[str, str]:
 class Informer:
     """List + watch of one resource into a cache, in a thread; relists on 410 Gone and
     after any failure (with backoff). The cache keeps its last contents while the API is
-    unreachable; `synced` is set after the first successful list."""
+    unreachable; `synced` is set after the first successful list.
+
+    One bad object never stops the others: an object nested deeper than
+    `lwt_policy.limits.MAX_DEPTH`, or one `transform` refuses (raises ValueError), is left
+    out of the cache, logged once per version, counted (`on_drop`) and listed in `rejected`
+    (key -> reason) until it is fixed or deleted. Lists are paged (`page_size`), so that
+    peak memory is one page, not the whole resource."""
 
     def __init__(self, kube: Kube, path: str, on_change: Callable[[], None],
                  field_selector: str = "", name: str = "",
-                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 label_selector: str = "", page_size: int = 500,
+                 on_drop: Callable[[str], None] | None = None) -> None:
         self.kube = kube
         self.transform = transform or (lambda obj: obj)
         self.path = path
         self.field_selector = field_selector
+        self.label_selector = label_selector
+        self.page_size = page_size
+        self.on_drop = on_drop
+        self.rejected: dict[tuple[str, str], str] = {}
+        self._logged: set[tuple[tuple[str, str], str]] = set()
         self.on_change = on_change
         self.name = name or path
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
@@ -156,6 +184,11 @@ class Informer:
         with self.lock:
             return list(self.items.values())
 
+    def rejections(self) -> dict[tuple[str, str], str]:
+        """Objects left out of the cache: (namespace, name) -> why."""
+        with self.lock:
+            return dict(self.rejected)
+
     def _run(self) -> None:
         backoff = 0.2
         while not self._stop.is_set():
@@ -176,9 +209,56 @@ class Informer:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    def _admit(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The cache entry for `obj`, or None when it is dropped (see the class doc)."""
+        key = object_key(obj)
+        reason = limits.depth_problem(obj, f"{self.name} {key[0]}/{key[1]}")
+        if reason is None:
+            try:
+                entry = self.transform(obj)
+            except ValueError as exc:
+                reason = f"{self.name} {key[0]}/{key[1]}: {exc}"
+            else:
+                if key in self.rejected:
+                    with self.lock:
+                        self.rejected.pop(key, None)
+                return entry
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        if (key, version) not in self._logged:
+            if len(self._logged) > 10000:
+                self._logged.clear()
+            self._logged.add((key, version))
+            log.warning("ignoring %s (the others keep syncing)", reason)
+        with self.lock:
+            self.rejected[key] = reason
+        if self.on_drop is not None:
+            self.on_drop(reason)
+        return None
+
     def _list(self) -> str:
-        body = self.kube.list(self.path, self.field_selector)
-        items = {object_key(o): self.transform(o) for o in body.get("items") or []}
+        items: dict[tuple[str, str], dict[str, Any]] = {}
+        with self.lock:
+            rejected_before = dict(self.rejected)
+            self.rejected.clear()
+        token = ""
+        while True:
+            try:
+                body = self.kube.list(self.path, self.field_selector, limit=self.page_size,
+                                      continue_token=token,
+                                      label_selector=self.label_selector)
+            except BaseException:
+                with self.lock:
+                    self.rejected.update(rejected_before)
+                raise
+            for obj in body.get("items") or []:
+                if isinstance(obj, dict) and (entry := self._admit(obj)) is not None:
+                    items[object_key(obj)] = entry
+            page_meta = body.get("metadata") or {}
+            token = str(page_meta.get("continue") or "")
+            version = str(page_meta.get("resourceVersion") or "")
+            del body  # one page at a time
+            if not token:
+                break
         with self.lock:
             changed = items != self.items
             self.items = items
@@ -188,24 +268,33 @@ class Informer:
         self.synced.set()
         if changed or first:
             self.on_change()
-        return str((body.get("metadata") or {}).get("resourceVersion") or "")
+        return version
 
     def _watch(self, version: str) -> None:
         while not self._stop.is_set():
-            for event in self.kube.watch(self.path, version, self.field_selector):
-                kind = event.get("type")
-                obj = event.get("object") or {}
+            for event in self.kube.watch(self.path, version, self.field_selector,
+                                         label_selector=self.label_selector):
+                kind = event.get("type") if isinstance(event, dict) else None
+                obj = event.get("object") if isinstance(event, dict) else None
+                if not isinstance(obj, dict):
+                    continue  # not an event of this API: nothing to cache
                 if kind == "ERROR":
                     raise ApiError(int(obj.get("code") or 0) or 410,
                                    f"watch {self.name}: {obj.get('message', '')}; relisting")
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                 if kind == "BOOKMARK":
                     continue
+                if kind == "DELETED":
+                    with self.lock:
+                        self.rejected.pop(object_key(obj), None)
+                    entry = None
+                else:
+                    entry = self._admit(obj)
                 with self.lock:
-                    if kind == "DELETED":
+                    if entry is None:
                         self.items.pop(object_key(obj), None)
                     else:
-                        self.items[object_key(obj)] = self.transform(obj)
+                        self.items[object_key(obj)] = entry
                 self.on_change()
                 if self._stop.is_set():
                     return

@@ -120,11 +120,13 @@ class AgentMetrics:
         self.errors = Counter(
             "lwt_agent_errors", "Errors by kind: policy (a policy or its program was refused), "
             "route (a route could not be changed), input (standalone files unreadable), api "
-            "(the Kubernetes API failed).", ["kind"], registry=self.registry)
+            "(the Kubernetes API failed), object (an API object left out of the cache: "
+            "nested too deep or refused; the log names it).", ["kind"],
+            registry=self.registry)
         self.samples = Counter(
             "lwt_agent_samples", "Packet samples read from the sampler's ring buffers.",
             ["namespace", "policy", "hook", "pod"], registry=self.registry)
-        for kind in ("policy", "route", "input", "api"):
+        for kind in ("policy", "route", "input", "api", "object"):
             self.errors.labels(kind)
 
     def add_datapath(self, collector: DatapathCollector) -> None:
