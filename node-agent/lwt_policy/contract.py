@@ -10,7 +10,9 @@ An agent acts on a policy only when the operator has accepted the policy's *curr
 (`is_accepted(obj)` below). While the operator has not judged a new generation yet, an agent
 changes nothing for that policy: what it attached for the previous accepted generation stays.
 When the operator rejects a generation (Accepted=False, reason InvalidSpec, plus Ready=False
-and a Warning Event), agents attach nothing for it and detach what they had for the policy.
+and a Warning Event), agents attach nothing of it and keep what the last accepted generation
+attached (after an agent restart, whatever is on the routes stays as it is): a bad new version
+never detaches a good one. Deleting the policy is what detaches it.
 A policy being deleted (`metadata.deletionTimestamp` set) is detached by every agent whatever
 its Accepted condition says (deletion bumps metadata.generation, so the condition lags).
 
@@ -28,9 +30,13 @@ nodes that no longer exist.
 
 The operator owns `status.conditions` (Accepted, Ready, Degraded, Progressing),
 `status.summary` and `status.observedGeneration`.
+
+Both sides write times with `rfc3339` and bound every human-readable message they write
+(conditions, lastError, Events) with `bounded`, to `MAX_MESSAGE` characters.
 """
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,7 +56,7 @@ CONDITION_TYPES = (ACCEPTED, READY, DEGRADED, PROGRESSING)
 # Reasons (CamelCase, as Kubernetes conditions use them).
 VALID = "Valid"
 INVALID_SPEC = "InvalidSpec"
-ALL_NODES_READY = "AllNodesAttached"  # DESIGN.md §3's name
+ALL_NODES_READY = "AllNodesAttached"
 NODES_NOT_READY = "NodesNotReady"
 NO_NODES = "NoMatchingNodes"
 NODE_ERRORS = "NodeErrors"
@@ -59,6 +65,28 @@ ROLLING_OUT = "RollingOut"
 ROLLED_OUT = "RolledOut"
 DELETING = "Deleting"
 FINALIZER_TIMEOUT = "FinalizerTimeout"
+
+# One bound for every message written to the API: a node entry's lastError is repeated per
+# node (thousands of nodes must stay under etcd's object size limit), and kubectl shows an
+# Event's message cut at 1 KiB anyway.
+MAX_MESSAGE = 1024
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to ``limit`` characters (the head: messages say the important part first)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def rfc3339(moment: dt.datetime) -> str:
+    """A time as the API stores it (UTC, whole seconds)."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> dt.datetime | None:
+    """The inverse of `rfc3339` (None for an absent time)."""
+    if not text:
+        return None
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def find_condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
@@ -80,7 +108,8 @@ def is_accepted(obj: Mapping[str, Any]) -> bool:
 
 
 def is_rejected(obj: Mapping[str, Any]) -> bool:
-    """True when the operator rejected the current generation (agents detach the policy)."""
+    """True when the operator rejected the current generation (agents keep the last accepted
+    one)."""
     condition = find_condition(obj, ACCEPTED)
     generation = (obj.get("metadata") or {}).get("generation")
     return bool(

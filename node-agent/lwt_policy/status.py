@@ -2,22 +2,24 @@
 
 The agent writes only its own key, with a JSON merge patch (`node_status_patch`): keys it
 omits are left alone and keys set to null are deleted, so an entry always carries every field
-(`lastError: null` clears an earlier error). The shapes here are validated against the CRD's
-status schema in tests/policy.
+(`lastError: null` clears an earlier error). Readiness (`entry_problem`, `ready_condition`)
+and the rendering of conditions (`render_conditions`) are defined once here for the operator
+and for standalone mode. The shapes are validated against the CRD's status schema in
+tests/policy.
 """
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from lwt_policy import contract
-from lwt_policy.errors import Problem, problems_text
 from lwt_policy.model import PolicyRef
 from lwt_policy.targets import DesiredState
 
-MAX_MESSAGE = 1024
+# Nodes named in a condition's message, at most (the rest are counted).
+MAX_LISTED_NODES = 10
 # The verifier explains a rejection in its last lines: keep the tail, bounded so the status
 # object stays well under etcd's object size limit even with many nodes.
 MAX_VERIFIER_LOG = 4096
@@ -70,19 +72,11 @@ def bounded_tail(text: str, limit: int) -> str:
     return marker + text[len(text) - limit + len(marker):]
 
 
-def _bounded_head(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def rfc3339(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def node_status(result: NodeResult) -> dict[str, Any]:
     """The `status.nodes.<node>` entry (every field present; lastError may be null)."""
     error: dict[str, Any] | None = None
     if result.last_error is not None:
-        error = {"message": _bounded_head(result.last_error.message, MAX_MESSAGE)}
+        error = {"message": contract.bounded(result.last_error.message)}
         if result.last_error.verifier_log:
             error["verifierLog"] = bounded_tail(result.last_error.verifier_log,
                                                 MAX_VERIFIER_LOG)
@@ -98,15 +92,14 @@ def node_status(result: NodeResult) -> dict[str, Any]:
         ],
         "lastError": error,
         "detached": result.detached,
-        "lastUpdateTime": rfc3339(result.updated_at or dt.datetime.now(dt.UTC)),
+        "lastUpdateTime": contract.rfc3339(result.updated_at or dt.datetime.now(dt.UTC)),
     }
 
 
-def node_status_patch(node_name: str, result: NodeResult | None) -> dict[str, Any]:
-    """JSON merge patch body for the status subresource: this node's entry, or (None) the
-    deletion of this node's entry."""
-    entry = None if result is None else node_status(result)
-    return {"status": {"nodes": {node_name: entry}}}
+def node_status_patch(node_name: str, entry: Mapping[str, Any] | None) -> dict[str, Any]:
+    """JSON merge patch body for the status subresource: this node's entry (`node_status`),
+    or (None) the deletion of this node's entry."""
+    return {"status": {"nodes": {node_name: None if entry is None else dict(entry)}}}
 
 
 def entry_problem(entry: Mapping[str, Any], generation: int) -> str | None:
@@ -151,43 +144,84 @@ def summarize(entries: Mapping[str, Mapping[str, Any]], generation: int,
     }
 
 
-def ready_condition(nodes: Mapping[str, Mapping[str, Any]], generation: int,
-                    now: dt.datetime | None = None) -> dict[str, Any]:
-    """The Ready condition standalone mode prints, with the operator's reasons."""
-    problems = {name: entry_problem(e, generation) for name, e in nodes.items()}
-    not_ready = {name: why for name, why in sorted(problems.items()) if why}
-    if not nodes:
-        status, reason, message = "Unknown", contract.NO_NODES, "no node has reported yet"
-    elif not_ready:
-        errors = any(why.startswith("error:") for why in not_ready.values())
-        status = "False"
-        reason = contract.NODE_ERRORS if errors else contract.NODES_NOT_READY
-        message = _bounded_head(
-            f"{len(nodes) - len(not_ready)}/{len(nodes)} nodes ready; "
-            + "; ".join(f"{n}: {why}" for n, why in not_ready.items()), MAX_MESSAGE)
-    else:
-        status, reason = "True", contract.ALL_NODES_READY
-        message = f"{len(nodes)}/{len(nodes)} nodes attached"
-    return {"type": contract.READY, "status": status, "observedGeneration": generation,
-            "lastTransitionTime": rfc3339(now or dt.datetime.now(dt.UTC)),
-            "reason": reason, "message": message}
+@dataclass(frozen=True)
+class Condition:
+    """A condition before rendering (`render_conditions` adds generation and times)."""
+
+    type: str
+    status: bool
+    reason: str
+    message: str
 
 
-def invalid_condition(problems: Sequence[Problem], generation: int,
-                      now: dt.datetime | None = None) -> dict[str, Any]:
-    """The Ready=False condition of a policy refused by validation (no node acts on it)."""
-    return {"type": "Ready", "status": "False", "observedGeneration": generation,
-            "lastTransitionTime": rfc3339(now or dt.datetime.now(dt.UTC)),
-            "reason": contract.INVALID_SPEC,
-            "message": _bounded_head(problems_text(problems), MAX_MESSAGE)}
+def node_names(names: Iterable[str]) -> str:
+    """Up to MAX_LISTED_NODES names, then how many more."""
+    ordered = sorted(names)
+    shown = ", ".join(ordered[:MAX_LISTED_NODES])
+    more = len(ordered) - MAX_LISTED_NODES
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def node_problems(problems: Mapping[str, str]) -> str:
+    """`node: why; ...` for up to MAX_LISTED_NODES nodes."""
+    return "; ".join(f"{name}: {problems[name]}"
+                     for name in sorted(problems)[:MAX_LISTED_NODES])
+
+
+def ready_condition(problems: Mapping[str, str | None], generation: int,
+                    attached_routes: int) -> Condition:
+    """Ready, from why each node that counts is not ready (None: it is; `entry_problem`):
+    the one definition, used by the operator and by standalone mode."""
+    not_ready = {name: why for name, why in problems.items() if why}
+    ready = len(problems) - len(not_ready)
+    if not problems:
+        return Condition(contract.READY, False, contract.NO_NODES,
+                         "no node matches spec.nodeSelector and runs the agent")
+    if not_ready:
+        return Condition(contract.READY, False, contract.NODES_NOT_READY, contract.bounded(
+            f"{ready}/{len(problems)} nodes ready; {node_problems(not_ready)}"))
+    return Condition(contract.READY, True, contract.ALL_NODES_READY,
+                     f"{ready}/{len(problems)} nodes attached {attached_routes} route(s) at "
+                     f"generation {generation}")
+
+
+def render_conditions(
+    desired: Iterable[Condition],
+    current: Iterable[Mapping[str, Any]],
+    generation: int,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """Conditions as stored: lastTransitionTime kept unless the status flips. Conditions of
+    other types (someone else's) are kept as they are."""
+    previous = {c.get("type"): c for c in current}
+    out = []
+    for condition in desired:
+        status = "True" if condition.status else "False"
+        before = previous.pop(condition.type, None)
+        changed = before is None or before.get("status") != status
+        out.append({
+            "type": condition.type,
+            "status": status,
+            "observedGeneration": generation,
+            "lastTransitionTime": (contract.rfc3339(now) if changed
+                                   else before["lastTransitionTime"]),
+            "reason": condition.reason,
+            "message": contract.bounded(condition.message),
+        })
+    out += [dict(c) for c in previous.values()]
+    return out
 
 
 def policy_status(nodes: Mapping[str, Mapping[str, Any]], generation: int,
                   now: dt.datetime | None = None) -> dict[str, Any]:
     """A whole `status` (as standalone mode prints it): conditions, summary and nodes."""
+    summary = summarize(nodes, generation)
+    ready = ready_condition({name: entry_problem(e, generation) for name, e in nodes.items()},
+                            generation, summary["attachedRoutes"])
     return {
         "observedGeneration": generation,
-        "conditions": [ready_condition(nodes, generation, now)],
-        "summary": summarize(nodes, generation),
+        "conditions": render_conditions([ready], [], generation,
+                                        now or dt.datetime.now(dt.UTC)),
+        "summary": summary,
         "nodes": {name: dict(entry) for name, entry in sorted(nodes.items())},
     }

@@ -24,12 +24,18 @@ from typing import Any
 
 from lwt_policy import contract
 from lwt_policy.selectors import LabelSelector
-from lwt_policy.status import entry_problem, summarize
+from lwt_policy.status import (
+    Condition,
+    entry_problem,
+    node_names,
+    node_problems,
+    ready_condition,
+    render_conditions,
+    summarize,
+)
 
 from lwt_operator.settings import AgentSettings
 from lwt_operator.validation import Verdict
-
-MAX_LISTED_NODES = 10
 
 
 @dataclass(frozen=True)
@@ -83,31 +89,6 @@ def expected_nodes(
     }
 
 
-def _names(names: Iterable[str]) -> str:
-    ordered = sorted(names)
-    shown = ", ".join(ordered[:MAX_LISTED_NODES])
-    more = len(ordered) - MAX_LISTED_NODES
-    return shown + (f" and {more} more" if more > 0 else "")
-
-
-def _timestamp(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def format_time(when: datetime.datetime) -> str:
-    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class Condition:
-    type: str
-    status: bool
-    reason: str
-    message: str
-
-
 @dataclass(frozen=True)
 class DesiredStatus:
     conditions: tuple[Condition, ...]
@@ -148,17 +129,13 @@ def desired_status(
         for name in counted
     }
     not_ready = {name: why for name, why in not_ready.items() if why}
-    ready = counted - set(not_ready)
     errors = {name: why for name, why in not_ready.items() if why.startswith("error:")}
     behind = {name for name, why in not_ready.items() if not why.startswith("error:")}
     summary = summarize(live, generation, expected)
     accepted = Condition(contract.ACCEPTED, verdict.accepted, verdict.reason, verdict.message)
     holding = frozenset(finalizer_holders(obj, nodes))
 
-    def detail(names: Iterable[str]) -> str:
-        return "; ".join(f"{n}: {not_ready[n]}" for n in sorted(names)[:MAX_LISTED_NODES])
-
-    deletion = _timestamp(meta.get("deletionTimestamp"))
+    deletion = contract.parse_time(meta.get("deletionTimestamp"))
     if deletion is not None:
         waited = (now - deletion).total_seconds()
         if not holding:
@@ -167,18 +144,18 @@ def desired_status(
         elif waited >= finalizer_timeout:
             ready_c = Condition(
                 contract.READY, False, contract.FINALIZER_TIMEOUT,
-                f"nodes {_names(holding)} have not reported detached within "
+                f"nodes {node_names(holding)} have not reported detached within "
                 f"{finalizer_timeout:g}s and hold finalizer {contract.FINALIZER}; check the "
                 f"lwt-agent pods on those nodes (or, if they will never come back, delete the "
                 f"Node objects)")
         else:
             ready_c = Condition(contract.READY, False, contract.DELETING,
-                                f"waiting for nodes {_names(holding)} to detach")
+                                f"waiting for nodes {node_names(holding)} to detach")
         progressing = Condition(contract.PROGRESSING, True, contract.DELETING,
                                 f"detaching from {len(holding)} node(s)")
         degraded = Condition(contract.DEGRADED, bool(errors),
                              contract.NODE_ERRORS if errors else contract.NO_ERRORS,
-                             detail(errors) if errors else "no node reports an error")
+                             node_problems(errors) if errors else "no node reports an error")
     elif not verdict.accepted:
         ready_c = Condition(contract.READY, False, contract.INVALID_SPEC, verdict.message)
         progressing = Condition(contract.PROGRESSING, False, contract.INVALID_SPEC,
@@ -186,25 +163,15 @@ def desired_status(
         degraded = Condition(contract.DEGRADED, False, contract.INVALID_SPEC,
                              "the spec is invalid; see the Accepted condition")
     else:
-        if not counted:
-            ready_c = Condition(contract.READY, False, contract.NO_NODES,
-                                "no node matches spec.nodeSelector and runs the agent")
-        elif not not_ready:
-            ready_c = Condition(
-                contract.READY, True, contract.ALL_NODES_READY,
-                f"{len(ready)}/{len(counted)} nodes attached {summary['attachedRoutes']} "
-                f"route(s) at generation {generation}")
-        else:
-            ready_c = Condition(
-                contract.READY, False, contract.NODES_NOT_READY,
-                f"{len(ready)}/{len(counted)} nodes ready; {detail(not_ready)}")
+        ready_c = ready_condition({name: not_ready.get(name) for name in counted},
+                                  generation, summary["attachedRoutes"])
         degraded = Condition(contract.DEGRADED, bool(errors),
                              contract.NODE_ERRORS if errors else contract.NO_ERRORS,
-                             detail(errors) if errors else "no node reports an error")
+                             node_problems(errors) if errors else "no node reports an error")
         progressing = Condition(
             contract.PROGRESSING, bool(behind),
             contract.ROLLING_OUT if behind else contract.ROLLED_OUT,
-            f"waiting for {_names(behind)} to apply generation {generation}" if behind
+            f"waiting for {node_names(behind)} to apply generation {generation}" if behind
             else f"every node applied generation {generation}")
     return DesiredStatus(
         conditions=(accepted, ready_c, degraded, progressing),
@@ -213,32 +180,6 @@ def desired_status(
         prune=prune,
         holding=holding,
     )
-
-
-def render_conditions(
-    desired: Iterable[Condition],
-    current: Iterable[Mapping[str, Any]],
-    generation: int,
-    now: datetime.datetime,
-) -> list[dict[str, Any]]:
-    """Conditions as stored: lastTransitionTime kept unless the status flips. Conditions of other
-    types (someone else's) are kept as they are."""
-    previous = {c.get("type"): c for c in current}
-    out = []
-    for condition in desired:
-        status = "True" if condition.status else "False"
-        before = previous.pop(condition.type, None)
-        changed = before is None or before.get("status") != status
-        out.append({
-            "type": condition.type,
-            "status": status,
-            "observedGeneration": generation,
-            "lastTransitionTime": format_time(now) if changed else before["lastTransitionTime"],
-            "reason": condition.reason,
-            "message": condition.message,
-        })
-    out += [dict(c) for c in previous.values()]
-    return out
 
 
 def status_patch(

@@ -15,8 +15,6 @@ from lwt_policy import contract
 from lwt_policy.errors import Problem
 from lwt_policy.model import validate_policy
 
-MAX_MESSAGE = 4000  # conditions allow 32 KiB; an Event's message is cut at 1 KiB by kubectl
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -32,7 +30,7 @@ class Verdict:
         if self.accepted:
             return f"generation {self.generation} is valid"
         text = "; ".join(f"{p.path or '<object>'}: {p.message}" for p in self.problems)
-        return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+        return contract.bounded(text)
 
     @property
     def reason(self) -> str:

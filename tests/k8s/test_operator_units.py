@@ -13,7 +13,6 @@ from lwt_operator.aggregate import (
     NodeInfo,
     desired_status,
     expected_nodes,
-    render_conditions,
     status_patch,
     tolerates,
 )
@@ -31,7 +30,7 @@ from lwt_operator.settings import AgentSettings
 from lwt_operator.validation import Verdict, judge
 from lwt_policy import contract
 from lwt_policy.errors import Problem
-from lwt_policy.status import entry_problem
+from lwt_policy.status import entry_problem, policy_status, render_conditions
 
 from tests.k8s.emulator import merge_patch
 
@@ -322,6 +321,15 @@ def test_conditions_keep_transition_times_and_patches_are_minimal() -> None:
     accepted = next(c for c in changed["conditions"] if c["type"] == contract.ACCEPTED)
     assert ready["lastTransitionTime"] == "2026-01-01T12:00:00Z"
     assert accepted["lastTransitionTime"] == "2026-01-01T11:00:00Z"
+
+
+def test_operator_and_standalone_agree_on_ready() -> None:
+    """One Ready definition: the operator's condition and standalone mode's are the same."""
+    for entries in ({"n1": entry(), "n2": entry(routes=2, attached=2)},
+                    {"n1": entry(generation=1), "n2": entry(lastError={"message": "no"})}):
+        operator = render_conditions(compute(policy(entries)).conditions, [], 2, NOW)
+        standalone = policy_status(entries, 2, NOW)["conditions"]
+        assert standalone == [c for c in operator if c["type"] == contract.READY]
 
 
 def test_the_handshake_helpers() -> None:

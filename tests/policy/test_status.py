@@ -5,7 +5,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from lwt_policy import schema
+from lwt_policy import contract, schema
 from lwt_policy.model import PolicyRef
 from lwt_policy.status import (
     MAX_VERIFIER_LOG,
@@ -15,7 +15,6 @@ from lwt_policy.status import (
     ProgramStatus,
     bounded_tail,
     conflicts_from_desired,
-    invalid_condition,
     node_status,
     node_status_patch,
     policy_status,
@@ -86,7 +85,7 @@ def test_conflicts_from_targeting() -> None:
 
 
 def test_merge_patch_bodies() -> None:
-    patch = node_status_patch("node-a", result(detached=True))
+    patch = node_status_patch("node-a", node_status(result(detached=True)))
     assert list(patch) == ["status"] and list(patch["status"]["nodes"]) == ["node-a"]
     assert patch["status"]["nodes"]["node-a"]["detached"] is True
     assert node_status_patch("node-a", None) == {"status": {"nodes": {"node-a": None}}}
@@ -105,26 +104,31 @@ def test_summary_and_whole_status() -> None:
     status = policy_status(nodes, 3, NOW)
     (ready,) = status["conditions"]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False",
-                                                                 "NodeErrors")
+                                                                 "NodesNotReady")
     assert "node-b: at generation 2" in ready["message"]
     assert "node-c: error: boom" in ready["message"]
     assert_valid_status(status)
     all_ready = policy_status({"node-a": nodes["node-a"]}, 3, NOW)
     assert all_ready["conditions"][0]["status"] == "True"
-    assert policy_status({}, 3, NOW)["conditions"][0]["status"] == "Unknown"
+    assert all_ready["conditions"][0]["message"] == "1/1 nodes attached 14 route(s) at generation 3"
+    nobody = policy_status({}, 3, NOW)["conditions"][0]
+    assert (nobody["status"], nobody["reason"]) == ("False", contract.NO_NODES)
 
 
-def test_invalid_condition() -> None:
-    from lwt_policy.model import validate_policy
-
-    from tests.policy.conftest import base_policy
-
-    obj = base_policy()
-    obj["spec"]["hooks"]["out"]["program"]["builtin"] = "nope"
-    condition = invalid_condition(validate_policy(obj), 3, NOW)
-    assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
-    assert condition["message"].startswith("spec.hooks.out.program.builtin: unknown builtin")
-    assert_valid_status({"conditions": [condition]})
+def test_every_message_written_is_bounded_and_times_round_trip() -> None:
+    long = "x" * (contract.MAX_MESSAGE * 3)
+    entry = node_status(result(last_error=NodeError(long)))
+    assert len(entry["lastError"]["message"]) == contract.MAX_MESSAGE
+    flooded = {f"node-{i:03}": entry for i in range(50)}
+    (ready,) = policy_status(flooded, 3, NOW)["conditions"]
+    assert len(ready["message"]) == contract.MAX_MESSAGE
+    behind = {f"node-{i:03}": node_status(result(observed_generation=2)) for i in range(50)}
+    (ready,) = policy_status(behind, 3, NOW)["conditions"]
+    assert "node-009" in ready["message"] and "node-010" not in ready["message"]
+    text = contract.rfc3339(NOW)
+    assert text == "2026-11-26T01:02:03Z" == entry["lastUpdateTime"]
+    assert contract.parse_time(text) == NOW.replace(microsecond=0)
+    assert contract.parse_time(None) is None
 
 
 @pytest.mark.parametrize("bad", [

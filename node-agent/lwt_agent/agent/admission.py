@@ -4,8 +4,14 @@ A bad new version never disturbs what an earlier good version attached: the agen
 acting on the last version it accepted and reports the problem. Standalone mode judges
 policies itself (the same `lwt_policy.model` validation the operator runs); cluster mode
 follows the operator's accepted-generation handshake (`lwt_policy.contract`): act on the
-current generation once it is Accepted, keep the previous one while it is being judged,
-detach a generation the operator rejected.
+current generation once it is Accepted, keep the previous one while it is being judged or
+when the operator rejected the new one.
+
+A policy with no valid version in memory (the agent restarted and the file or the API holds
+only a bad newest version) gets a view with `policy=None`: the reconciler then leaves what
+is attached for that policy, routes and pins, exactly as it is (the restarted agent "adopts"
+it untouched) until a valid version arrives. Only deleting the policy (or removing it from
+the files) detaches.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lwt_policy.contract import ACCEPTED, find_condition
+from lwt_policy import contract
 from lwt_policy.errors import PolicyValidationError, problems_text
 from lwt_policy.model import DEFAULT_NAMESPACE, LwtRoutePolicy, PolicyRef, parse_policy
 from lwt_policy.status import NodeError
@@ -63,10 +69,7 @@ class PolicyBook:
                 policy = parse_policy(obj, admin_namespace=self.admin_namespace)
             except PolicyValidationError as exc:
                 kept = self._good.get(ref)
-                message = f"refused: {problems_text(exc.problems)}"
-                if kept is not None:
-                    message += (f" (still acting on generation {kept.generation}, the last "
-                                "valid one)")
+                message = f"refused: {problems_text(exc.problems)}{_keeping(kept)}"
                 views.append(PolicyView(ref, kept, generation, NodeError(message), raw=raw))
                 continue
             self._good[ref] = policy
@@ -107,15 +110,13 @@ class PolicyBook:
             if meta.get("deletionTimestamp"):
                 views.append(PolicyView(ref, None, generation, deleting=True, raw=obj))
                 continue
-            condition = find_condition(obj, ACCEPTED)
-            judged = condition is not None and condition.get("observedGeneration") == generation
-            if judged and condition.get("status") == "False":
-                self._good.pop(ref, None)
+            if contract.is_rejected(obj):
+                condition = contract.find_condition(obj, contract.ACCEPTED) or {}
                 message = (f"rejected by the operator ({condition.get('reason', '')}): "
-                           f"{condition.get('message', '')}; nothing is attached")
-                views.append(PolicyView(ref, None, generation, NodeError(message), raw=obj))
+                           f"{condition.get('message', '')}{_keeping(kept)}")
+                views.append(PolicyView(ref, kept, generation, NodeError(message), raw=obj))
                 continue
-            if not (judged and condition.get("status") == "True"):
+            if not contract.is_accepted(obj):
                 # Not judged yet: keep the last accepted version (or attach nothing).
                 reported = kept.generation if kept is not None else generation
                 views.append(PolicyView(ref, kept, reported, raw=obj))
@@ -127,7 +128,7 @@ class PolicyBook:
                 policy = parse_policy(spec_only, admin_namespace=self.admin_namespace)
             except PolicyValidationError as exc:
                 # Accepted by the operator but refused here: the agent's catalogue differs.
-                message = f"refused by this agent: {problems_text(exc.problems)}"
+                message = f"refused by this agent: {problems_text(exc.problems)}{_keeping(kept)}"
                 views.append(PolicyView(ref, kept, generation, NodeError(message), raw=obj))
                 continue
             self._good[ref] = policy
@@ -140,6 +141,16 @@ class PolicyBook:
             del self._good[ref]
         for ref in [r for r in self._generations if r not in seen]:
             del self._generations[ref]
+
+
+def _keeping(kept: LwtRoutePolicy | None) -> str:
+    """What the agent does instead of acting on a refused version (said in the status)."""
+    if kept is not None:
+        return f" (still acting on generation {kept.generation}, the last valid one)"
+    # After a restart the last valid version is gone from memory (the API or the file
+    # holds only the newest): what it attached stays as it is, untouched.
+    return (" (whatever an earlier version attached stays as it is until a valid version "
+            "arrives)")
 
 
 def _generation(obj: Mapping[str, Any]) -> int:

@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lwt_policy import schema
+from lwt_policy import contract, schema
 from lwt_policy.model import PolicyRef
-from lwt_policy.status import NodeError, node_status, rfc3339
+from lwt_policy.status import NodeError, node_status, node_status_patch
 from lwt_policy.targets import slim_node, slim_pod
 
 from .admission import PolicyBook, PolicyView
@@ -175,8 +175,7 @@ class ClusterAgent:
                 self._unwritten.add(ref)
                 continue
             try:
-                self.kube.merge_patch(_status_path(ref), {"status": {"nodes": {
-                    self.node: entry}}})
+                self.kube.merge_patch(_status_path(ref), node_status_patch(self.node, entry))
                 self._unwritten.discard(ref)
             except ApiError as exc:
                 if exc.status == 404:
@@ -198,7 +197,7 @@ class ClusterAgent:
         if self._errors_posted.get(ref) == error:
             return
         meta = obj.get("metadata") or {}
-        now = rfc3339(dt.datetime.now(dt.UTC))
+        now = contract.rfc3339(dt.datetime.now(dt.UTC))
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": f"{ref.name}.{uuid.uuid4().hex[:12]}",
@@ -208,7 +207,7 @@ class ClusterAgent:
                                "uid": meta.get("uid", ""),
                                "resourceVersion": meta.get("resourceVersion", "")},
             "reason": "AttachFailed", "type": "Warning",
-            "message": f"node {self.node}: {error}"[:1024],
+            "message": contract.bounded(f"node {self.node}: {error}"),
             "source": {"component": "lwt-agent", "host": self.node},
             "reportingComponent": "lwt.dev/agent", "reportingInstance": self.node,
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
