@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from lwt_agent.bpf import (
     Hook,
-    KernelError,
     LoaderError,
     MalformedObjectError,
     ObjectSpec,
+    PinDirError,
     UnsupportedFeatureError,
     VerifierError,
 )
@@ -42,10 +42,10 @@ def test_no_fd_leaks_on_success_and_error_paths(testobj: Path, tmp_path: Path) -
     truncated.write_bytes((testobj / "btf_maps.o").read_bytes()[:3000])
     with pytest.raises(MalformedObjectError):
         ObjectSpec.from_file(truncated)
-    # a pin directory that is not on bpffs: maps are created, pinning fails, all undone
+    # a pin directory that is not on bpffs: refused before any map is created
     not_bpffs = tmp_path / "plain-dir"
     not_bpffs.mkdir()
-    with pytest.raises(KernelError):
+    with pytest.raises(PinDirError, match="not on a bpffs"):
         ObjectSpec.from_file(testobj / "btf_maps.o").load("lwt_out_btf", Hook.OUT,
                                                           pin_dir=not_bpffs)
     assert list(not_bpffs.iterdir()) == []

@@ -4,11 +4,18 @@
     with spec.load("lwt_counters", Hook.OUT) as prog:  # maps created, program loaded
         prog.fd, prog.id, prog.tag, prog.maps["..."]
 """
+from .core import CoreRelo, Kind
 from .errors import (
+    CoreRelocationError,
+    ForbiddenInstructionError,
     KernelError,
+    LimitError,
     LoaderError,
     MalformedObjectError,
     PinConflictError,
+    PinDirError,
+    PinNameError,
+    UnsatisfiedRelocationError,
     UnsupportedFeatureError,
     VerifierError,
 )
@@ -20,15 +27,23 @@ from .programs import ProgramSpec
 
 __all__ = [
     "BpfMap",
+    "CoreRelo",
+    "CoreRelocationError",
+    "ForbiddenInstructionError",
     "Hook",
     "KernelError",
+    "Kind",
+    "LimitError",
     "LoadedProgram",
     "LoaderError",
     "MalformedObjectError",
     "MapSpec",
     "ObjectSpec",
     "PinConflictError",
+    "PinDirError",
+    "PinNameError",
     "ProgramSpec",
+    "UnsatisfiedRelocationError",
     "UnsupportedFeature",
     "UnsupportedFeatureError",
     "VerifierError",

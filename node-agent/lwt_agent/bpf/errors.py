@@ -66,6 +66,25 @@ class VerifierError(KernelError):
         return "\n".join(lines[-max_lines:])
 
 
+class CoreRelocationError(LoaderError):
+    """A CO-RE relocation cannot be applied as libbpf would (ambiguous candidates, a
+    malformed access string, an instruction unlike what clang emits): the object does not
+    fit this kernel's types."""
+
+
+class UnsatisfiedRelocationError(VerifierError):
+    """The verifier reached an instruction CO-RE poisoned (a field, type or enum value this
+    kernel does not have, used without a bpf_core_*_exists() guard)."""
+
+    def __init__(self, err: int, program: str, log: str, truncated: bool, what: str) -> None:
+        super().__init__(err, program, log, truncated)
+        self.what = what
+        self.strerror = (f"loading program {program!r}: {what} cannot be satisfied on this "
+                         "kernel and the instruction is reachable; guard it with "
+                         "bpf_core_field_exists()/bpf_core_type_exists() or build against "
+                         "this kernel's vmlinux.h")
+
+
 class PinConflictError(LoaderError):
     """A pinned map exists under the requested name but differs from the object's definition."""
 
@@ -84,3 +103,32 @@ def _last_meaningful_line(log: str) -> str:
         if text and not text.startswith(("processed ", "verification time", "stack depth")):
             return text
     return ""
+
+
+class PinNameError(LoaderError):
+    """A map or program name cannot become a pin under the policy's pin directory (outside
+    [A-Za-z0-9_] after the global-data mapping, or a path that would leave the directory)."""
+
+
+class PinDirError(LoaderError):
+    """The pin directory cannot hold pins (missing, or not on a bpffs)."""
+
+
+class LimitError(MalformedObjectError):
+    """The object exceeds a parsing bound (counts, sizes, string lengths, overlaps):
+    refused before it can cost more memory or time; `.limit` names the bound."""
+
+    def __init__(self, source: str, limit: str, problem: str) -> None:
+        self.limit = limit
+        super().__init__(f"{source}: {problem} (loader limit {limit}; see docs/loader.md "
+                         "'Loader rules')")
+
+
+class ForbiddenInstructionError(LoaderError):
+    """The program holds an instruction the loader refuses before bpf(2): a map/BTF
+    reference no relocation produced, a helper outside the LWT allowlist, a kfunc call."""
+
+    def __init__(self, program: str, index: int, problem: str) -> None:
+        self.program = program
+        self.index = index
+        super().__init__(f"program {program!r}, instruction {index}: {problem}")

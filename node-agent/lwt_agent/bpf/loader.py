@@ -6,12 +6,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import struct
 from typing import TYPE_CHECKING
 
-from . import syscall
+from . import bpffs, insn_check, pins, syscall
 from .btf import BtfExt, ExtRecord
-from .errors import KernelError, LoaderError, PinConflictError, VerifierError
+from .btf_index import kernel_btf, module_btfs
+from .core import POISON_IMM, Applied, relocate
+from .errors import (
+    KernelError,
+    PinConflictError,
+    PinDirError,
+    PinNameError,
+    UnsatisfiedRelocationError,
+    VerifierError,
+)
 from .hooks import Hook
 from .maps import BpfMap, CreatedMap, create_map, kernel_name
 from .programs import INSN_SIZE, LinkedProgram, apply_map_relocations
@@ -34,16 +44,15 @@ def load(spec: ObjectSpec, section: str, hook: Hook | str,
     opened or pinned is closed/removed again.
     """
     hook = Hook.parse(hook)
-    linked = spec.link(section)
-    problems = spec.unsupported_for(linked)
-    if problems:
-        raise problems[0].error()
+    linked = prepare(spec, section, hook)
+    core_applied = apply_core(spec, linked)
     pin_path = os.fspath(pin_dir) if pin_dir is not None else None
-    if pin_path is not None and not os.path.isdir(pin_path):
-        raise LoaderError(f"pin directory {pin_path} does not exist (create it on a "
-                          "mounted bpffs)")
+    if pin_path is not None:
+        problem = bpffs.pin_dir_problem(pin_path)
+        if problem:
+            raise PinDirError(problem)
     prog_name = kernel_name(linked.main.name)
-    prog_pin = os.path.join(pin_path, prog_name) if pin_path else None
+    prog_pin = pins.child_path(pin_path, pins.program_pin_name(prog_name)) if pin_path else None
     if prog_pin and os.path.lexists(prog_pin):
         raise PinConflictError(prog_pin, [
             "a pin with the program's name already exists; unpin it (rm) or use another "
@@ -58,7 +67,10 @@ def load(spec: ObjectSpec, section: str, hook: Hook | str,
             created.append(create_map(spec.maps[name], pin_path))
         fds = {c.map.name: c.map.fd for c in created}
         insns = apply_map_relocations(linked, fds)
-        prog_fd = _prog_load(hook, insns, prog_name, spec.license, btf)
+        try:
+            prog_fd = _prog_load(hook, insns, prog_name, spec.license, btf)
+        except VerifierError as exc:
+            raise _unsatisfied(exc, prog_name, core_applied) or exc from None
         info = syscall.prog_info(prog_fd)
         if prog_pin:
             syscall.obj_pin(prog_fd, prog_pin)
@@ -66,7 +78,8 @@ def load(spec: ObjectSpec, section: str, hook: Hook | str,
             fd=prog_fd, id=info.id, tag=info.tag, name=info.name or prog_name,
             section=linked.main.section, hook=hook,
             maps={c.map.name: c.map for c in created},
-            pinned=prog_pin, subprograms=linked.subprograms, btf=btf is not None)
+            pinned=prog_pin, subprograms=linked.subprograms, btf=btf is not None,
+            core_relocations=core_applied)
     except BaseException:
         if prog_fd >= 0:
             os.close(prog_fd)
@@ -78,6 +91,60 @@ def load(spec: ObjectSpec, section: str, hook: Hook | str,
     finally:
         if btf is not None:
             os.close(btf.btf_fd)  # the program holds its own reference
+
+
+def prepare(spec: ObjectSpec, section: str, hook: Hook | str) -> LinkedProgram:
+    """Everything a load decides before bpf(2), without touching the kernel: the linked
+    program, refused if it uses an unsupported feature, an instruction insn_check forbids,
+    or a map or program name that cannot be pinned (docs/loader.md, 'Loader rules')."""
+    Hook.parse(hook)
+    linked = spec.link(section)
+    problems = spec.unsupported_for(linked)
+    if problems:
+        raise problems[0].error()
+    insn_check.check_linked(linked)
+    prog_pin = pins.program_pin_name(kernel_name(linked.main.name))
+    for name in dict.fromkeys(rel.target for _pos, rel in linked.relocs):
+        if pins.pin_name(name) == prog_pin:
+            raise PinNameError(f"map {name!r} and program {linked.main.name!r} would share "
+                               f"the pin name {prog_pin!r}; rename one of them")
+    return linked
+
+
+def apply_core(spec: ObjectSpec, linked: LinkedProgram) -> list[Applied]:
+    """CO-RE: patch the linked program's instructions for the running kernel's types
+    (vmlinux, else a module's). Each piece's records move with the piece, as libbpf
+    relocates a sub-program before appending it. Runs after insn_check on purpose: CO-RE
+    only rewrites offsets and immediates of loads, stores, ALU and ld_imm64 (src_reg 0)
+    instructions, or turns one into `call 0xbad2310`, which the verifier refuses unless
+    dead, so nothing it produces needs checking again."""
+    relos = [(base + index, core) for piece, base in linked.placements
+             for index, core in piece.core_relos]
+    if not relos:
+        return []
+    assert spec.btf_types is not None  # records come from .BTF.ext, which needs .BTF
+    insns, applied = relocate(spec.btf_types, relos, bytes(linked.insns), [kernel_btf()],
+                              module_btfs)
+    linked.insns[:] = insns
+    return applied
+
+
+_POISON_CALL = re.compile(rf"^(\d+): \(85\) call unknown#{POISON_IMM}\b", re.M)
+
+
+def _unsatisfied(exc: VerifierError, program: str,
+                 applied: list[Applied]) -> UnsatisfiedRelocationError | None:
+    """When the verifier stopped at a poisoned instruction, name the relocation (type,
+    access string, section) instead of the verifier's `invalid func unknown#195896080`."""
+    poisoned = {a.insn: a for a in applied if a.poisoned}
+    for match in _POISON_CALL.finditer(exc.log):
+        hit = poisoned.get(int(match.group(1)))
+        if hit is not None:
+            what = (f"CO-RE relocation {hit.relo.kind} of {hit.spec} (access string "
+                    f"{hit.relo.access!r}) in section {hit.relo.section!r}")
+            return UnsatisfiedRelocationError(exc.errno or 22, program, exc.log,
+                                              exc.log_truncated, what)
+    return None
 
 
 def _program_btf(spec: ObjectSpec, linked: LinkedProgram) -> syscall.BtfInfo | None:
@@ -150,7 +217,8 @@ class LoadedProgram:
 
     def __init__(self, fd: int, id: int, tag: str, name: str, section: str, hook: Hook,
                  maps: dict[str, BpfMap], pinned: str | None,
-                 subprograms: list[str], btf: bool = False) -> None:
+                 subprograms: list[str], btf: bool = False,
+                 core_relocations: list[Applied] | None = None) -> None:
         self.fd = fd
         self.id = id
         self.tag = tag
@@ -161,6 +229,7 @@ class LoadedProgram:
         self.pinned = pinned
         self.subprograms = subprograms
         self.btf = btf  # loaded with BTF func/line info (False: the kernel refused the BTF)
+        self.core_relocations = core_relocations or []  # what CO-RE did, per record
 
     def close(self) -> None:
         for m in self.maps.values():

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from . import syscall
+from . import pins, syscall
 from .errors import KernelError, PinConflictError
 
 BPF_MAP_TYPE_HASH = 1
@@ -225,7 +225,7 @@ def create_map(spec: MapSpec, pin_dir: str | None) -> CreatedMap:
     (PinConflictError if it differs); every other map gets a fresh pin, and an existing
     file under its name is refused rather than shared by accident.
     """
-    path = os.path.join(pin_dir, spec.name) if pin_dir else None
+    path = pins.pin_path(pin_dir, spec.name) if pin_dir else None
     if path and os.path.lexists(path):
         if spec.pinning != PIN_BY_NAME:
             raise PinConflictError(path, [

@@ -15,9 +15,10 @@ from .btf import (
     KIND_STRUCT,
     Btf,
     BtfExt,
-    core_relocations,
     ext_info,
 )
+from .btf_index import BtfIndex
+from .core import CoreRelo, describe_spec, parse_core_relos, parse_spec
 from .elf import (
     PARSE_ERRORS,
     R_BPF_64_32,
@@ -28,7 +29,7 @@ from .elf import (
     Section,
     Symbol,
 )
-from .errors import LoaderError, MalformedObjectError, UnsupportedFeatureError
+from .errors import CoreRelocationError, LoaderError, MalformedObjectError, UnsupportedFeatureError
 from .hooks import Hook
 from .maps import (
     BPF_F_RDONLY_PROG,
@@ -38,6 +39,7 @@ from .maps import (
     MapSpec,
     kernel_name,
 )
+from .pins import is_data_section
 from .programs import (
     BPF_CALL,
     BPF_LD_IMM64,
@@ -59,17 +61,12 @@ _MAX_FILE_SIZE = 64 << 20
 
 @dataclass(frozen=True)
 class UnsupportedFeature:
-    feature: str  # "CO-RE relocations", "map-in-map", "kfunc", "ksym/extern symbol"
+    feature: str  # "map-in-map", "kfunc", "ksym/extern symbol"
     section: str
     detail: str
 
     def error(self) -> UnsupportedFeatureError:
         return UnsupportedFeatureError(self.feature, self.section, self.detail)
-
-
-def is_data_section(name: str) -> bool:
-    return (name in (".data", ".rodata", ".bss")
-            or name.startswith((".data.", ".rodata.")))
 
 
 def internal_map_name(object_name: str, section: str) -> str:
@@ -121,18 +118,17 @@ class ObjectSpec:
         self.license = lic.data.split(b"\0", 1)[0].decode(errors="replace") if lic else ""
         self.btf: Btf | None = None
         self.btf_ext: BtfExt | None = None
+        self.btf_types: BtfIndex | None = None  # the same .BTF, as CO-RE reads it
+        self.core_relos: dict[str, list[CoreRelo]] = {}  # by section
         self.unsupported: list[UnsupportedFeature] = []
         btf_sec = elf.section(".BTF")
         if btf_sec is not None:
             self.btf = Btf(btf_sec.data)
+            self.btf_types = BtfIndex(btf_sec.data, label=self.source)
             ext = elf.section(".BTF.ext")
             if ext is not None:
                 self.btf_ext = ext_info(ext.data, self.btf)
-                for sec_name, count in core_relocations(ext.data, self.btf).by_section.items():
-                    self.unsupported.append(UnsupportedFeature(
-                        "CO-RE relocations", sec_name,
-                        f"{count} relocation(s) in .BTF.ext (__builtin_preserve_access_index "
-                        "/ BPF_CORE_READ)"))
+                self.core_relos = parse_core_relos(ext.data, self.btf.string)
         self.maps: dict[str, MapSpec] = {}
         self._map_by_location: dict[tuple[int, int], str] = {}  # (shndx, offset) -> name
         self._data_map_by_shndx: dict[int, str] = {}
@@ -283,6 +279,8 @@ class ObjectSpec:
                                          sec.data[sym.value:sym.value + size]))
             for rel in self.elf.relocations.get(sec.index, []):
                 self._attach_reloc(sec, specs, rel, text.index if text else -1)
+            for core in self.core_relos.get(sec.name, []):
+                self._attach_core_relo(sec, specs, core)
             if text is not None and sec.index == text.index:
                 self.text_funcs.extend(specs)
             else:
@@ -324,6 +322,16 @@ class ObjectSpec:
                              "(expected R_BPF_64_64 or R_BPF_64_32)")
         local = insn_idx - owner.sec_insn_off
         owner.relocs[local] = ProgReloc(local, kind, target, sym.value)
+
+    def _attach_core_relo(self, sec: Section, specs: list[ProgramSpec],
+                          core: CoreRelo) -> None:
+        insn_idx = core.insn_off // INSN_SIZE
+        owner = next((p for p in specs
+                      if p.sec_insn_off <= insn_idx < p.sec_insn_off + p.insn_count), None)
+        if owner is None:
+            raise self._fail(f"CO-RE relocation at byte {core.insn_off} of {sec.name!r} is "
+                             "outside every function")
+        owner.core_relos.append((insn_idx - owner.sec_insn_off, core))
 
     def _classify_ldimm64(self, sym: Symbol, sec: Section, where: str,
                           text_idx: int) -> tuple[RelocKind, str]:
@@ -384,10 +392,7 @@ class ObjectSpec:
     def unsupported_for(self, linked: LinkedProgram) -> list[UnsupportedFeature]:
         """Unsupported features that loading this program would run into."""
         sections = {linked.main.section} | ({".text"} if linked.subprograms else set())
-        found = [u for u in self.unsupported
-                 if u.section in sections and u.feature != "CO-RE relocations"]
-        found += [u for u in self.unsupported
-                  if u.feature == "CO-RE relocations" and u.section in sections]
+        found = [u for u in self.unsupported if u.section in sections]
         for _pos, rel in linked.relocs:
             spec = self.maps.get(rel.target)
             if spec is not None:
@@ -415,11 +420,29 @@ class ObjectSpec:
                  "read_only": m.freeze}
                 for m in self.maps.values() if m.kind == "data"
             ],
+            "core_relocations": self.describe_core_relos(),
             "unsupported": [
                 {"feature": u.feature, "section": u.section, "detail": u.detail}
                 for u in self._all_unsupported()
             ],
         }
+
+    def describe_core_relos(self) -> list[dict[str, object]]:
+        """Every CO-RE record: where, its kind, the local type and access string, and the
+        field it names (`struct sk_buff.len (0:0 @ offset 0)`, as libbpf prints it)."""
+        out: list[dict[str, object]] = []
+        for prog in [*self.programs, *self.text_funcs]:
+            for index, core in prog.core_relos:
+                assert self.btf_types is not None
+                try:
+                    spec = describe_spec(parse_spec(self.btf_types, core), core.kind)
+                    type_text = self.btf_types.describe(core.type_id)
+                except (CoreRelocationError, MalformedObjectError) as exc:
+                    spec, type_text = f"(invalid: {exc})", f"#{core.type_id}"
+                out.append({"section": core.section, "function": prog.name,
+                            "insn": index, "kind": str(core.kind), "type": type_text,
+                            "access": core.access, "spec": spec})
+        return out
 
     def _reachable(self, prog: ProgramSpec) -> list[str] | None:
         try:

@@ -12,6 +12,7 @@ import os
 import platform
 from dataclasses import dataclass
 
+from . import bpffs
 from .errors import KernelError, VerifierError
 
 _SYSCALL_NR = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351}
@@ -184,7 +185,8 @@ class MapInfo:
     name: str
 
 
-def _bpf(cmd: int, attr: ctypes.Structure, operation: str, hint: str = "") -> int:
+def _bpf(cmd: int, attr: ctypes.Structure, operation: str, hint: str = "",
+         path: str | None = None) -> int:
     nr = _SYSCALL_NR.get(platform.machine())
     if nr is None:
         raise KernelError(38, operation, f"bpf(2) number unknown for {platform.machine()}")
@@ -192,14 +194,10 @@ def _bpf(cmd: int, attr: ctypes.Structure, operation: str, hint: str = "") -> in
     ret = _libc.syscall(nr, ctypes.c_int(cmd), ctypes.byref(attr), size)
     if ret < 0:
         err = ctypes.get_errno()
-        raise KernelError(err, operation, hint or _hint_for(err))
+        # bpffs.hint finds out which of the causes of an EPERM it was (reserved name,
+        # not a bpffs, missing capability) instead of always blaming capabilities
+        raise KernelError(err, operation, hint or bpffs.hint(err, operation, path))
     return int(ret)
-
-
-def _hint_for(err: int) -> str:
-    if err == 1:  # EPERM
-        return "run as root with CAP_BPF, CAP_NET_ADMIN (and CAP_SYS_ADMIN for ids)"
-    return ""
 
 
 def _ptr(buf: ctypes.Array | None) -> int:  # type: ignore[type-arg]
@@ -365,15 +363,14 @@ def prog_load(
 def obj_pin(fd: int, path: str) -> None:
     buf = ctypes.create_string_buffer(os.fsencode(path))
     _bpf(BPF_OBJ_PIN, _ObjAttr(pathname=_ptr(buf), bpf_fd=fd), f"pinning to {path}",
-         hint="" if os.path.isdir(os.path.dirname(path) or ".")
-         else "the directory does not exist (is bpffs mounted?)")
+         path=path)
 
 
 def obj_get(path: str, flags: int = 0) -> int:
     """Open a pinned program or map; returns a new fd."""
     buf = ctypes.create_string_buffer(os.fsencode(path))
     return _bpf(BPF_OBJ_GET, _ObjAttr(pathname=_ptr(buf), file_flags=flags),
-                f"opening pin {path}")
+                f"opening pin {path}", path=path)
 
 
 def prog_get_fd_by_id(prog_id: int) -> int:
