@@ -5,8 +5,11 @@ and `lwt_policy.validation` validates policies against the very same dict, CEL r
 so the API server and the agent/operator can never disagree about what is valid.
 
 Schema rules that Kubernetes imposes and this module respects:
-- structural: every node has a `type` (free-form `config` uses
-  `x-kubernetes-preserve-unknown-fields`), no `uniqueItems` (use `x-kubernetes-list-type: set`);
+- structural: every node has a `type`, no `uniqueItems` (use `x-kubernetes-list-type: set`);
+  nothing preserves unknown fields: a hook's `config` is typed, generated from the built-in
+  catalogue (`builtin_config_schema`: every built-in's fields, each bounded, plus one CEL
+  rule per built-in saying which of them it takes and which it needs), so the API server
+  itself refuses unknown, deep or oversized configs;
 - every string a CEL rule looks at and every list has a max size, so the API server's CEL cost
   estimate stays within budget;
 - CEL property names that are CEL reserved words are escaped: `self.in` is written
@@ -14,6 +17,10 @@ Schema rules that Kubernetes imposes and this module respects:
 """
 from __future__ import annotations
 
+import copy
+import functools
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,10 +164,149 @@ ALL_CEL_RULES: tuple[CelRule, ...] = (
 
 def rule_by_message(message: str) -> CelRule:
     """The rule whose CRD `message` this is (what the API server reports back)."""
-    for rule in ALL_CEL_RULES:
+    for rule in (*ALL_CEL_RULES, *builtin_config_rules()):
         if rule.message == message:
             return rule
     raise KeyError(f"no CEL rule has the message {message!r}")
+
+
+# --- typed config of the built-ins, generated from the catalogue ----------------------------
+
+# Bounds the generator adds where the catalogue gives none (every config string and list is
+# bounded, so a config can never be large or expensive for the API server).
+CONFIG_STRING_MAX = 253
+_CEL_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CEL_WORDS = frozenset({"true", "false", "null", "in", "as", "break", "const", "continue",
+                        "else", "for", "function", "if", "import", "let", "loop", "package",
+                        "namespace", "return", "var"})
+
+
+class ConfigSchemaError(ValueError):
+    """The catalogue's config schemas cannot become one structural CRD schema."""
+
+
+def _structural(node: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A catalogue (JSON schema) node as a structural, bounded CRD node.
+
+    `default` is dropped: the API server would apply it to every built-in's config, and
+    `program_config.validate_config` fills each built-in's own defaults. `uniqueItems`
+    becomes `x-kubernetes-list-type: set`; `additionalProperties: false` is the CRD's
+    pruning anyway."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("default", "uniqueItems", "additionalProperties"):
+            continue
+        if key == "properties":
+            out[key] = {name: _structural(sub, f"{where}.{name}") for name, sub in value.items()}
+        elif key == "items":
+            out[key] = _structural(value, f"{where}[]")
+        else:
+            out[key] = copy.deepcopy(value)
+    kind = out.get("type")
+    if kind is None:
+        raise ConfigSchemaError(f"{where}: every config field needs a type (structural CRD)")
+    if "default" in node:
+        out["description"] = (out.get("description", "") + f" Default: {node['default']!r}."
+                              ).strip()
+    if kind == "string" and "enum" not in out:
+        out.setdefault("maxLength", CONFIG_STRING_MAX)
+    if kind == "array":
+        if "maxItems" not in out:
+            raise ConfigSchemaError(f"{where}: a config list needs maxItems (catalogue.py)")
+        if node.get("uniqueItems"):
+            out["x-kubernetes-list-type"] = "set"
+        else:
+            out.setdefault("x-kubernetes-list-type", "atomic")
+    if kind == "object":
+        if "properties" not in out:
+            raise ConfigSchemaError(f"{where}: a config object needs properties")
+        out.setdefault("maxProperties", len(out["properties"]))
+    return out
+
+
+@functools.cache
+def _config_fields() -> tuple[tuple[str, dict[str, Any], tuple[str, ...]], ...]:
+    """(field, structural schema, built-ins that take it), in catalogue order."""
+    from lwt_policy.catalogue import CATALOGUE  # the catalogue imports this module
+
+    fields: dict[str, dict[str, Any]] = {}
+    takers: dict[str, list[str]] = {}
+    for program in CATALOGUE.values():
+        for name, sub in program.config_schema.get("properties", {}).items():
+            if not _CEL_IDENTIFIER.match(name) or name in _CEL_WORDS:
+                raise ConfigSchemaError(
+                    f"config field {name!r} of built-in {program.name!r}: CEL rules name "
+                    "config fields, so they must be identifiers and not CEL reserved words")
+            node = _structural(sub, f"{program.name}.config.{name}")
+            known = fields.get(name)
+            if known is not None and _without_description(known) != _without_description(node):
+                raise ConfigSchemaError(
+                    f"config field {name!r} has different schemas in built-ins "
+                    f"{', '.join(takers[name])} and {program.name}: one CRD field cannot hold "
+                    "both; rename one of them in catalogue.py")
+            fields.setdefault(name, node)
+            takers.setdefault(name, []).append(program.name)
+    return tuple((name, fields[name], tuple(takers[name])) for name in fields)
+
+
+def _without_description(node: Mapping[str, Any]) -> Any:
+    if isinstance(node, Mapping):
+        return {k: _without_description(v) for k, v in node.items() if k != "description"}
+    return node
+
+
+def builtin_config_schema() -> dict[str, Any]:
+    """A hook's `config`: the fields of every built-in, each typed and bounded; which of them
+    a given built-in takes is checked by `builtin_config_rules`."""
+    properties: dict[str, Any] = {}
+    for name, node, takers in _config_fields():
+        node = copy.deepcopy(node)
+        node["description"] = f"({', '.join(takers)}) " + node.get("description", "")
+        properties[name] = node
+    return {
+        "type": "object",
+        "description": "Configuration of a builtin program, written into its maps. Each "
+        "builtin takes its own fields (docs/builtins.md); fields of other builtins are "
+        "refused. The operator and the agent also check it against the builtin's map layout.",
+        "maxProperties": max(len(properties), 1),
+        "properties": properties,
+    }
+
+
+@functools.cache
+def builtin_config_rules() -> tuple[CelRule, ...]:
+    """Per built-in: the config fields it does not take are absent; the ones it needs are
+    present. Evaluated on a hook (`self.program`, `self.config`)."""
+    from lwt_policy.catalogue import CATALOGUE
+
+    fields = [name for name, _, _ in _config_fields()]
+    rules: list[CelRule] = []
+    for program in CATALOGUE.values():
+        own = list(program.config_schema.get("properties", {}))
+        foreign = [f for f in fields if f not in own]
+        is_it = f"has(self.program.builtin) && self.program.builtin == '{program.name}'"
+        if foreign:
+            absent = " && ".join(f"!has(self.config.{f})" for f in foreign)
+            takes = ", ".join(own) if own else "no config fields"
+            rules.append(CelRule(
+                name=f"config-fields-{program.name}",
+                rule=f"!has(self.config) || !({is_it}) || ({absent})",
+                message=f"builtin {program.name} takes {takes}: remove the other builtins' "
+                "fields from config",
+                reason="FieldValueForbidden",
+                field_path=".config",
+            ))
+        required = list(program.config_schema.get("required", []))
+        if required:
+            present = " && ".join(f"has(self.config.{f})" for f in required)
+            rules.append(CelRule(
+                name=f"config-required-{program.name}",
+                rule=f"!({is_it}) || (has(self.config) && {present})",
+                message=f"builtin {program.name} needs config fields {', '.join(required)}",
+                reason="FieldValueRequired",
+                field_path=".config",
+            ))
+    return tuple(rules)
 
 
 # --- building blocks -----------------------------------------------------------------------
@@ -291,17 +437,12 @@ _HOOK_DESCRIPTIONS = {
 def hook_schema(hook: str) -> dict[str, Any]:
     rules: tuple[CelRule, ...] = (CONFIG_ONLY_FOR_BUILTIN,)
     rules += (HEADROOM_RANGE,) if hook == "xmit" else (HEADROOM_ONLY_ON_XMIT,)
+    rules += builtin_config_rules()
     return _object(
         _HOOK_DESCRIPTIONS[hook],
         {
             "program": program_schema(),
-            "config": {
-                "type": "object",
-                "description": "Configuration of a builtin program, written into its maps. "
-                "Its shape depends on the builtin (docs/builtins.md); the operator and the "
-                "agent check it against the builtin's schema and map layout.",
-                "x-kubernetes-preserve-unknown-fields": True,
-            },
+            "config": builtin_config_schema(),
             "headroom": _integer(
                 f"xmit only: bytes of headroom (0..{MAX_HEADROOM}) reserved for headers the "
                 "program pushes (encapsulation)."

@@ -8,8 +8,8 @@ from lwt_policy import schema
 from tests.policy.conftest import REPO
 
 DOC = (REPO / "docs" / "policies.md").read_text()
-SEMANTIC_RULES = ("identity", "label-selector-syntax", "pod-subnets-admin-only",
-                  "builtin-exists", "builtin-hook", "builtin-config-schema", "builtin-config",
+SEMANTIC_RULES = ("depth-limit", "size-limit", "identity", "label-selector-syntax",
+                  "pod-subnets-admin-only", "builtin-exists", "builtin-hook", "builtin-config-schema", "builtin-config",
                   "fail-closed-supported")
 
 
@@ -23,6 +23,11 @@ def _semantic_rules_in_code() -> set[str]:
 def test_every_cel_rule_is_documented() -> None:
     for rule in schema.ALL_CEL_RULES:
         assert f"`{rule.name}`" in DOC, rule.name
+    # The per-builtin config rules are generated from the catalogue: documented as patterns.
+    for prefix in ("config-fields", "config-required"):
+        assert f"`{prefix}-<builtin>`" in DOC, prefix
+    for rule in schema.builtin_config_rules():
+        assert rule.name.startswith(("config-fields-", "config-required-")), rule.name
 
 
 def test_every_semantic_rule_is_documented() -> None:

@@ -69,7 +69,7 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ("sha256 too short", _set_hook("out", {"program": _cm_program(sha256="ab12")}),
      "sha256-format", "spec.hooks.out.program.sha256"),
     ("config for a configMap program", _set_hook("out", {"program": _cm_program(),
-                                                         "config": {"a": 1}}),
+                                                         "config": {"oneIn": 1}}),
      "config-only-for-builtin", "spec.hooks.out.config"),
     ("In without values", lambda p: _spec(p).update(podSelector={"matchExpressions": [
         {"key": "app", "operator": "In"}]}),
@@ -115,13 +115,16 @@ CASES: list[tuple[str, Mutation, str, str]] = [
      "builtin-hook", "spec.hooks.out.program.builtin"),
     ("port out of range", lambda p: _spec(p)["hooks"]["out"].update(
         config={"denyTCPPorts": [70000]}),
-     "builtin-config-schema", "spec.hooks.out.config.denyTCPPorts[0]"),
+     "schema:maximum", "spec.hooks.out.config.denyTCPPorts[0]"),
     ("unknown config field", lambda p: _spec(p)["hooks"]["out"].update(
         config={"denyPorts": [80]}),
-     "builtin-config-schema", "spec.hooks.out.config.denyPorts"),
+     "schema:unknown-field", "spec.hooks.out.config.denyPorts"),
+    ("another builtin's config field", lambda p: _spec(p)["hooks"]["out"].update(
+        config={"denyTCPPorts": [80], "oneIn": 5}),
+     "config-fields-port-filter", "spec.hooks.out.config"),
     ("missing required config", _set_hook("xmit", {"program": {"builtin": "encap"},
                                                    "config": {"remote": "192.0.2.1"}}),
-     "builtin-config-schema", "spec.hooks.xmit.config.source"),
+     "config-required-encap", "spec.hooks.xmit.config"),
     ("config the schema cannot judge", lambda p: _spec(p)["hooks"]["out"].update(
         config={"denySourceCIDRs": ["10.0.0.0/33"]}),
      "builtin-config", "spec.hooks.out.config.denySourceCIDRs[0]"),
