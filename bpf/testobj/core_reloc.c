@@ -1,4 +1,5 @@
-// Loader test object: a CO-RE field relocation (.BTF.ext core_relo); the loader must refuse it.
+// Loader test object: a CO-RE field relocation to a type the kernel does not have (no
+// vmlinux.h needed), read without a guard: poisoned, and refused by the verifier.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 

@@ -15,7 +15,7 @@ from .conftest import program_gone
 
 pytestmark = pytest.mark.kernel
 
-LOAD_KEYS = {"ok", "section", "hook", "prog_id", "tag", "maps", "error"}
+LOAD_KEYS = {"ok", "section", "hook", "prog_id", "tag", "maps", "core_relocations", "error"}
 
 
 def lwt_agent(*args: str) -> subprocess.CompletedProcess[str]:
@@ -43,10 +43,14 @@ def test_inspect_text_and_json(testobj: Path) -> None:
                       "section": ".maps"}
 
 
-def test_inspect_lists_unsupported_features(testobj: Path) -> None:
+def test_inspect_lists_unsupported_features_and_relocations(testobj: Path) -> None:
+    proc = lwt_agent("inspect", str(testobj / "kfunc.o"))
+    assert proc.returncode == 0
+    assert "kfunc in section 'lwt_in_kfunc'" in proc.stdout
     proc = lwt_agent("inspect", str(testobj / "core_reloc.o"))
     assert proc.returncode == 0
-    assert "CO-RE relocations in section 'lwt_out_core'" in proc.stdout
+    assert ("section 'lwt_out_core' insn 0: byte_off struct pkt_view '0:1' "
+            "(struct pkt_view.pkt_type (0:1 @ offset 4))") in proc.stdout
 
 
 def test_load_json_success_unloads_on_exit() -> None:

@@ -1,5 +1,6 @@
 """The .BTF and .BTF.ext sections: enough of the type graph to read BTF-defined maps and
-global-data layouts, and to find CO-RE relocations (which this loader refuses).
+global-data layouts, and func/line info (CO-RE records: core.py; the kernel's BTF:
+btf_index.py).
 
 Format: uapi/linux/btf.h. Every inconsistency (bad magic, lengths past the section, type ids
 out of range, cycles) raises MalformedObjectError("corrupt BTF: ...").
@@ -257,45 +258,3 @@ def _ext_area(ext: bytes, start: int, length: int, btf: Btf, what: str,
                                      area[pos + 4:pos + rec_size]))
             pos += rec_size
     return rec_size, found
-
-
-@dataclass(frozen=True)
-class CoreRelocations:
-    """Where .BTF.ext has CO-RE relocation records: section name -> record count."""
-
-    by_section: dict[str, int]
-
-
-def core_relocations(ext: bytes, btf: Btf) -> CoreRelocations:
-    """Read the CO-RE part of .BTF.ext (func/line info are not needed for loading)."""
-    try:
-        if len(ext) < 8:
-            raise _corrupt(f".BTF.ext is {len(ext)} bytes, shorter than its header")
-        magic, version, _flags, hdr_len = struct.unpack_from("<HBBI", ext, 0)
-        if magic != BTF_MAGIC or version != 1:
-            raise _corrupt(f".BTF.ext has bad magic {magic:#06x} or version {version}")
-        if hdr_len < 32:  # no core_relo_off/len fields: no CO-RE
-            return CoreRelocations({})
-        core_off, core_len = struct.unpack_from("<II", ext, 24)
-        start = hdr_len + core_off
-        if core_len == 0:
-            return CoreRelocations({})
-        if start + core_len > len(ext):
-            raise _corrupt(".BTF.ext CO-RE area runs past the section")
-        area = ext[start:start + core_len]
-        rec_size = struct.unpack_from("<I", area, 0)[0]
-        if rec_size < 16:
-            raise _corrupt(f".BTF.ext CO-RE record size {rec_size} is too small")
-        pos = 4
-        found: dict[str, int] = {}
-        while pos < len(area):
-            sec_name_off, num = struct.unpack_from("<II", area, pos)
-            pos += 8 + num * rec_size
-            if pos > len(area):
-                raise _corrupt(".BTF.ext CO-RE records run past their area")
-            if num:
-                name = btf.string(sec_name_off)
-                found[name] = found.get(name, 0) + num
-        return CoreRelocations(found)
-    except struct.error as exc:
-        raise _corrupt(f".BTF.ext truncated ({exc})") from None

@@ -13,6 +13,7 @@ import enum
 import struct
 from dataclasses import dataclass, field
 
+from .core import CoreRelo
 from .errors import MalformedObjectError
 
 INSN_SIZE = 8
@@ -49,6 +50,7 @@ class ProgramSpec:
     sec_insn_off: int  # where the function starts in its section, in instructions
     insns: bytes
     relocs: dict[int, ProgReloc] = field(default_factory=dict)
+    core_relos: list[tuple[int, CoreRelo]] = field(default_factory=list)  # (insn, record)
 
     @property
     def insn_count(self) -> int:

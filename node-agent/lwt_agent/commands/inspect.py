@@ -12,9 +12,10 @@ HELP = "Show the programs, maps and global data of a BPF object, without loading
 DETAILS = (
     "Shows programs (ELF section, function, instruction count, reachable .text "
     "sub-programs), maps (name, type, key/value size, max_entries, flags, pinning), global "
-    "data sections, the license, whether BTF is present, and the unsupported features "
-    "found (CO-RE relocations, map-in-map, kfuncs, ksyms): a program using one cannot be "
-    "loaded. Exit 0 when the object parses, 2 when it is unreadable or malformed (the "
+    "data sections, the license, whether BTF is present, the CO-RE relocations (kind, "
+    "type, access string; applied against the running kernel's BTF at load), and the "
+    "unsupported features found (map-in-map, kfuncs, ksyms): a program using one cannot "
+    "be loaded. Exit 0 when the object parses, 2 when it is unreadable or malformed (the "
     "message says what is wrong). See docs/loader.md."
 )
 
@@ -76,6 +77,12 @@ def render_text(info: dict) -> str:  # type: ignore[type-arg]
         ro = "read-only, frozen" if d["read_only"] else "writable"
         lines.append(f"  {d['section']}: {d['size']} bytes as map {d['map']} ({ro})")
     if not info["global_data"]:
+        lines.append("  (none)")
+    lines.append("CO-RE relocations:")
+    for r in info["core_relocations"]:
+        lines.append(f"  section {r['section']!r} insn {r['insn']}: {r['kind']} {r['type']} "
+                     f"{r['access']!r} ({r['spec']})")
+    if not info["core_relocations"]:
         lines.append("  (none)")
     lines.append("unsupported features:")
     for u in info["unsupported"]:

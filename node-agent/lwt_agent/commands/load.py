@@ -48,21 +48,25 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help='print exactly one JSON object: {"ok", "section", "hook", '
                              '"prog_id", "tag", "maps": [{"name", "id", "type"}], '
+                             '"core_relocations": {"applied", "poisoned"}, '
                              '"error": null | {"kind", "message", "verifier_log"}}')
 
 
 def run(args: argparse.Namespace) -> int:
     result: dict[str, object] = {
         "ok": False, "section": args.section, "hook": args.hook,
-        "prog_id": None, "tag": None, "maps": [], "error": None,
+        "prog_id": None, "tag": None, "maps": [], "core_relocations": None, "error": None,
     }
     try:
         spec = ObjectSpec.from_file(args.object)
         with spec.load(args.section, Hook.parse(args.hook), pin_dir=args.pin_dir) as prog:
+            core = {"applied": len(prog.core_relocations),
+                    "poisoned": sum(a.poisoned for a in prog.core_relocations)}
             result.update(
                 ok=True, prog_id=prog.id, tag=prog.tag,
                 maps=[{"name": name, "id": m.id, "type": m.type_name}
                       for name, m in prog.maps.items()],
+                core_relocations=core,
             )
             pinned = prog.pinned
     except LoaderError as exc:
@@ -84,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
               f"tag {result['tag']}")
         for m in result["maps"]:  # type: ignore[attr-defined]
             print(f"  map {m['name']}: id {m['id']} ({m['type']})")
+        if core["applied"]:
+            print(f"  CO-RE: {core['applied']} relocation(s) applied, "
+                  f"{core['poisoned']} poisoned (dead code)")
         if pinned:
             print(f"pinned at {pinned} (remove the pins to unload)")
         else:
