@@ -1,6 +1,6 @@
 # One image, two programs: the operator (entrypoint, runs as non-root) and the node agent
-# (`lwt-agent`, started by the operator's DaemonSet as root with only CAP_BPF, CAP_NET_ADMIN and
-# CAP_PERFMON; see docs/install.md),
+# (`lwt-agent`, started by the operator's DaemonSet as root with only CAP_BPF and CAP_NET_ADMIN;
+# see docs/install.md),
 # plus the compiled built-in BPF objects. Build: docker build -t lwt-operator:0.1.0 .
 #
 # tests/packaging/test_dockerfile.py runs this file's RUN commands (builder stage) on the test

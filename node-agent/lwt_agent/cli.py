@@ -26,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lwt-agent",
         description=(
             "Node agent of lwt-operator: loads LWT BPF programs and attaches them to the "
-            "routes of pods. Needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (the "
-            "verifier refuses the built-ins' pointer arithmetic without CAP_PERFMON)."
+            "routes of pods. Needs root, or CAP_BPF and CAP_NET_ADMIN (every built-in loads "
+            "without CAP_PERFMON; do not grant it: it would let ConfigMap programs read "
+            "kernel memory)."
         ),
     )
     parser.add_argument(

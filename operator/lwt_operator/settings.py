@@ -14,12 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lwt_policy.custom_programs import (
+    DEFAULT_NAMESPACE_SELECTOR,
+    CustomProgramRule,
+    CustomProgramSettingError,
+)
 
 from lwt_operator.errors import SettingsError
 
 DEFAULT_IMAGE = "ghcr.io/lwt-operator/lwt-operator:latest"
 # Each proven necessary on the kernel: tests/packaging/test_agent_capabilities.py.
-DEFAULT_CAPABILITIES = ("BPF", "NET_ADMIN", "PERFMON")
+DEFAULT_CAPABILITIES = ("BPF", "NET_ADMIN")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -42,6 +47,15 @@ class AgentSettings:
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     logLevel: str = "info"
     podLabels: Mapping[str, str] = field(default_factory=dict)
+    # Who may run their own bytecode (program.configMap): nobody unless the admin turns it on,
+    # then only namespaces whose labels match (lwt_policy.custom_programs).
+    configMapPrograms: bool = False
+    configMapProgramNamespaceSelector: str = DEFAULT_NAMESPACE_SELECTOR
+
+    @property
+    def custom_programs(self) -> CustomProgramRule:
+        return CustomProgramRule(bool(self.configMapPrograms),
+                                 self.configMapProgramNamespaceSelector)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "agent settings") -> AgentSettings:
@@ -89,6 +103,12 @@ class AgentSettings:
         if self.imagePullPolicy not in ("Always", "IfNotPresent", "Never"):
             raise SettingsError(f"{source}: imagePullPolicy must be Always, IfNotPresent or "
                                 f"Never")
+        if not isinstance(self.configMapPrograms, bool):
+            raise SettingsError(f"{source}: configMapPrograms must be true or false")
+        try:
+            self.custom_programs  # noqa: B018 (parses the selector)
+        except CustomProgramSettingError as exc:
+            raise SettingsError(f"{source}: configMapProgramNamespaceSelector: {exc}") from None
         for cap in self.capabilities:
             if not isinstance(cap, str) or not cap.isupper() or cap.startswith("CAP_"):
                 raise SettingsError(f"{source}: capabilities are names like BPF or NET_ADMIN "

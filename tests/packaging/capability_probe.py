@@ -6,7 +6,8 @@ under test, inside a network namespace the test created:
     python capability_probe.py BPF_OBJECT_DIR PIN_DIR DEVICE DESTINATION
 
 Prints one JSON object: for every step, "ok" or the errno name it failed with. Programs loaded:
-one per built-in (five), closed before exit; the routes it adds are deleted again.
+one per built-in and hook it declares (fourteen), closed before exit; the routes it adds are
+deleted again.
 """
 from __future__ import annotations
 
@@ -52,32 +53,36 @@ def main(object_dir: Path, pin_dir: Path, device: str, destination: str) -> dict
             steps["plain_route"] = "ok"
         except NetlinkError as exc:
             steps["plain_route"] = outcome(exc)
-        # Load every built-in (maps, BTF, a ring buffer, global data) and pin it on bpffs, as
-        # the agent does. One program per built-in, closed again below.
+        # Load every built-in on every hook it declares (maps, BTF, a ring buffer) and pin
+        # it on bpffs, as the agent does: one program per (built-in, hook), closed below.
         for name, builtin in sorted(CATALOGUE.items()):
-            hook = Hook.OUT if "out" in builtin.hooks else Hook.XMIT
-            spec = ObjectSpec.from_file(object_dir / builtin.object)
-            pins = pin_dir / name
-            pins.mkdir()
-            try:
-                programs[name] = spec.load(builtin.section, hook, pin_dir=pins)
-                steps[f"load_{name}"] = "ok"
-            except KernelError as exc:
-                steps[f"load_{name}"] = outcome(exc)
-        if "counters" in programs:
-            prog = programs["counters"]
+            for hook_name in sorted(builtin.hooks):
+                spec = ObjectSpec.from_file(object_dir / builtin.object)
+                pins = pin_dir / f"{name}-{hook_name}"
+                pins.mkdir()
+                try:
+                    programs[f"{name}/{hook_name}"] = spec.load(
+                        builtin.section, Hook(hook_name), pin_dir=pins)
+                    steps[f"load_{name}/{hook_name}"] = "ok"
+                except KernelError as exc:
+                    steps[f"load_{name}/{hook_name}"] = outcome(exc)
+        # Attach each loaded program to a route on its hook, and read the label back.
+        for key, prog in sorted(programs.items()):
+            hook_name = key.split("/")[1]
             try:
                 ipr.route(
                     "add", dst=f"{destination}/32", oif=index, scope="link",
-                    encap={"type": "bpf", "out": {"fd": prog.fd, "name": LABEL}},
+                    encap={"type": "bpf", hook_name: {"fd": prog.fd, "name": LABEL}},
                 )
                 dumped = ipr.route("get", dst=destination)
-                steps["attach"] = "ok" if LABEL in str(dumped) else "label not dumped back"
+                steps[f"attach_{key}"] = "ok" if LABEL in str(dumped) else "label not dumped back"
                 ipr.route("del", dst=f"{destination}/32", oif=index, scope="link")
             except NetlinkError as exc:
-                steps["attach"] = outcome(exc)
+                steps[f"attach_{key}"] = outcome(exc)
+        if programs:
+            prog = next(iter(programs.values()))
             # Adopting a program after a restart by id needs CAP_SYS_ADMIN; the agent reopens
-            # its pins instead (DESIGN.md §6). Both are probed.
+            # its pins instead (docs/install.md, agent capabilities). Both are probed.
             try:
                 os.close(bpf_syscall.obj_get(str(prog.pinned)))
                 steps["reopen_pin"] = "ok"

@@ -1,15 +1,19 @@
 """The agent's capability set, proven on the real kernel: the documented set (docs/install.md,
 which test_chart.py holds the chart's `agent.capabilities` to) suffices for everything the agent
-does to the kernel (load every built-in with its maps, BTF and ring buffer, pin on bpffs, reopen
-pins, add plain and encap routes), and every member of it is necessary.
+does to the kernel (load every built-in on every hook it declares, with its maps, BTF and ring
+buffer, pin on bpffs, reopen pins, add plain routes, attach each program to an encap route), and
+every member of it is necessary. CAP_PERFMON is not in the set: a ConfigMap program that needs
+it is refused, with the verifier's reason in the policy's status.
 
 Each case runs capability_probe.py as root with every other capability dropped (setpriv),
-inside a network namespace of its own. Programs loaded: at most 5 per case, 4 cases; then
-the real agent runs with the documented set and loads 3.
+inside a network namespace of its own. Programs loaded: at most 14 per case, 3 cases; then
+the real agent runs with the documented set and loads 3, and once more to refuse one.
 """
 from __future__ import annotations
 
+import base64
 import json
+import platform
 import secrets
 import subprocess
 import sys
@@ -63,11 +67,11 @@ def probe(netns: str, capabilities: list[str], bpf_objects: Path, pin_dir: Path)
     return steps
 
 
-BUILTINS = sorted(CATALOGUE)
+PROGRAMS = sorted(f"{name}/{hook}" for name, b in CATALOGUE.items() for hook in b.hooks)
 ALL_OK = {
     "plain_route": "ok",
-    **{f"load_{name}": "ok" for name in BUILTINS},
-    "attach": "ok",
+    **{f"load_{key}": "ok" for key in PROGRAMS},
+    **{f"attach_{key}": "ok" for key in PROGRAMS},
     "reopen_pin": "ok",
     # Opening a program by id needs CAP_SYS_ADMIN: the agent reopens its pins instead.
     "fd_by_id": "EPERM",
@@ -80,6 +84,8 @@ def capability_mask(names: list[str]) -> int:
 
 def test_the_documented_set_is_enough(netns: str, bpf_objects: Path, bpffs: Path) -> None:
     caps = sorted(documented_capabilities())
+    # every built-in loads and attaches on every declared hook without CAP_PERFMON
+    assert "PERFMON" not in caps
     steps = probe(netns, caps, bpf_objects, bpffs / f"all-{netns}")
     assert int(steps.pop("capeff"), 16) == capability_mask(caps)
     assert steps == ALL_OK
@@ -92,20 +98,18 @@ def test_every_documented_capability_is_necessary(
     caps = sorted(documented_capabilities() - {missing})
     steps = probe(netns, caps, bpf_objects, bpffs / f"no-{missing}-{netns}")
     assert int(steps.pop("capeff"), 16) == capability_mask(caps)
-    failed = {step: result for step, result in steps.items() if ALL_OK.get(step) != result}
+    failed = {step: steps.get(step) for step in steps.keys() | ALL_OK.keys()
+              if ALL_OK.get(step) != steps.get(step)}
+    # Nothing loads, so nothing is attached and there is no pin to reopen.
+    not_loaded = {f"attach_{key}": None for key in PROGRAMS} | {"reopen_pin": None,
+                                                                 "fd_by_id": None}
     if missing == "NET_ADMIN":
         # LWT program types are networking programs: loading them needs CAP_NET_ADMIN too.
-        assert failed == {"plain_route": "EPERM", **{f"load_{n}": "EPERM" for n in BUILTINS}}
-    elif missing == "BPF":
-        assert failed == {f"load_{n}": "EPERM" for n in BUILTINS}
+        assert failed == {"plain_route": "EPERM", **{f"load_{k}": "EPERM" for k in PROGRAMS},
+                          **not_loaded}
     else:
-        assert missing == "PERFMON", f"no reason documented for CAP_{missing}"
-        # Without CAP_PERFMON the verifier applies its Spectre v1 rules ("pointer arithmetic
-        # with it prohibited for !root"), which the built-ins' map-value indexing trips.
-        # When every built-in loads without it, drop PERFMON from the chart and the docs.
-        assert failed, "every built-in loads without CAP_PERFMON: remove it from the set"
-        assert set(failed.values()) == {"EACCES"}
-        assert "load_counters" in failed
+        assert missing == "BPF", f"no reason documented for CAP_{missing}"
+        assert failed == {**{f"load_{k}": "EPERM" for k in PROGRAMS}, **not_loaded}
 
 
 POLICIES = """
@@ -186,4 +190,66 @@ def test_the_agent_itself_runs_with_the_documented_set(
     finally:
         # --once leaves everything attached and pinned: the netns fixture removes the routes,
         # this removes the pins (the programs go with the last reference).
+        subprocess.run(["rm", "-rf", str(pin_dir)], check=False)
+
+
+def compile_needs_perfmon(out_dir: Path, bpf_objects: Path) -> Path:
+    """needs_perfmon.c -> .o with the flags of bpf/Makefile (its build include dir holds the
+    empty gnu/stubs-32.h that Debian's libc headers want under -target bpf)."""
+    obj = out_dir / "needs_perfmon.o"
+    subprocess.run(
+        ["clang", "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
+         f"-I{bpf_objects / 'include'}", f"-I/usr/include/{platform.machine()}-linux-gnu",
+         "-c", str(Path(__file__).with_name("needs_perfmon.c")), "-o", str(obj)],
+        check=True, capture_output=True, timeout=120)
+    return obj
+
+
+def test_a_configmap_program_that_needs_perfmon_is_refused_with_the_reason(
+    netns: str, bpffs: Path, bpf_objects: Path, tmp_path: Path
+) -> None:
+    # As root (with CAP_PERFMON) the kernel accepts this object; the agent, without it, must
+    # refuse it and say why in the policy's status rather than fail silently.
+    obj = compile_needs_perfmon(tmp_path, bpf_objects)
+    address = "10.213.1.7"
+    subprocess.run(["ip", "-n", netns, "route", "add", f"{address}/32", "dev", "lwtp0",
+                    "scope", "link"], check=True)
+    policy = {
+        "apiVersion": "lwt.dev/v1alpha1", "kind": "LwtRoutePolicy",
+        "metadata": {"name": "custom", "namespace": "shop"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "hooks": {"out": {
+            "program": {"configMap": {"name": "progs", "key": "np.o"},
+                        "section": "lwt/needs_perfmon"}}}},
+    }
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "progs", "namespace": "shop"},
+                 "binaryData": {"np.o": base64.b64encode(obj.read_bytes()).decode()}}
+    (tmp_path / "policies.yaml").write_text(yaml.safe_dump(policy))
+    (tmp_path / "configmaps.yaml").write_text(yaml.safe_dump(configmap))
+    (tmp_path / "pods.yaml").write_text(pods_manifest([address]))
+    pin_dir = bpffs / f"perfmon-{netns}"
+    pin_dir.mkdir()
+    keep = ",".join(["-all", *(f"+{cap.lower()}" for cap in sorted(documented_capabilities()))])
+    agent = Path(sys.executable).parent / "lwt-agent"
+    try:
+        result = subprocess.run(
+            ["ip", "netns", "exec", netns,
+             "setpriv", "--inh-caps=-all", "--ambient-caps=-all", f"--bounding-set={keep}",
+             str(agent), "run", "--policy-file", str(tmp_path / "policies.yaml"),
+             "--pods-file", str(tmp_path / "pods.yaml"),
+             "--configmaps-file", str(tmp_path / "configmaps.yaml"),
+             "--node-name", "node-a", "--pin-dir", str(pin_dir), "--once"],
+            capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path,
+        )
+        docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+        assert docs, f"no status printed (exit {result.returncode}):\n{result.stderr[-3000:]}"
+        (status,) = docs
+        entry = status["status"]["nodes"]["node-a"]
+        assert entry["lastError"], entry
+        message = entry["lastError"]["message"]
+        assert "pointer arithmetic with it prohibited for !root" in message, message
+        assert "encap bpf" not in subprocess.run(
+            ["ip", "-n", netns, "route", "show"], capture_output=True, text=True,
+            check=True).stdout
+    finally:
         subprocess.run(["rm", "-rf", str(pin_dir)], check=False)

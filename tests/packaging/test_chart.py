@@ -219,7 +219,7 @@ def documented_capabilities() -> set[str]:
 def test_agent_capabilities_are_exactly_the_documented_set(value_set: str) -> None:
     settings = render(value_set).agent_settings()
     documented = documented_capabilities()
-    assert set(settings["capabilities"]) == documented == {"BPF", "NET_ADMIN", "PERFMON"}
+    assert set(settings["capabilities"]) == documented == {"BPF", "NET_ADMIN"}
     assert len(settings["capabilities"]) == len(set(settings["capabilities"]))
 
 
