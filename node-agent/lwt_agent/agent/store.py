@@ -42,12 +42,14 @@ from lwt_agent.bpf import (
     ObjectSpec,
     UnsupportedFeatureError,
     VerifierError,
+    pins,
 )
 from lwt_agent.bpf import syscall as bpf_syscall
 from lwt_agent.bpf.maps import kernel_name
 from lwt_agent.route import ProgramRef, labels
 
 from .errors import ProgramError
+from .refusals import RefusalMemo
 from .sources import ProgramRequest
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,7 @@ class ProgramStore:
         self._programs: dict[ProgramKey, StoredProgram] = {}
         self.loads = 0  # programs loaded by this process (not adopted)
         self.adoptions = 0
+        self.refusals = RefusalMemo()  # refused code is not parsed again every pass
 
     # --- queries -------------------------------------------------------------------------
 
@@ -128,7 +131,14 @@ class ProgramStore:
         key = ProgramKey(request.policy, request.hook, request.digest)
         program = self._programs.get(key)
         if program is None:
-            program = self._open(key, request)
+            refused = self.refusals.get(key)
+            if refused is not None:
+                raise refused.with_traceback(None)  # no traceback piling up pass after pass
+            try:
+                program = self._open(key, request)
+            except ProgramError as exc:
+                self.refusals.remember(key, exc)
+                raise
             self._programs[key] = program
         if request.builtin is not None and not request.fallback:
             self._apply_config(program, request)
@@ -137,12 +147,13 @@ class ProgramStore:
     def _open(self, key: ProgramKey, request: ProgramRequest) -> StoredProgram:
         try:
             spec = ObjectSpec.from_bytes(request.object_bytes, source=request.origin)
-            prog_name = kernel_name(spec.program(request.section).name)
+            prog_name = pins.program_pin_name(kernel_name(spec.program(request.section).name))
+            pin_dir = key.path(self.root)
+            pins.check_under(self.root, pin_dir)  # the policy's own directory, nothing else
         except MalformedObjectError as exc:
             raise ProgramError(self._section_field(request, exc), str(exc)) from None
         except LoaderError as exc:
             raise ProgramError(request.field_path, str(exc)) from None
-        pin_dir = key.path(self.root)
         prog_pin = pin_dir / prog_name
         if prog_pin.exists():
             try:
@@ -185,7 +196,8 @@ class ProgramStore:
             key=key, fd=loaded.fd, id=loaded.id, tag=loaded.tag,
             label=labels.program_label(labels.policy_owner(key.policy), key.hook, loaded.tag,
                                        loaded.id),
-            maps=dict(loaded.maps), pin_dir=pin_dir, origin=request.origin,
+            maps={pins.canonical_map_name(name): m for name, m in loaded.maps.items()},
+            pin_dir=pin_dir, origin=request.origin,
             builtin=request.builtin, fallback=request.fallback, adopted=False)
         loaded.fd = -1  # the StoredProgram owns the fds now
         loaded.maps = {}
@@ -209,8 +221,11 @@ class ProgramStore:
             info = bpf_syscall.prog_info(fd)
             for entry in sorted(os.listdir(pin_dir)):
                 if entry != prog_pin.name:
-                    maps[entry] = BpfMap.from_pin(pin_dir / entry)
-                    maps[entry].name = entry
+                    name = pins.map_name(entry)  # the same names a fresh load gives
+                    if name is None:
+                        raise LoaderError(f"{pin_dir / entry} is not a map pin of this agent")
+                    maps[name] = BpfMap.from_pin(pin_dir / entry)
+                    maps[name].name = name
             pinned_ids = {m.id for m in maps.values()}
             if not set(info.map_ids) <= pinned_ids:
                 raise LoaderError(f"the pinned program uses maps {sorted(info.map_ids)} but "
