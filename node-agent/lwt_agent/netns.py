@@ -106,6 +106,48 @@ def run(name: str, argv: Sequence[str], *, timeout: float = 60.0, check: bool = 
     return proc
 
 
+def tcp_listen(name: str, address: str, port: int, backlog: int = 64) -> socket.socket:
+    """A listening TCP socket of netns ``name`` on ``address:port``."""
+    sock = socket_in(name, family_of(address), socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    sock.listen(backlog)
+    return sock
+
+
+def tcp_connects(name: str, dst: str, port: int, timeout: float = 1.0) -> bool:
+    """True when a TCP handshake from netns ``name`` to ``dst:port`` completes in time."""
+    sock = socket_in(name, family_of(dst), socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((dst, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def udp_receiver(name: str, address: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket of netns ``name`` bound to ``address:port``, with a receive
+    buffer large enough for a test's burst (read it with `drain`)."""
+    sock = socket_in(name, family_of(address), socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind((address, port))
+    sock.setblocking(False)
+    return sock
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    """Every datagram already waiting on a non-blocking socket."""
+    got: list[bytes] = []
+    while True:
+        try:
+            got.append(sock.recv(65535))
+        except BlockingIOError:
+            return got
+
+
 def names(prefix: str = "") -> list[str]:
     """The named network namespaces (``ip netns list``) that start with ``prefix``."""
     return sorted(n for n in _pyroute2_netns.listnetns() if n.startswith(prefix))
@@ -335,6 +377,7 @@ __all__ = [
     "Netns",
     "NetnsError",
     "calico_pod",
+    "drain",
     "entered",
     "family_of",
     "in_netns",
@@ -346,4 +389,7 @@ __all__ = [
     "routed_link",
     "run",
     "socket_in",
+    "tcp_connects",
+    "tcp_listen",
+    "udp_receiver",
 ]

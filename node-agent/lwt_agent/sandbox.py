@@ -11,23 +11,33 @@ Calico style: each pod has a veth pair ``caliN`` (host) / ``eth0`` (pod), a /32 
 address, a default route via 169.254.1.1 (fe80::1) and, on the host, the route
 ``<pod ip>/32 dev caliN scope link``. Addresses (10.77.0.0/16, fd00:77::/32) exist only
 inside these namespaces. Every namespace is removed on exit, also on errors and Ctrl-C.
-The same ideas as tests/topology.py, which tests use; this module is shipped with the
-agent so the demo does not depend on the test tree.
+Built from the primitives of `lwt_agent.netns`, as tests/topology.py is; this module ships
+with the agent so the demo does not depend on the test tree.
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import socket
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
+from lwt_agent.netns import (
+    Namespaces,
+    Netns,
+    NetnsError,
+    calico_pod,
+    drain,
+    family_of,
+    in_netns,
+    routed_link,
+    socket_in,
+    tcp_connects,
+    tcp_listen,
+    udp_receiver,
+)
 
 CLIENT_V4, CLIENT_GW_V4 = "10.77.254.2", "10.77.254.1"
 CLIENT_V6, CLIENT_GW_V6 = "fd00:77:fe::2", "fd00:77:fe::1"
@@ -38,39 +48,16 @@ class SandboxError(Exception):
     """A namespace could not be built (not root? iproute2 missing?)."""
 
 
-def _run(*args: str, check: bool = True) -> str:
-    try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=20)
-    except FileNotFoundError as exc:
-        raise SandboxError(f"{args[0]} not found: install iproute2") from exc
-    if check and proc.returncode != 0:
-        raise SandboxError(f"{' '.join(args)} failed: {proc.stderr.strip()} (run as root)")
-    return proc.stdout
-
-
 def ip(ns: str, *args: str, check: bool = True) -> str:
-    return _run("ip", "-n", ns, *args, check=check)
-
-
-def in_netns(ns: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on this thread inside netns ``ns`` (sockets made there stay there)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    with open("/proc/thread-self/ns/net", "rb") as home, open(f"/run/netns/{ns}", "rb") as there:
-        if libc.setns(there.fileno(), CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {ns}")
-        try:
-            return fn()
-        finally:
-            if libc.setns(home.fileno(), CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back")
-
-
-def socket_in(ns: str, family: int, kind: int, proto: int = 0) -> socket.socket:
-    return in_netns(ns, lambda: socket.socket(family, kind, proto))
-
-
-def family_of(address: str) -> int:
-    return socket.AF_INET6 if ":" in address else socket.AF_INET
+    """`ip -n NS ARGS` output, for showing what the agent did the way an operator sees it."""
+    try:
+        proc = subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True,
+                              timeout=20)
+    except FileNotFoundError as exc:
+        raise SandboxError("ip not found: install iproute2") from exc
+    if check and proc.returncode != 0:
+        raise SandboxError(f"ip -n {ns} {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
 
 
 @dataclass(frozen=True)
@@ -124,23 +111,11 @@ class Sandbox:
     # --- traffic -------------------------------------------------------------------------
 
     def tcp_listen(self, pod: PodNetns, port: int) -> socket.socket:
-        sock = socket_in(pod.ns, socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((pod.ipv4, port))
-        sock.listen(64)
-        return sock
+        return tcp_listen(pod.ns, pod.ipv4, port)
 
     def tcp_connects(self, dst: str, port: int, timeout: float = 0.5) -> bool:
         """A TCP handshake from the client to dst:port completes."""
-        sock = socket_in(self.client, family_of(dst), socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect((dst, port))
-            return True
-        except OSError:
-            return False
-        finally:
-            sock.close()
+        return tcp_connects(self.client, dst, port, timeout)
 
     def udp_send(self, dst: str, port: int, count: int, size: int = 100) -> None:
         sock = socket_in(self.client, family_of(dst), socket.SOCK_DGRAM)
@@ -152,65 +127,15 @@ class Sandbox:
             sock.close()
 
     def udp_receiver(self, ns: str, address: str, port: int) -> socket.socket:
-        sock = socket_in(ns, family_of(address), socket.SOCK_DGRAM)
-        sock.bind((address, port))
-        sock.setblocking(False)
-        return sock
+        return udp_receiver(ns, address, port)
 
 
-def drain(sock: socket.socket) -> list[bytes]:
-    """Every datagram already waiting on a non-blocking socket."""
-    got: list[bytes] = []
-    while True:
-        try:
-            got.append(sock.recv(65535))
-        except BlockingIOError:
-            return got
-
-
-def _new_ns(name: str, created: list[str]) -> str:
-    _run("ip", "netns", "add", name)
-    created.append(name)
-    ip(name, "link", "set", "lo", "up")
-    _run("ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0")
-    _run("ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
-    return name
-
-
-def _veth(host: str, host_if: str, peer_ns: str) -> None:
-    ip(host, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", peer_ns)
-
-
-def _add_pod(box: Sandbox, index: int, spec: SandboxPod) -> PodNetns:
-    ns = _new_ns(f"{box.prefix}-p{index}", box.namespaces)
-    pod = PodNetns(spec, ns, f"cali{index}", f"10.77.1.{index + 1}", f"fd00:77:1::{index + 1}")
-    _veth(box.host, pod.host_if, ns)
-    ip(box.host, "addr", "add", "169.254.1.1/32", "dev", pod.host_if, "scope", "link")
-    ip(box.host, "addr", "add", "fe80::1/64", "dev", pod.host_if, "nodad")
-    ip(box.host, "link", "set", pod.host_if, "up")
-    ip(ns, "addr", "add", f"{pod.ipv4}/32", "dev", "eth0")
-    ip(ns, "-6", "addr", "add", f"{pod.ipv6}/128", "dev", "eth0", "nodad")
-    ip(ns, "link", "set", "eth0", "up")
-    ip(ns, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
-    ip(ns, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
-    ip(ns, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")
-    ip(box.host, "route", "add", f"{pod.ipv4}/32", "dev", pod.host_if, "scope", "link")
-    ip(box.host, "-6", "route", "add", f"{pod.ipv6}/128", "dev", pod.host_if)
+def _add_pod(nets: Namespaces, host: Netns, index: int, spec: SandboxPod) -> PodNetns:
+    net = nets.add(f"p{index}")
+    pod = PodNetns(spec, net.name, f"cali{index}", f"10.77.1.{index + 1}",
+                   f"fd00:77:1::{index + 1}")
+    calico_pod(host, net, pod.host_if, [pod.ipv4, pod.ipv6])
     return pod
-
-
-def _add_peer(box: Sandbox, ns: str, host_if: str, v4: str, gw4: str,
-              v6: str | None = None, gw6: str | None = None) -> None:
-    _veth(box.host, host_if, ns)
-    ip(box.host, "addr", "add", f"{gw4}/24", "dev", host_if)
-    ip(box.host, "link", "set", host_if, "up")
-    ip(ns, "addr", "add", f"{v4}/24", "dev", "eth0")
-    ip(ns, "link", "set", "eth0", "up")
-    ip(ns, "route", "add", "default", "via", gw4)
-    if v6 and gw6:
-        ip(box.host, "-6", "addr", "add", f"{gw6}/64", "dev", host_if, "nodad")
-        ip(ns, "-6", "addr", "add", f"{v6}/64", "dev", "eth0", "nodad")
-        ip(ns, "-6", "route", "add", "default", "via", gw6)
 
 
 @contextlib.contextmanager
@@ -220,35 +145,35 @@ def build_sandbox(prefix: str, pods: Sequence[SandboxPod],
     name = f"{prefix}{uuid.uuid4().hex[:6]}"
     box = Sandbox(prefix=name, node_name=node_name, host=f"{name}-host",
                   client=f"{name}-cl", remote=f"{name}-rm")
-    try:
-        _new_ns(box.host, box.namespaces)
-        for key in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"):
-            _run("ip", "netns", "exec", box.host, "sysctl", "-qw", key)
-        for index, spec in enumerate(pods):
-            box.pods.append(_add_pod(box, index, spec))
-        _new_ns(box.client, box.namespaces)
-        _add_peer(box, box.client, "cl0", CLIENT_V4, CLIENT_GW_V4, CLIENT_V6, CLIENT_GW_V6)
-        _new_ns(box.remote, box.namespaces)
-        _add_peer(box, box.remote, "rm0", REMOTE_V4, REMOTE_GW_V4)
+    with Namespaces(name) as nets:
+        try:
+            host = nets.add("host")
+            host.enable_forwarding()
+            box.pods.extend(_add_pod(nets, host, i, spec) for i, spec in enumerate(pods))
+            routed_link(host, nets.add("cl"), "cl0", [f"{CLIENT_GW_V4}/24", f"{CLIENT_GW_V6}/64"],
+                        [f"{CLIENT_V4}/24", f"{CLIENT_V6}/64"])
+            routed_link(host, nets.add("rm"), "rm0", [f"{REMOTE_GW_V4}/24"], [f"{REMOTE_V4}/24"])
+        except (NetnsError, OSError) as exc:
+            raise SandboxError(f"cannot build the sandbox node: {exc} (run as root)") from exc
+        box.namespaces = nets.names
         yield box
-    finally:
-        remove_namespaces(box.namespaces)
 
 
-def remove_namespaces(names: Sequence[str]) -> None:
-    for ns in reversed(names):
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-
-
-def host_routes(box: Sandbox) -> str:
-    """`ip route` of the host (both families), for showing what the agent attached."""
-    return ip(box.host, "route") + ip(box.host, "-6", "route", "show", "proto", "boot")
-
-
-def leftover_namespaces(prefix: str) -> list[str]:
-    out = _run("ip", "netns", "list")
-    return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
-
-
-def os_is_root() -> bool:
-    return os.geteuid() == 0
+__all__ = [
+    "CLIENT_GW_V4",
+    "CLIENT_GW_V6",
+    "CLIENT_V4",
+    "CLIENT_V6",
+    "REMOTE_GW_V4",
+    "REMOTE_V4",
+    "PodNetns",
+    "Sandbox",
+    "SandboxError",
+    "SandboxPod",
+    "build_sandbox",
+    "drain",
+    "family_of",
+    "in_netns",
+    "ip",
+    "socket_in",
+]
