@@ -20,10 +20,59 @@ import yaml
 
 from lwt_policy import schema
 from lwt_policy.errors import ManifestError
+from lwt_policy.objectmeta import identity_problems
 
 # libyaml's safe loader parses a 10,000-pod dump ~4x faster and with far less memory than
 # the pure-Python one; fall back where PyYAML was built without libyaml.
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# A document that uses YAML aliases may expand to at most this many values, and to at
+# most _ALIAS_RATIO times the values it spells out: a 9-level "billion laughs" document of a
+# few hundred bytes would otherwise expand to ~400 million values in validation.
+MAX_ALIAS_EXPANSION = 100_000
+_ALIAS_RATIO = 10
+_MERGE = "tag:yaml.org,2002:merge"
+_STR = "tag:yaml.org,2002:str"
+
+
+class _StrictLoader(_BASE_LOADER):  # type: ignore[misc,valid-type]
+    """The safe loader, refusing duplicate keys (YAML says they are an error; PyYAML keeps
+    the last one silently) and counting alias uses so an alias bomb can be refused."""
+
+    def construct_document(self, node: Any) -> Any:
+        self.alias_uses = 0
+        self.values = 0
+        return super().construct_document(node)
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        if node in self.constructed_objects:
+            self.alias_uses += 1
+        else:
+            self.values += 1
+        return super().construct_object(node, deep)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE:
+                continue  # `<<: *base` then overriding a key is what merge keys are for
+            if key_node.tag != _STR:
+                # Kubernetes objects are JSON: keys are strings. `1:`, `null:` or `true:`
+                # keys would reach code that sorts or joins field names.
+                shown = (repr(key_node.value) if isinstance(key_node.value, str)
+                         else f"({type(key_node).__name__.removesuffix('Node').lower()})")
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"key {shown} is not a string (Kubernetes field names and map keys are "
+                    "strings: quote it)", key_node.start_mark)
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"duplicate key {key_node.value!r} (the API server refuses duplicate "
+                    "fields: keep one)", key_node.start_mark)
+            seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
 
 DEFAULT_NAMESPACE = "default"
 KNOWN_KINDS: dict[str, str] = {
@@ -72,18 +121,44 @@ def read_documents(path: str | Path) -> list[Located]:
     except OSError as err:
         raise ManifestError(name, f"cannot read the file: {err.strerror or err}") from None
     located: list[Located] = []
-    document = 0
+    reading = 1  # the document being read (1-based), for error messages
+    loader = _StrictLoader(text)
     try:
-        for document, data in enumerate(yaml.load_all(text, Loader=_SAFE_LOADER), start=1):
+        while loader.check_data():
+            data = loader.get_data()
+            document, reading = reading, reading + 1
             if data is None:  # empty document, e.g. a trailing `---`
                 continue
+            if loader.alias_uses:
+                _check_expansion(data, loader.values, name, document)
             located += _flatten(data, name, document)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise ManifestError(name, f"invalid YAML{where}: {problem}", document + 1) from None
+        raise ManifestError(name, f"invalid YAML{where}: {problem}", reading) from None
+    finally:
+        loader.dispose()
     return located
+
+
+def _check_expansion(data: Any, values: int, path: str, document: int) -> None:
+    """Refuse a document whose aliases expand it past the bounds (counted without
+    expanding: the walk stops at the bound)."""
+    limit = min(MAX_ALIAS_EXPANSION, max(1_000, _ALIAS_RATIO * values))
+    count = 0
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > limit:
+            raise ManifestError(path, f"YAML aliases expand this document past {limit} "
+                                "values (an alias bomb?): write the values out, or use "
+                                "fewer aliases", document)
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
 
 
 def _flatten(data: Any, path: str, document: int) -> list[Located]:
@@ -124,8 +199,15 @@ def _check(loc: Located) -> None:
     if obj.get("apiVersion") != expected:
         raise loc.error(f"{kind} must have apiVersion {expected}, got {obj.get('apiVersion')!r}")
     meta = obj.get("metadata")
-    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+    if not isinstance(meta, dict) or not meta.get("name"):
         raise loc.error(f"{kind} has no metadata.name")
+    problems = identity_problems(meta)
+    if kind == schema.KIND:
+        # A policy with a well-typed but invalid name is refused on its own (its status
+        # says why) by the policy validation; only what it is keyed by must be strings.
+        problems = [p for p in problems if "must be a string" in p.message]
+    if problems:
+        raise loc.error(f"{kind} {problems[0]}")
     if kind == "ConfigMap":
         _check_configmap(loc)
 

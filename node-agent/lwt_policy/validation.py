@@ -25,6 +25,7 @@ import jsonschema
 
 from lwt_policy import schema as crd_schema
 from lwt_policy.errors import Problem, join_path
+from lwt_policy.objectmeta import metadata_problems
 
 # Kubernetes' CEL property-name escaping (apiextensions-apiserver schema/cel/model/escaping.go).
 _CEL_RESERVED = frozenset({
@@ -249,7 +250,10 @@ def validate_object(obj: Any, node: dict[str, Any] | None = None) -> tuple[Any, 
     if node is None:
         node, validator = _root_validator()
         defaulted = apply_defaults(obj, node)
-        problems = json_schema_problems(defaulted, validator.schema, validator=validator)
+        # ObjectMeta is the API server's own (the CRD schema leaves it open): checked here
+        # so a file-fed agent refuses what a cluster would.
+        problems = metadata_problems(obj.get("metadata")) if isinstance(obj, Mapping) else []
+        problems += json_schema_problems(defaulted, validator.schema, validator=validator)
     else:
         defaulted = apply_defaults(obj, node)
         problems = schema_problems(defaulted, node)

@@ -59,8 +59,15 @@ def test_cluster_follows_the_accepted_generation_handshake() -> None:
     pending = book.cluster([{**gen2, "status": _accepted(gen1)["status"]}])[0]
     assert pending.policy == acted.policy and pending.generation == 1  # keep gen 1
     rejected = book.cluster([_accepted(gen2, "False")])[0]
-    assert rejected.policy is None and rejected.error is not None  # detach
+    # A bad new version never detaches a good one: generation 1 stays in force.
+    assert rejected.policy == acted.policy and rejected.error is not None
     assert "rejected by the operator" in rejected.error.message
+    assert "still acting on generation 1" in rejected.error.message
+    # A restarted agent meets only the rejected version: nothing to act on, and the
+    # reconciler holds what is attached (a view with policy None that is not deleting).
+    restarted = PolicyBook("lwt-system").cluster([_accepted(gen2, "False")])[0]
+    assert restarted.policy is None and not restarted.deleting
+    assert restarted.error is not None and "stays as it is" in restarted.error.message
     deleting = _accepted(gen2)
     deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     view = book.cluster([deleting])[0]

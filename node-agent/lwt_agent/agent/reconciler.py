@@ -28,7 +28,14 @@ from lwt_policy.model import PolicyRef
 from lwt_policy.status import NodeError, NodeResult, ProgramStatus, conflicts_from_desired
 from lwt_policy.targets import DesiredState, Prefix, desired_attachments
 
-from lwt_agent.route import ApplyResult, ProgramRef, RouteEngine, RouteIntent, labels
+from lwt_agent.route import (
+    ApplyResult,
+    LabelError,
+    ProgramRef,
+    RouteEngine,
+    RouteIntent,
+    labels,
+)
 from lwt_agent.route.guard import RouteGuard
 from lwt_agent.route.model import Destination
 
@@ -101,7 +108,10 @@ class Reconciler:
                                       self.admin_namespace)
         programs, errors = self._programs(desired, by_ref, inputs.configmaps)
         intents = self._intents(desired, programs)
-        owners = self._owners(views)
+        # A policy known but with no valid version to act on (refused after a restart,
+        # rejected, not judged yet) keeps what an earlier version attached, as it is.
+        held = {ref for ref, v in views.items() if v.policy is None and not v.deleting}
+        owners = self._owners(views) - _owner_tokens(held)
         if self.guard is not None:
             # Pause the guard while this pass changes routes: the events of our own changes
             # must not look like CNI churn (the guard would put the old programs back).
@@ -110,7 +120,7 @@ class Reconciler:
         if self.guard is not None:
             self.guard.set_desired(intents)  # resyncs at once: churn meanwhile is repaired
         used = {p.key for p in programs.values() if p is not None}
-        self.store.drop_except(used)
+        self.store.drop_except(used, keep_policies=held)
         self._last_good = {k: v for k, v in self._last_good.items() if v in used}
         report = Report(views=views, apply=result)
         deleting_left = self._owners_still_attached(views)
@@ -198,7 +208,7 @@ class Reconciler:
     def _owners(self, views: Mapping[PolicyRef, PolicyView]) -> set[str]:
         """Owners whose hooks the engine garbage-collects: every policy we know of, and
         every policy owner found on the routes (policies removed while we were down)."""
-        owners = {labels.policy_owner(ref) for ref in views}
+        owners = _owner_tokens(views)
         owners |= {label.owner for text in self.engine.labels_in_use()
                    if (label := labels.parse(text)) is not None
                    and labels.is_policy_owner(label.owner)}
@@ -283,10 +293,22 @@ class Reconciler:
         """Remove every hook of every policy owner from the routes (and the guard)."""
         if self.guard is not None:
             self.guard.set_desired([])
-        owners = {labels.policy_owner(r) for r in refs} | {
+        owners = _owner_tokens(refs) | {
             label.owner for text in self.engine.labels_in_use()
             if (label := labels.parse(text)) is not None and labels.is_policy_owner(label.owner)}
         return self.engine.converge([], owners)
+
+
+def _owner_tokens(refs: Iterable[PolicyRef]) -> set[str]:
+    """Route-label owners of these policies; a ref no label can carry (a name validation
+    refused, e.g. non-ASCII) has nothing attached and is skipped."""
+    tokens = set()
+    for ref in refs:
+        try:
+            tokens.add(labels.policy_owner(ref))
+        except LabelError:
+            continue
+    return tokens
 
 
 def _address(prefix: Prefix) -> str:

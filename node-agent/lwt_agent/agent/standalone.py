@@ -27,7 +27,7 @@ from lwt_policy.model import PolicyRef
 from lwt_policy.status import node_status, policy_status
 from lwt_policy.targets import slim_node, slim_pod
 
-from .admission import PolicyBook
+from .admission import PolicyBook, PolicyView
 from .errors import InputError
 from .reconciler import Inputs, Report
 from .runtime import Agent
@@ -164,6 +164,7 @@ class Standalone:
         self.poll_seconds = poll_seconds
         self.resync_seconds = resync_seconds
         self.stop = threading.Event()
+        self._refused: dict[PolicyRef, str] = {}
 
     def first_read(self) -> None:
         """Read the files once; unreadable input at start is an error (nothing applied)."""
@@ -175,11 +176,25 @@ class Standalone:
     def reconcile_once(self) -> Report:
         state = self.watcher.state
         views = self.book.standalone(state.policies)
+        self._log_refusals(views)
         report = self.agent.run_pass(Inputs(views, state.pods, state.nodes, state.configmaps))
         self.agent.health.ready = True
         self.agent.health.reason = ""
         self.printer.print(report)
         return report
+
+    def refused(self) -> list[PolicyRef]:
+        """Policies whose current version the last pass refused (bad input)."""
+        return sorted(self._refused)
+
+    def _log_refusals(self, views: Iterable[PolicyView]) -> None:
+        """Each refusal on stderr too (once per distinct message), not only in the status."""
+        refused = {v.ref: v.error.message for v in views if v.error is not None}
+        for ref, message in refused.items():
+            if self._refused.get(ref) != message:
+                log.error("%s %s: %s", schema.KIND, ref, message)
+                self.agent.metrics.errors.labels("input").inc()
+        self._refused = refused
 
     def run(self) -> None:
         """Reconcile now, then on every file change and every resync period, until stop."""
@@ -196,4 +211,9 @@ class Standalone:
             elif since_resync < self.resync_seconds:
                 continue
             since_resync = 0.0
-            self.reconcile_once()
+            try:
+                self.reconcile_once()
+            except Exception:  # a bug must not take down (and so detach) what runs
+                log.exception("reconcile pass failed (a bug: please report it); routes and "
+                              "pins stay as they are, retrying next pass")
+                self.agent.metrics.errors.labels("internal").inc()

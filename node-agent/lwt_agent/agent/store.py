@@ -278,13 +278,16 @@ class ProgramStore:
 
     # --- dropping ------------------------------------------------------------------------
 
-    def drop_except(self, keep: Iterable[ProgramKey]) -> list[ProgramKey]:
+    def drop_except(self, keep: Iterable[ProgramKey],
+                    keep_policies: Iterable[PolicyRef] = ()) -> list[ProgramKey]:
         """Close and unpin every program not in ``keep``, and remove pin directories of
-        programs this store does not hold (left by an earlier run). Call it only after the
-        routes stopped using them."""
+        programs this store does not hold (left by an earlier run), except everything of
+        ``keep_policies`` (held as they are). Call it only after the routes stopped using
+        them."""
         keep = set(keep)
+        held = set(keep_policies)
         dropped: list[ProgramKey] = []
-        for key in [k for k in self._programs if k not in keep]:
+        for key in [k for k in self._programs if k not in keep and k.policy not in held]:
             program = self._programs.pop(key)
             program.close()
             _remove_dir(program.pin_dir)
@@ -292,8 +295,9 @@ class ProgramStore:
             dropped.append(key)
             log.info("dropped %s (prog id %d)", program.label, program.id)
         wanted_dirs = {k.path(self.root) for k in keep}
+        held_dirs = {self.root / ref.namespace / ref.name for ref in held}
         for pin_dir in self._pinned_dirs():
-            if pin_dir not in wanted_dirs:
+            if pin_dir not in wanted_dirs and pin_dir.parent.parent not in held_dirs:
                 log.info("removing stale pins %s", pin_dir)
                 _remove_dir(pin_dir)
                 _prune_empty(pin_dir.parent, self.root)

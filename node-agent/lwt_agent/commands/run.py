@@ -177,6 +177,8 @@ def _standalone(agent: object, args: argparse.Namespace, stop: threading.Event) 
     loop.first_read()
     if args.once:
         report = loop.reconcile_once()
+        if loop.refused():
+            return 2  # bad input (named on stderr and in the status)
         return 1 if report.errors else 0
     loop.run()
     return 0
