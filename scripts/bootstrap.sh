@@ -2,7 +2,8 @@
 # Installs everything the demo, the tests and the benchmarks need on a fresh Debian machine,
 # as root: Debian packages, the project's virtualenv (.venv) and the compiled BPF objects.
 # Idempotent: a second run only checks. `--test-tools` also prepares what only the test
-# suite needs (checkov in its own virtualenv, .venv-checkov).
+# suite needs (checkov in its own virtualenv, .venv-checkov; the Kubernetes control-plane
+# binaries, scripts/k8s-binaries.sh).
 set -euo pipefail
 TEST_TOOLS=0
 [ "${1:-}" = "--test-tools" ] && TEST_TOOLS=1
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(
   make clang llvm libbpf-dev bpftool iproute2 linux-libc-dev
   python3 python3-venv python3-dev
-  iperf3 tcpdump socat iptables nftables procps util-linux
+  iperf3 tcpdump socat iptables nftables procps util-linux openssl
 )
 
 missing=()
@@ -44,4 +45,7 @@ make -s -C bpf
 
 if [ "$TEST_TOOLS" = 1 ]; then
   tests/packaging/bootstrap-checkov.sh
+  # The real control plane of the Kubernetes tests: built once from the Go module proxy and
+  # cached outside the work tree (first build ~20-40 min on 2 cores; then a no-op).
+  scripts/k8s-binaries.sh
 fi

@@ -14,6 +14,8 @@ import sys
 import threading
 from pathlib import Path
 
+from lwt_kube import CredentialsError
+
 from lwt_operator.config import OperatorConfig, Timings
 from lwt_operator.errors import ConfigError, SettingsError
 from lwt_operator.settings import AgentSettings
@@ -45,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "%(default)s)")
     parser.add_argument("--agent-daemonset", default="lwt-agent", metavar="NAME",
                         help="name of the agent DaemonSet (default: %(default)s)")
+    parser.add_argument("--owner-deployment", default=None, metavar="NAME",
+                        help="the operator's Deployment in --namespace: the agent DaemonSet "
+                             "gets an ownerReference to it, so deleting the operator deletes "
+                             "the agents (the chart sets it); default: no owner")
     parser.add_argument("--admin-namespace", default=None, metavar="NAMESPACE",
                         help="namespace whose policies may target node pod subnets "
                              "(default: the --namespace value)")
@@ -88,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         namespace=args.namespace,
         admin_namespace=args.admin_namespace or args.namespace,
         daemonset_name=args.agent_daemonset,
+        owner_deployment=args.owner_deployment,
         finalizer_timeout=args.finalizer_timeout,
         peering=args.peering,
         standalone=args.peering is None,
@@ -138,7 +145,7 @@ def run(config: OperatorConfig) -> int:
     while worker.is_alive():
         worker.join(0.5)
     if failure:
-        if isinstance(failure[0], ConfigError):
+        if isinstance(failure[0], ConfigError | CredentialsError):
             print(f"lwt-operator: {failure[0]}", file=sys.stderr)
             return EXIT_USAGE
         logging.getLogger(__name__).error("lwt-operator failed", exc_info=failure[0])

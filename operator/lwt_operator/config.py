@@ -35,6 +35,9 @@ class OperatorConfig:
     namespace: str = "lwt-system"  # where the agent DaemonSet lives
     admin_namespace: str = "lwt-system"  # policies here may use podSubnets
     daemonset_name: str = "lwt-agent"
+    # The Deployment (in `namespace`) the agent DaemonSet gets an ownerReference to, so that
+    # deleting the operator (helm uninstall) garbage-collects the agents; None: no owner.
+    owner_deployment: str | None = None
     finalizer_timeout: float = 300.0
     peering: str | None = None  # kopf ClusterKopfPeering name; None with standalone
     standalone: bool = True

@@ -15,6 +15,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from lwt_policy.custom_programs import ENV as CUSTOM_PROGRAMS_ENV
+
 from lwt_operator.settings import AgentSettings
 
 DEFAULT_NAME = "lwt-agent"
@@ -78,6 +80,8 @@ def build_daemonset(
             {"name": "LWT_METRICS_PORT", "value": str(port)},
             {"name": "LWT_BPFFS", "value": bpffs},
             {"name": "LWT_LOG_LEVEL", "value": settings.logLevel},
+            # Who may run programs from ConfigMaps: empty = nobody (lwt_policy.custom_programs).
+            {"name": CUSTOM_PROGRAMS_ENV, "value": settings.custom_programs.env_value()},
         ],
         "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
         "livenessProbe": probe("/healthz", 20, 3),
@@ -171,15 +175,38 @@ def drift(desired: Any, actual: Any, path: str = "") -> list[str]:
     return [] if desired == actual else [path]
 
 
+def owner_reference(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """The agent DaemonSet's ownerReference to the operator's Deployment.
+
+    The Deployment, not a chart object of its own: the DaemonSet is the running operator's
+    product, and `helm uninstall` (or `kubectl delete deployment`) removing the operator must
+    remove what it made, through the garbage collector, even though the operator is gone by
+    then and cannot. Neither `controller` (the Deployment controller does not manage
+    DaemonSets) nor `blockOwnerDeletion` (that needs delete rights on the owner's finalizers
+    under OwnerReferencesPermissionEnforcement, and uninstall need not wait for the agents).
+    """
+    meta = deployment["metadata"]
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
+            "uid": meta["uid"]}
+
+
+def with_owner(desired: Mapping[str, Any], owner: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`desired` with metadata.ownerReferences set to [owner] (unchanged when owner is None)."""
+    if owner is None:
+        return dict(desired)
+    return {**desired, "metadata": {**desired["metadata"], "ownerReferences": [dict(owner)]}}
+
+
 def daemonset_drift(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
-    """What differs in the parts the operator owns: labels, its annotation, and the spec."""
+    """What differs in the parts the operator owns: labels, its annotation, the owner (when it
+    has one) and the spec."""
     annotations = {k: v for k, v in desired["metadata"]["annotations"].items()
                    if k != STARTED_ANNOTATION}
-    owned = {
-        "metadata": {"labels": desired["metadata"]["labels"], "annotations": annotations},
-        "spec": desired["spec"],
-    }
-    return drift(owned, actual)
+    metadata: dict[str, Any] = {"labels": desired["metadata"]["labels"],
+                                "annotations": annotations}
+    if "ownerReferences" in desired["metadata"]:
+        metadata["ownerReferences"] = desired["metadata"]["ownerReferences"]
+    return drift({"metadata": metadata, "spec": desired["spec"]}, actual)
 
 
 def superseded(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
@@ -198,8 +225,8 @@ def selector_changed(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> b
 
 def repair_patch(desired: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON merge patch that puts the owned parts back (lists are replaced whole)."""
-    return {
-        "metadata": {"labels": desired["metadata"]["labels"],
-                     "annotations": desired["metadata"]["annotations"]},
-        "spec": desired["spec"],
-    }
+    metadata = {"labels": desired["metadata"]["labels"],
+                "annotations": desired["metadata"]["annotations"]}
+    if "ownerReferences" in desired["metadata"]:
+        metadata["ownerReferences"] = desired["metadata"]["ownerReferences"]
+    return {"metadata": metadata, "spec": desired["spec"]}

@@ -17,18 +17,30 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from lwt_kube import ApiError, Kube
+
 from lwt_operator import daemonset
-from lwt_operator.errors import ApiError
-from lwt_operator.kube import Kube
 
 log = logging.getLogger(__name__)
 
 
+class OwnerGone(ApiError):
+    """The operator's Deployment named by --owner-deployment does not exist."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        super().__init__(404, "NotFound",
+                         f"the owner Deployment {namespace}/{name} does not exist: the agent "
+                         f"DaemonSet is left alone (the operator is being uninstalled, or "
+                         f"--owner-deployment names the wrong Deployment)")
+
+
 class DaemonSetKeeper:
     def __init__(self, kube: Kube, desired: Mapping[str, Any], *, resync: float = 30,
-                 retry: float = 2) -> None:
+                 retry: float = 2, owner_deployment: str | None = None) -> None:
         self.kube = kube
+        self.template = desired
         self.desired = desired
+        self.owner_deployment = owner_deployment
         self.name = desired["metadata"]["name"]
         self.namespace = desired["metadata"]["namespace"]
         self.resync = resync
@@ -36,8 +48,28 @@ class DaemonSetKeeper:
         self.collection = f"/apis/apps/v1/namespaces/{self.namespace}/daemonsets"
         self.path = f"{self.collection}/{self.name}"
 
+    def _owner(self) -> dict[str, Any] | None:
+        """The owner Deployment's reference, read each time: its uid changes when it is
+        re-created. Raises OwnerGone when it does not exist (being uninstalled)."""
+        if self.owner_deployment is None:
+            return None
+        path = f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{self.owner_deployment}"
+        try:
+            return daemonset.owner_reference(self.kube.get(path))
+        except ApiError as exc:
+            if exc.status == 404:
+                raise OwnerGone(self.namespace, self.owner_deployment) from None
+            raise
+
     def ensure(self) -> str:
         """Bring the DaemonSet to the desired state; says what it did."""
+        try:
+            self.desired = daemonset.with_owner(self.template, self._owner())
+        except OwnerGone as exc:
+            # Creating the DaemonSet now would leave agents behind the garbage collector's
+            # back for a moment (an owner uid it never saw): do nothing, the operator is going.
+            log.warning("%s", exc)
+            return "ownerless"
         try:
             actual = self.kube.get(self.path)
         except ApiError as exc:

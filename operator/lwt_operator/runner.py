@@ -8,12 +8,12 @@ import threading
 from typing import Any
 
 import kopf
+from lwt_kube import Kube, load_configuration
 
 from lwt_operator.config import OperatorConfig
 from lwt_operator.daemonset import build_daemonset
 from lwt_operator.handlers import build_registry, operator_settings
 from lwt_operator.keeper import DaemonSetKeeper
-from lwt_operator.kube import Kube, load_configuration
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ async def run_operator(
                         started_at=datetime.datetime.now(tz=datetime.UTC).isoformat()),
         resync=config.timings.resync,
         retry=config.timings.error_backoffs[-1],
+        owner_deployment=config.owner_deployment,
     )
     keeper_stop = threading.Event()
     keeper_thread = threading.Thread(target=keeper.run, args=(keeper_stop,),

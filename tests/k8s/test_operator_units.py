@@ -21,9 +21,11 @@ from lwt_operator.daemonset import (
     build_daemonset,
     daemonset_drift,
     drift,
+    owner_reference,
     repair_patch,
     selector_changed,
     superseded,
+    with_owner,
 )
 from lwt_operator.errors import SettingsError
 from lwt_operator.settings import AgentSettings
@@ -156,6 +158,23 @@ def test_the_newest_operator_wins_during_a_rollout() -> None:
                                      admin_namespace="ns", started_at="2026-01-01T12:00:00+00:00")
     assert not superseded(old, restarted_same)  # same settings: no contest
     assert daemonset_drift(old, restarted_same) == []  # the start time alone is no drift
+
+
+def test_the_daemonset_is_owned_by_the_operator_deployment() -> None:
+    deployment = {"metadata": {"name": "lwt-lwt-operator", "uid": "d-1", "namespace": "ns"}}
+    owner = owner_reference(deployment)
+    assert owner == {"apiVersion": "apps/v1", "kind": "Deployment",
+                     "name": "lwt-lwt-operator", "uid": "d-1"}
+    assert with_owner(ds(), None) == ds()
+    owned = with_owner(ds(), owner)
+    assert owned["metadata"]["ownerReferences"] == [owner]
+    # A DaemonSet made before the owner was known (an upgrade) is drift, and the repair adds it.
+    assert daemonset_drift(owned, ds()) == ["metadata.ownerReferences"]
+    assert daemonset_drift(owned, merge_patch(ds(), repair_patch(owned))) == []
+    # A re-created Deployment has a new uid: the reference follows it.
+    moved = with_owner(ds(), owner_reference(
+        {"metadata": {**deployment["metadata"], "uid": "d-2"}}))
+    assert daemonset_drift(moved, owned) == ["metadata.ownerReferences[0].uid"]
 
 
 def test_selector_change_is_detected() -> None:
