@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lwt_policy.errors import ProgramSourceError, join_path
+from lwt_policy.limits import program_size_problem
 from lwt_policy.model import ConfigMapSource, HookSpec
 
 ConfigMaps = Iterable[Mapping[str, Any]] | Mapping[tuple[str, str], Mapping[str, Any]]
@@ -66,6 +67,12 @@ def resolve_configmap_program(hook: HookSpec, configmaps: ConfigMaps) -> bytes:
             f"ConfigMap {source.namespace}/{source.name} has no binaryData key "
             f"{source.key!r}: {hint}",
         )
+    too_large = program_size_problem(binary[source.key])
+    if too_large is not None:
+        raise ProgramSourceError(
+            join_path(base, "configMap", "key"),
+            f"binaryData[{source.key!r}] of ConfigMap {source.namespace}/{source.name}: "
+            f"{too_large}")
     try:
         blob = base64.b64decode(binary[source.key], validate=True)
     except (binascii.Error, TypeError, ValueError) as err:

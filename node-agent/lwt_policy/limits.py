@@ -122,3 +122,27 @@ def _truncate(raw: bytes, max_depth: int) -> bytes:
         copied = len(raw)
     out.append(raw[copied:])
     return b"".join(out)
+
+
+# --- ConfigMap programs ---------------------------------------------------------------------
+
+MAX_PROGRAM_B64 = (MAX_PROGRAM_BYTES + 2) // 3 * 4
+_TOO_LARGE = "\x00lwt.dev/too-large:"
+
+
+def too_large_marker(size: int) -> str:
+    """What a cache holds instead of an object over MAX_PROGRAM_BYTES (its decoded size)."""
+    return f"{_TOO_LARGE}{size}"
+
+
+def program_size_problem(encoded: str) -> str | None:
+    """None, or why the base64 `binaryData` value of a ConfigMap program is refused for its
+    size (checked before decoding it)."""
+    if isinstance(encoded, str) and encoded.startswith(_TOO_LARGE):
+        size = int(encoded[len(_TOO_LARGE):] or 0)
+    elif isinstance(encoded, str) and len(encoded) > MAX_PROGRAM_B64:
+        size = len(encoded) * 3 // 4
+    else:
+        return None
+    return (f"the object is about {size} bytes, more than the {MAX_PROGRAM_BYTES} bytes an "
+            "LWT program needs: strip debug sections (llvm-strip -g) or split the object")

@@ -99,14 +99,22 @@ def build_registry(
 ) -> kopf.OperatorRegistry:
     install_log_filter()
     registry = kopf.OperatorRegistry()
-    verdicts: dict[tuple[str, int], Verdict] = {}  # by (uid, generation): a spec is judged once
+    # By (uid, generation, labels of its namespace when they matter): a spec is judged once.
+    verdicts: dict[tuple[str, int, str], Verdict] = {}
+    custom = config.agent.custom_programs
 
-    def verdict_for(body: kopf.Body) -> Verdict:
-        key = (body.metadata.uid or "", int(body.metadata.get("generation") or 0))
+    def verdict_for(body: kopf.Body, namespaces: kopf.Index[str, dict[str, str]] | None
+                    ) -> Verdict:
+        labels: dict[str, str] | None = None
+        if custom.enabled and namespaces is not None:
+            labels = next(iter(namespaces.get(body.metadata.namespace or "", [])), None)
+        key = (body.metadata.uid or "", int(body.metadata.get("generation") or 0),
+               repr(sorted((labels or {}).items())) if custom.enabled else "")
         if key not in verdicts:
             if len(verdicts) > 10000:
                 verdicts.clear()
-            verdicts[key] = judge(body, admin_namespace=config.admin_namespace)
+            verdicts[key] = judge(body, admin_namespace=config.admin_namespace,
+                                  custom_programs=custom, namespace_labels=labels)
         return verdicts[key]
 
     announced: set[tuple[str, str, int]] = set()
@@ -122,7 +130,7 @@ def build_registry(
             return True
 
     def reconcile(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
-                  logger: Any) -> DesiredStatus | None:
+                  logger: Any, namespaces: Any = None) -> DesiredStatus | None:
         if contract.FINALIZER not in body.metadata.get("finalizers", []) and not body.meta.get(
                 "deletionTimestamp"):
             # kopf adds the finalizer first (the event it causes brings us back here). Writing
@@ -130,7 +138,7 @@ def build_registry(
             # would then not wait for them to detach.
             return None
         now = datetime.datetime.now(tz=datetime.UTC)
-        verdict = verdict_for(body)
+        verdict = verdict_for(body, namespaces)
         desired = desired_status(body, verdict, _nodes(nodes), config.agent, now=now,
                                  finalizer_timeout=config.finalizer_timeout)
         changes = status_patch(body, desired, now)
@@ -161,23 +169,31 @@ def build_registry(
     def nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeInfo]:
         return {name: NodeInfo.from_node(body)}
 
+    if custom.enabled:
+        # Which namespaces the admin labelled for custom programs (only when they are on:
+        # otherwise the operator needs no access to Namespaces at all).
+        @kopf.index("v1", "namespaces", id="namespaces", registry=registry)
+        def namespaces(name: str, labels: Any, **_: Any) -> dict[str, dict[str, str]]:
+            return {name: dict(labels or {})}
+
     @kopf.on.event(*POLICIES, id="status", registry=registry)
     def policy_changed(type: str | None, body: kopf.Body, patch: kopf.Patch,
-                       nodes: kopf.Index[str, NodeInfo], logger: Any, **_: Any) -> None:
+                       nodes: kopf.Index[str, NodeInfo], logger: Any, **kw: Any) -> None:
         if type == "DELETED":
             return
-        reconcile(body, patch, nodes, logger)
+        reconcile(body, patch, nodes, logger, kw.get("namespaces"))
 
     @kopf.timer(*POLICIES, id="resync", interval=config.timings.resync, registry=registry)
     def policy_resync(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
-                      logger: Any, **_: Any) -> None:
-        # Level-triggered: nodes that appear, disappear or change labels affect every policy.
-        reconcile(body, patch, nodes, logger)
+                      logger: Any, **kw: Any) -> None:
+        # Level-triggered: nodes that appear, disappear or change labels affect every policy
+        # (and namespace labels, when custom programs are on).
+        reconcile(body, patch, nodes, logger, kw.get("namespaces"))
 
     @kopf.on.delete(*POLICIES, id="detach", registry=registry)
     def policy_deleted(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
-                       logger: Any, **_: Any) -> None:
-        desired = reconcile(body, patch, nodes, logger)
+                       logger: Any, **kw: Any) -> None:
+        desired = reconcile(body, patch, nodes, logger, kw.get("namespaces"))
         if desired is not None and desired.holding:
             raise kopf.TemporaryError(
                 f"waiting for nodes {', '.join(sorted(desired.holding))} to report detached",

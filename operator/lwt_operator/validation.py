@@ -2,7 +2,8 @@
 
 The operator validates what the API server cannot (the schema and CEL rules again, for objects
 stored before a CRD upgrade; then built-in exists and allows the hook, config fits the program's
-maps, podSubnets only in the admin namespace) and turns the verdict into the Accepted condition
+maps, podSubnets only in the admin namespace, programs from ConfigMaps only where the admin
+allows them) and turns the verdict into the Accepted condition
 the agents wait for (see contract.py).
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lwt_policy import contract
+from lwt_policy.custom_programs import CustomProgramRule, custom_program_problems
 from lwt_policy.errors import Problem
 from lwt_policy.model import validate_policy
 
@@ -37,10 +39,15 @@ class Verdict:
         return contract.VALID if self.accepted else contract.INVALID_SPEC
 
 
-def judge(obj: Mapping[str, Any], *, admin_namespace: str) -> Verdict:
+def judge(obj: Mapping[str, Any], *, admin_namespace: str,
+          custom_programs: CustomProgramRule | None = None,
+          namespace_labels: Mapping[str, str] | None = None) -> Verdict:
     """Validate the policy's identity and spec (status is the agents' and operator's output,
-    not something to judge)."""
+    not something to judge), and whether its namespace may run programs from ConfigMaps
+    (`custom_programs`, off by default; `namespace_labels`: the labels of its namespace)."""
     subject = {k: v for k, v in obj.items() if k != "status"}
     generation = int((obj.get("metadata") or {}).get("generation") or 0)
     problems = validate_policy(subject, admin_namespace=admin_namespace)
+    problems += custom_program_problems(subject, custom_programs or CustomProgramRule(),
+                                        namespace_labels)
     return Verdict(generation, tuple(problems))

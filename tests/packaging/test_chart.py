@@ -232,7 +232,8 @@ def test_agent_settings_carry_every_contract_key(value_set: str) -> None:
         "bpffsPath", "capabilities", "logLevel",
     }
     assert contract <= set(settings)
-    assert set(settings) - contract == {"podLabels", "imagePullSecrets"}
+    assert set(settings) - contract == {"podLabels", "imagePullSecrets", "configMapPrograms",
+                                        "configMapProgramNamespaceSelector"}
 
 
 @value_sets

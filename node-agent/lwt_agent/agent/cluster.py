@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lwt_policy import contract, schema
+from lwt_policy.custom_programs import CustomProgramRule
 from lwt_policy.model import PolicyRef
 from lwt_policy.status import NodeError, node_status, node_status_patch
 from lwt_policy.targets import slim_node, slim_pod
@@ -41,6 +42,7 @@ from .kube import (
     load_configuration,
     wait_all,
 )
+from .programs_gate import CustomProgramGate, ReferencedConfigMaps
 from .reconciler import Inputs, Report
 from .runtime import Agent
 
@@ -86,14 +88,18 @@ class ClusterAgent:
                              transform=slim_pod, on_drop=self._dropped)
         self.nodes = Informer(self.kube, NODES, self.dirty.set, name="nodes",
                               transform=slim_node, on_drop=self._dropped)
-        self.configmaps: Informer | None = None
+        # Programs from ConfigMaps: only where the admin allows them (checked here too, not
+        # only by the operator), and only the ConfigMaps allowed policies reference.
+        self.gate = CustomProgramGate(CustomProgramRule.from_env(), self.kube, self.dirty.set,
+                                      self._dropped)
+        self.configmaps = ReferencedConfigMaps(self.kube, self.dirty.set, self._dropped)
         self._errors_posted: dict[PolicyRef, str] = {}
         self._unwritten: set[PolicyRef] = set()
 
     # --- loop ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        informers = [self.policies, self.pods, self.nodes]
+        informers = [self.policies, self.pods, self.nodes, *self.gate.informers]
         for informer in informers:
             informer.start()
         self.agent.health.reason = "waiting for the API (policies, pods, nodes)"
@@ -113,9 +119,9 @@ class ClusterAgent:
                 self.agent.health.reason = ""
                 self._wait_for_work()
         finally:
-            for informer in (*informers, self.configmaps):
-                if informer is not None:
-                    informer.stop()
+            for informer in informers:
+                informer.stop()
+            self.configmaps.stop()
             self.kube.close()
         return 0
 
@@ -131,29 +137,18 @@ class ClusterAgent:
 
     def _pass(self) -> None:
         policies = self.policies.snapshot()
-        self._follow_configmaps(policies)
-        if self.configmaps is not None and not self.configmaps.synced.wait(5):
-            log.warning("ConfigMaps not listed yet: configMap programs wait")
-        views = self.book.cluster(policies)
+        views = self.gate.apply(self.book.cluster(policies))
         views += [PolicyView(PolicyRef(ns or "default", name), None, 0,
                              NodeError(f"refused by this agent: {reason}"))
                   for (ns, name), reason in sorted(self.policies.rejections().items())]
+        self.configmaps.follow(views)
+        if not self.configmaps.wait_synced(5):
+            log.warning("ConfigMaps not listed yet: configMap programs wait")
         report = self.agent.run_pass(Inputs(
             views, self.pods.snapshot(), self.nodes.snapshot(),
-            self.configmaps.snapshot() if self.configmaps is not None else []))
+            self.configmaps.snapshot()))
         self._write_status(report, {(p["metadata"].get("namespace") or "default",
                                      p["metadata"]["name"]): p for p in policies})
-
-    def _follow_configmaps(self, policies: list[dict[str, Any]]) -> None:
-        """Start watching ConfigMaps once a policy names a configMap program."""
-        if self.configmaps is not None:
-            return
-        uses = any("configMap" in ((hook or {}).get("program") or {})
-                   for p in policies for hook in ((p.get("spec") or {}).get("hooks") or {})
-                   .values())
-        if uses:
-            self.configmaps = Informer(self.kube, CONFIGMAPS, self.dirty.set,
-                                       name="configmaps").start()
 
     def _dropped(self, reason: str) -> None:
         self.agent.metrics.errors.labels("object").inc()

@@ -184,6 +184,10 @@ class Informer:
         with self.lock:
             return list(self.items.values())
 
+    def snapshot_items(self) -> list[tuple[tuple[str, str], dict[str, Any]]]:
+        with self.lock:
+            return list(self.items.items())
+
     def rejections(self) -> dict[tuple[str, str], str]:
         """Objects left out of the cache: (namespace, name) -> why."""
         with self.lock:
