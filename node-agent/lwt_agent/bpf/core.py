@@ -260,8 +260,8 @@ def parse_spec(btf: BtfIndex, relo: CoreRelo) -> _Spec:
             if not flex and access_idx >= nelems:
                 raise CoreRelocationError(f"index {access_idx} is past the {nelems} elements "
                                           f"of an array (access string {relo.access!r})")
-            spec.accs.append(_Acc(type_id, access_idx, ""))
-            type_id = elem
+            type_id = btf.skip_mods_and_typedefs(elem)
+            spec.accs.append(_Acc(type_id, access_idx, ""))  # the element type, as libbpf
             size = btf.resolve_size(type_id)
             if size < 0:
                 raise CoreRelocationError(f"array element {btf.describe(type_id)} has no size")
@@ -279,7 +279,8 @@ def describe_spec(spec: _Spec, kind: Kind) -> str:
     if kind.is_type:
         return text
     if kind.is_enumval:
-        return f"{text}::{spec.accs[0].name} = {spec.accs[0].idx}"
+        acc = spec.accs[0]
+        return f"{text}::{acc.name} = {btf.enumerators(acc.type_id)[acc.idx][1] & 0xFFFFFFFF}"
     parts = "".join(f".{a.name}" if a.name else f"[{a.idx}]" for a in spec.accs[1:])
     if spec.accs and spec.accs[0].idx:
         parts = f"[{spec.accs[0].idx}]" + parts
