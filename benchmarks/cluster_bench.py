@@ -55,10 +55,10 @@ def _change_run(settings: Settings, scratch: Path,
         return {"skipped": True}
     try:
         # The emulator and its client are the Kubernetes area's test harness (tests/k8s).
+        from lwt_kube import Kube, api_path
         from lwt_operator.config import OperatorConfig, Timings
         from lwt_operator.settings import AgentSettings
 
-        from tests.k8s.client import KubeClient, api_path
         from tests.k8s.conftest import POLICIES, start_api_server
         from tests.k8s.harness import RunningOperator
     except ImportError as e:
@@ -73,7 +73,7 @@ def _change_run(settings: Settings, scratch: Path,
     api = operator = proc = None
     try:
         api = start_api_server(work)
-        kube = KubeClient(api.url)
+        kube = Kube.at(api.url)
         operator = RunningOperator(OperatorConfig(
             kubeconfig=api.kubeconfig, agent=AgentSettings(image="registry.example/lwt:bench"),
             timings=Timings())).start()
@@ -147,10 +147,10 @@ def _create_run(pods: int, trials: int, scratch: Path,
                 progress: Callable[[str], None]) -> dict[str, Any]:
     """One stand (API emulator, operator, two agents on two nodes, `pods` pods per node) and
     `trials` create → enforced → delete → plain cycles."""
+    from lwt_kube import ApiError, Kube, api_path
     from lwt_operator.config import OperatorConfig, Timings
     from lwt_operator.settings import AgentSettings
 
-    from tests.k8s.client import ApiError, KubeClient, api_path
     from tests.k8s.conftest import POLICIES, start_api_server
     from tests.k8s.harness import RunningOperator
 
@@ -163,7 +163,7 @@ def _create_run(pods: int, trials: int, scratch: Path,
     api = operator = None
     try:
         api = start_api_server(work)
-        kube = KubeClient(api.url)
+        kube = Kube.at(api.url)
         operator = RunningOperator(OperatorConfig(
             kubeconfig=api.kubeconfig, agent=AgentSettings(image="registry.example/lwt:bench"),
             timings=Timings())).start()

@@ -11,13 +11,4 @@ class SettingsError(OperatorError):
 
 
 class ConfigError(OperatorError):
-    """A command-line option or the Kubernetes connection settings are wrong."""
-
-
-class ApiError(OperatorError):
-    """The Kubernetes API answered with an error status."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        self.status = status
-        self.reason = reason
-        super().__init__(f"Kubernetes API error {status} {reason}: {message}")
+    """A command-line option is wrong (missing credentials are lwt_kube.CredentialsError)."""

@@ -10,10 +10,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from lwt_kube import Kube, api_path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.agent.harness import wait_for
-from tests.k8s.client import KubeClient, api_path
 from tests.topology import Node
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,7 +78,7 @@ class ClusterAgent:
         return self.proc.returncode
 
 
-def create_pod(kube: KubeClient, name: str, node_name: str, labels: dict[str, str],
+def create_pod(kube: Kube, name: str, node_name: str, labels: dict[str, str],
                ips: list[str], namespace: str = "shop") -> None:
     """A Pod scheduled to `node_name` and Running with `ips` (what the kubelet reports)."""
     kube.create(api_path("v1/pods", namespace), {

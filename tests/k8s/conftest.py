@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lwt_kube import Kube
 
-from tests.k8s.client import KubeClient
 from tests.k8s.emulator import EmulatedApiServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,5 +50,5 @@ def k8s_api() -> Iterator[EmulatedApiServer]:
 
 
 @pytest.fixture
-def kube(k8s_api: EmulatedApiServer) -> KubeClient:
-    return KubeClient(k8s_api.url)
+def kube(k8s_api: EmulatedApiServer) -> Kube:
+    return Kube.at(k8s_api.url)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
+from lwt_kube import ApiError, Kube, api_path
 
-from tests.k8s.client import ApiError, KubeClient, api_path
 from tests.k8s.conftest import CRD_FILE, POLICIES
 from tests.k8s.emulator import EmulatedApiServer
 
@@ -47,14 +47,14 @@ def pod(name: str, node: str, labels: dict[str, str] | None = None) -> dict[str,
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]}}
 
 
-def events_since(kube: KubeClient, path: str, version: str, **params: str) -> list[dict[str, Any]]:
+def events_since(kube: Kube, path: str, version: str, **params: str) -> list[dict[str, Any]]:
     """The watch events after `version`, read from a watch that the server closes after 0.3 s."""
     return list(kube.watch(path, resourceVersion=version, timeoutSeconds="0.3", **params))
 
 
 # --- 1. resourceVersion, uid, optimistic concurrency -------------------------------------------
 
-def test_create_sets_uid_resource_version_generation_and_namespace(kube: KubeClient) -> None:
+def test_create_sets_uid_resource_version_generation_and_namespace(kube: Kube) -> None:
     created = kube.create(api_path(THINGS, "shop"), thing("p1"))
     meta = created["metadata"]
     assert len(meta["uid"]) == 36
@@ -67,7 +67,7 @@ def test_create_sets_uid_resource_version_generation_and_namespace(kube: KubeCli
     assert exc.value.status == 409 and exc.value.reason == "AlreadyExists"
 
 
-def test_resource_version_increases_on_every_write_and_not_on_noop(kube: KubeClient) -> None:
+def test_resource_version_increases_on_every_write_and_not_on_noop(kube: Kube) -> None:
     path = api_path(THINGS, "shop", "p1")
     v1 = int(kube.create(api_path(THINGS, "shop"), thing("p1"))["metadata"]["resourceVersion"])
     v2 = int(kube.merge_patch(path, {"metadata": {"labels": {"a": "b"}}})["metadata"]
@@ -79,7 +79,7 @@ def test_resource_version_increases_on_every_write_and_not_on_noop(kube: KubeCli
     assert int(same["metadata"]["resourceVersion"]) == v3  # nothing changed: no new version
 
 
-def test_stale_updates_conflict(kube: KubeClient) -> None:
+def test_stale_updates_conflict(kube: Kube) -> None:
     path = api_path(THINGS, "shop", "p1")
     stale = kube.create(api_path(THINGS, "shop"), thing("p1"))
     kube.merge_patch(path, {"spec": {"priority": 1}})
@@ -108,7 +108,7 @@ def test_stale_updates_conflict(kube: KubeClient) -> None:
 
 # --- 2. namespaced objects in watches ---------------------------------------------------------
 
-def test_namespaced_watch_gets_events_of_its_namespace_only(kube: KubeClient) -> None:
+def test_namespaced_watch_gets_events_of_its_namespace_only(kube: Kube) -> None:
     version = kube.get(api_path(THINGS))["metadata"]["resourceVersion"]
     kube.create(api_path(THINGS, "shop"), thing("p1"))
     kube.create(api_path(THINGS, "bank"), thing("p2"))
@@ -118,7 +118,7 @@ def test_namespaced_watch_gets_events_of_its_namespace_only(kube: KubeClient) ->
     assert [e["object"]["metadata"]["namespace"] for e in everywhere] == ["shop", "bank"]
 
 
-def test_watch_delivers_live_events(kube: KubeClient) -> None:
+def test_watch_delivers_live_events(kube: Kube) -> None:
     received: list[dict[str, Any]] = []
     watcher = threading.Thread(target=lambda: received.extend(
         kube.watch(api_path(THINGS, "shop"), timeoutSeconds="1")))
@@ -133,7 +133,7 @@ def test_watch_delivers_live_events(kube: KubeClient) -> None:
 
 # --- 3. label and field selectors -------------------------------------------------------------
 
-def test_label_selectors_filter_lists(kube: KubeClient) -> None:
+def test_label_selectors_filter_lists(kube: Kube) -> None:
     for name, labels in [("a", {"app": "web", "tier": "1"}), ("b", {"app": "db"}), ("c", {})]:
         kube.create(api_path(PODS, "shop"), pod(name, "node-1", labels))
 
@@ -154,7 +154,7 @@ def test_label_selectors_filter_lists(kube: KubeClient) -> None:
     assert exc.value.status == 400
 
 
-def test_field_selector_spec_node_name_on_pods(kube: KubeClient) -> None:
+def test_field_selector_spec_node_name_on_pods(kube: Kube) -> None:
     kube.create(api_path(PODS, "shop"), pod("a", "node-1"))
     kube.create(api_path(PODS, "bank"), pod("b", "node-2"))
     kube.create(api_path(PODS, "bank"), pod("c", "node-1"))
@@ -170,7 +170,7 @@ def test_field_selector_spec_node_name_on_pods(kube: KubeClient) -> None:
     assert exc.value.status == 400 and "field label not supported" in str(exc.value)
 
 
-def test_watch_with_field_selector_sees_objects_enter_and_leave(kube: KubeClient) -> None:
+def test_watch_with_field_selector_sees_objects_enter_and_leave(kube: Kube) -> None:
     version = kube.get(api_path(PODS))["metadata"]["resourceVersion"]
     kube.create(api_path(PODS, "shop"), pod("a", "node-2", {"app": "web"}))
     kube.create(api_path(PODS, "shop"), pod("b", "node-1", {"app": "web"}))
@@ -184,7 +184,7 @@ def test_watch_with_field_selector_sees_objects_enter_and_leave(kube: KubeClient
 
 # --- 4. the /status subresource and generation ------------------------------------------------
 
-def test_status_subresource_is_separate_from_the_main_resource(kube: KubeClient) -> None:
+def test_status_subresource_is_separate_from_the_main_resource(kube: Kube) -> None:
     created = kube.create(api_path(THINGS, "shop"), {**thing("p1"), "status": {"x": 1}})
     assert "status" not in created  # a custom resource's create ignores .status
     path = api_path(THINGS, "shop", "p1")
@@ -208,7 +208,7 @@ def test_status_subresource_is_separate_from_the_main_resource(kube: KubeClient)
     assert kube.get(path + "/status")["status"] == current["status"]
 
 
-def test_generation_bumps_only_on_spec_changes(kube: KubeClient) -> None:
+def test_generation_bumps_only_on_spec_changes(kube: Kube) -> None:
     path = api_path(THINGS, "shop", "p1")
     kube.create(api_path(THINGS, "shop"), thing("p1"))
     kube.merge_patch(path, {"metadata": {"labels": {"x": "y"}, "annotations": {"a": "b"},
@@ -221,7 +221,7 @@ def test_generation_bumps_only_on_spec_changes(kube: KubeClient) -> None:
 
 # --- 5. patch types ---------------------------------------------------------------------------
 
-def test_json_merge_patch_and_json_patch(kube: KubeClient) -> None:
+def test_json_merge_patch_and_json_patch(kube: Kube) -> None:
     path = api_path(THINGS, "shop", "p1")
     kube.create(api_path(THINGS, "shop"), thing("p1", priority=1, hooks={"out": {"a": 1}}))
     merged = kube.merge_patch(path, {"spec": {"priority": None, "hooks": {"in": {"b": 2}}}})
@@ -241,7 +241,7 @@ def test_json_merge_patch_and_json_patch(kube: KubeClient) -> None:
     assert exc.value.status == 415
 
 
-def test_strategic_merge_patch_on_builtins_and_404_on_missing(kube: KubeClient) -> None:
+def test_strategic_merge_patch_on_builtins_and_404_on_missing(kube: Kube) -> None:
     ds = {"metadata": {"name": "agent"}, "spec": {"template": {"spec": {"hostNetwork": True}}}}
     kube.create(api_path(DAEMONSETS, "lwt-system"), ds)
     patched = kube.request("PATCH", api_path(DAEMONSETS, "lwt-system", "agent"),
@@ -256,7 +256,7 @@ def test_strategic_merge_patch_on_builtins_and_404_on_missing(kube: KubeClient) 
 
 # --- 6. deletion with finalizers -------------------------------------------------------------
 
-def test_deletion_waits_for_finalizers(kube: KubeClient) -> None:
+def test_deletion_waits_for_finalizers(kube: Kube) -> None:
     path = api_path(THINGS, "shop", "p1")
     body = thing("p1")
     body["metadata"]["finalizers"] = ["lwt.dev/a", "lwt.dev/b"]
@@ -280,7 +280,7 @@ def test_deletion_waits_for_finalizers(kube: KubeClient) -> None:
     assert [e["type"] for e in events] == ["MODIFIED", "MODIFIED", "DELETED"]
 
 
-def test_delete_without_finalizers_and_preconditions(kube: KubeClient) -> None:
+def test_delete_without_finalizers_and_preconditions(kube: Kube) -> None:
     path = api_path(THINGS, "shop", "p1")
     kube.create(api_path(THINGS, "shop"), thing("p1"))
     with pytest.raises(ApiError) as exc:
@@ -297,7 +297,7 @@ def test_delete_without_finalizers_and_preconditions(kube: KubeClient) -> None:
 
 # --- 7. watch resumption, expiry, timeouts, initial events ----------------------------------
 
-def test_watch_resumes_from_a_resource_version(kube: KubeClient) -> None:
+def test_watch_resumes_from_a_resource_version(kube: Kube) -> None:
     kube.create(api_path(THINGS, "shop"), thing("p1"))
     middle = kube.merge_patch(api_path(THINGS, "shop", "p1"), {"spec": {"priority": 1}})
     kube.merge_patch(api_path(THINGS, "shop", "p1"), {"spec": {"priority": 2}})
@@ -309,7 +309,7 @@ def test_watch_resumes_from_a_resource_version(kube: KubeClient) -> None:
 
 
 def test_watch_from_a_compacted_version_is_gone(k8s_api: EmulatedApiServer,
-                                                kube: KubeClient) -> None:
+                                                kube: Kube) -> None:
     assert k8s_api.emulator is not None
     k8s_api.emulator.event_log_limit = 3
     first = kube.create(api_path(THINGS, "shop"), thing("p1"))
@@ -320,7 +320,7 @@ def test_watch_from_a_compacted_version_is_gone(k8s_api: EmulatedApiServer,
     assert events[0]["object"]["code"] == 410
 
 
-def test_watch_timeout_and_initial_events_bookmark(kube: KubeClient) -> None:
+def test_watch_timeout_and_initial_events_bookmark(kube: Kube) -> None:
     kube.create(api_path(THINGS, "shop"), thing("p1"))
     started = time.monotonic()
     events = list(kube.watch(api_path(THINGS), timeoutSeconds="0.5", sendInitialEvents="true",
@@ -332,7 +332,7 @@ def test_watch_timeout_and_initial_events_bookmark(kube: KubeClient) -> None:
 
 # --- 8. list versions and pagination -----------------------------------------------------------
 
-def test_list_has_a_resource_version_and_pages(kube: KubeClient) -> None:
+def test_list_has_a_resource_version_and_pages(kube: Kube) -> None:
     for i in range(5):
         kube.create(api_path(PODS, "shop"), pod(f"p{i}", "node-1"))
     first = kube.get(api_path(PODS), limit="2")
@@ -348,7 +348,7 @@ def test_list_has_a_resource_version_and_pages(kube: KubeClient) -> None:
 
 # --- 9. CRDs ---------------------------------------------------------------------------------
 
-def test_crd_file_is_served_in_discovery(kube: KubeClient) -> None:
+def test_crd_file_is_served_in_discovery(kube: Kube) -> None:
     resources = kube.get("/apis/lwt.dev/v1alpha1")["resources"]
     assert {r["name"] for r in resources} == {"lwtroutepolicies", "lwtroutepolicies/status"}
     main = next(r for r in resources if r["name"] == "lwtroutepolicies")
@@ -362,7 +362,7 @@ def test_crd_file_is_served_in_discovery(kube: KubeClient) -> None:
         assert main["shortNames"] == crd["spec"]["names"]["shortNames"]
 
 
-def test_posting_a_crd_registers_its_resource(kube: KubeClient) -> None:
+def test_posting_a_crd_registers_its_resource(kube: Kube) -> None:
     crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
            "metadata": {"name": "widgets.example.com"},
            "spec": {"group": "example.com", "scope": "Cluster",
@@ -381,7 +381,7 @@ def test_posting_a_crd_registers_its_resource(kube: KubeClient) -> None:
     assert exc.value.status == 404
 
 
-def test_namespace_objects(kube: KubeClient) -> None:
+def test_namespace_objects(kube: Kube) -> None:
     """kmock's path parser takes /api/v1/namespaces/<name> for a namespace prefix (HTTP 500)."""
     version = kube.get("/api/v1/namespaces")["metadata"]["resourceVersion"]
     kube.create("/api/v1/namespaces", {"metadata": {"name": "shop"}})
@@ -396,7 +396,7 @@ def test_namespace_objects(kube: KubeClient) -> None:
 
 # --- structural schema of the CRD ----------------------------------------------------------------
 
-def test_policies_are_pruned_and_defaulted_like_a_real_server(kube: KubeClient) -> None:
+def test_policies_are_pruned_and_defaulted_like_a_real_server(kube: Kube) -> None:
     body = valid_policy("p1")
     body["spec"]["unknownField"] = 1  # pruned (kubectl would warn; the server drops it)
     body["spec"]["hooks"]["in"]["config"] = {"anything": {"goes": 1}}  # config is typed too
@@ -415,7 +415,7 @@ def test_policies_are_pruned_and_defaulted_like_a_real_server(kube: KubeClient) 
     assert exc.value.status == 400 and 'unknown field "spec.alsoUnknown"' in str(exc.value)
 
 
-def test_invalid_policies_and_status_writes_are_refused(kube: KubeClient) -> None:
+def test_invalid_policies_and_status_writes_are_refused(kube: Kube) -> None:
     bad = valid_policy("p1")
     bad["spec"]["failurePolicy"] = "Sometimes"
     bad["spec"]["hooks"]["xmit"] = {"program": {"builtin": "encap"}, "headroom": "a lot"}
@@ -439,12 +439,13 @@ def test_invalid_policies_and_status_writes_are_refused(kube: KubeClient) -> Non
 
 # --- 10. restarts and fault injection -----------------------------------------------------------
 
-def test_restart_keeps_objects_and_versions(k8s_api: EmulatedApiServer, kube: KubeClient) -> None:
+def test_restart_keeps_objects_and_versions(k8s_api: EmulatedApiServer, kube: Kube) -> None:
     created = kube.create(api_path(THINGS, "shop"), thing("p1"))
     port = k8s_api.port
     k8s_api.stop_listening()
-    with pytest.raises(OSError):
+    with pytest.raises(ApiError) as exc:
         kube.get(api_path(THINGS, "shop", "p1"))
+    assert exc.value.status == 0  # unreachable
     k8s_api.start_listening()
     assert k8s_api.port == port
     assert kube.get(api_path(THINGS, "shop", "p1"))["metadata"]["uid"] == created["metadata"][
@@ -454,7 +455,7 @@ def test_restart_keeps_objects_and_versions(k8s_api: EmulatedApiServer, kube: Ku
         "resourceVersion"])
 
 
-def test_kmock_reactions_inject_faults(k8s_api: EmulatedApiServer, kube: KubeClient) -> None:
+def test_kmock_reactions_inject_faults(k8s_api: EmulatedApiServer, kube: Kube) -> None:
     assert k8s_api.emulator is not None
     k8s_api.emulator["list", k8s_api.emulator.resource("v1/pods")] << 503
     with pytest.raises(ApiError) as exc:
@@ -509,7 +510,7 @@ def test_the_official_kubernetes_client_works(k8s_api: EmulatedApiServer) -> Non
     assert [e.reason for e in events] == ["AttachFailed"]
 
 
-def test_object_requests_cost_does_not_grow_with_the_request_count(kube: KubeClient) -> None:
+def test_object_requests_cost_does_not_grow_with_the_request_count(kube: Kube) -> None:
     """kmock matches each request by re-filtering its whole request log (2,000 pod creations:
     270 s). The agents' benchmarks create thousands of pods: requests must stay O(1)."""
     def create(count: int, offset: int) -> float:

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
+from lwt_kube import ApiError, Kube, api_path
 from lwt_operator.config import OperatorConfig, Timings
 from lwt_operator.settings import AgentSettings
 from lwt_policy import contract
 
-from tests.k8s.client import ApiError, KubeClient, api_path
 from tests.k8s.conftest import POLICIES
 from tests.k8s.emulator import EmulatedApiServer
 from tests.k8s.harness import RunningOperator, wait_for
@@ -50,12 +50,12 @@ def operator(k8s_api: EmulatedApiServer) -> Iterator[RunningOperator]:
         running.stop()
 
 
-def add_node(kube: KubeClient, name: str, **labels: str) -> None:
+def add_node(kube: Kube, name: str, **labels: str) -> None:
     kube.create(api_path(NODES), {"metadata": {"name": name, "labels": {
         "kubernetes.io/os": "linux", "kubernetes.io/hostname": name, **labels}}})
 
 
-def apply_example(kube: KubeClient, example: str = "deny-port.yaml") -> dict[str, Any]:
+def apply_example(kube: Kube, example: str = "deny-port.yaml") -> dict[str, Any]:
     obj = yaml.safe_load((REPO / "examples" / example).read_text())
     namespace = obj["metadata"].pop("namespace")
     return kube.create(api_path(POLICIES, namespace), obj)
@@ -66,7 +66,7 @@ def path_of(obj: dict[str, Any], subresource: str | None = None) -> str:
     return api_path(POLICIES, meta["namespace"], meta["name"], subresource)
 
 
-def report(kube: KubeClient, obj: dict[str, Any], node: str, **fields: Any) -> None:
+def report(kube: Kube, obj: dict[str, Any], node: str, **fields: Any) -> None:
     """What an agent writes: its own node's entry, by JSON merge patch on /status."""
     kube.merge_patch(path_of(obj, "status"), {"status": {"nodes": {node: fields}}})
 
@@ -76,13 +76,13 @@ def attached(generation: int, routes: int) -> dict[str, Any]:
             "lastError": None, "programs": {"out": {"id": 7, "tag": "0123456789abcdef"}}}
 
 
-def condition(kube: KubeClient, obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+def condition(kube: Kube, obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     current = kube.get(path_of(obj))
     found = contract.find_condition(current, type_)
     return dict(found) if found else None
 
 
-def wait_condition(kube: KubeClient, obj: dict[str, Any], type_: str, status: str,
+def wait_condition(kube: Kube, obj: dict[str, Any], type_: str, status: str,
                    reason: str | None = None, timeout: float = 10) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
         found = condition(kube, obj, type_)
@@ -97,7 +97,7 @@ def wait_condition(kube: KubeClient, obj: dict[str, Any], type_: str, status: st
 # --- the agent DaemonSet -------------------------------------------------------------------
 
 def test_daemonset_is_created_repaired_and_recreated(operator: RunningOperator,
-                                                     kube: KubeClient) -> None:
+                                                     kube: Kube) -> None:
     created = wait_for(lambda: kube.get(DAEMONSET), what="the agent DaemonSet")
     pod = created["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "registry.example/lwt-operator:test"
@@ -115,7 +115,7 @@ def test_daemonset_is_created_repaired_and_recreated(operator: RunningOperator,
 # --- validation ----------------------------------------------------------------------------
 
 def test_bad_policy_is_rejected_with_a_condition_and_an_event(operator: RunningOperator,
-                                                              kube: KubeClient) -> None:
+                                                              kube: Kube) -> None:
     obj = yaml.safe_load((REPO / "examples" / "deny-port.yaml").read_text())
     obj["metadata"]["name"] = "bad-port"
     obj["spec"]["hooks"]["out"]["config"]["denyTCPPorts"] = [70000]
@@ -143,7 +143,7 @@ def test_bad_policy_is_rejected_with_a_condition_and_an_event(operator: RunningO
 
 
 def test_accepted_is_written_only_once_the_finalizer_is_there(
-        k8s_api: EmulatedApiServer, operator: RunningOperator, kube: KubeClient) -> None:
+        k8s_api: EmulatedApiServer, operator: RunningOperator, kube: Kube) -> None:
     """Agents attach only to accepted policies; the finalizer must already guard them then."""
     policy = apply_example(kube)
     wait_condition(kube, policy, contract.ACCEPTED, "True")
@@ -154,7 +154,7 @@ def test_accepted_is_written_only_once_the_finalizer_is_there(
 # --- aggregation -------------------------------------------------------------------------------
 
 def test_node_reports_become_ready_with_a_summary(operator: RunningOperator,
-                                                  kube: KubeClient) -> None:
+                                                  kube: Kube) -> None:
     add_node(kube, "node-a")
     add_node(kube, "node-b")
     policy = apply_example(kube)
@@ -190,7 +190,7 @@ def test_node_reports_become_ready_with_a_summary(operator: RunningOperator,
 
 
 def test_entries_of_deleted_nodes_are_pruned(operator: RunningOperator,
-                                            kube: KubeClient) -> None:
+                                            kube: Kube) -> None:
     add_node(kube, "node-a")
     add_node(kube, "node-b")
     policy = apply_example(kube)
@@ -208,7 +208,7 @@ def test_entries_of_deleted_nodes_are_pruned(operator: RunningOperator,
 # --- deletion --------------------------------------------------------------------------------
 
 def test_finalizer_holds_until_every_node_detached(operator: RunningOperator,
-                                                  kube: KubeClient) -> None:
+                                                  kube: Kube) -> None:
     add_node(kube, "node-a")
     add_node(kube, "node-b")
     policy = apply_example(kube)
@@ -248,7 +248,7 @@ def test_finalizer_holds_until_every_node_detached(operator: RunningOperator,
 
 
 def test_a_node_that_is_gone_does_not_hold_the_finalizer(operator: RunningOperator,
-                                                         kube: KubeClient) -> None:
+                                                         kube: Kube) -> None:
     add_node(kube, "node-a")
     policy = apply_example(kube)
     report(kube, policy, "node-a", **attached(1, 1))
@@ -272,7 +272,7 @@ def test_a_node_that_is_gone_does_not_hold_the_finalizer(operator: RunningOperat
 
 def test_converges_after_an_api_server_restart(k8s_api: EmulatedApiServer,
                                                operator: RunningOperator,
-                                               kube: KubeClient) -> None:
+                                               kube: Kube) -> None:
     add_node(kube, "node-a")
     policy = apply_example(kube)
     wait_condition(kube, policy, contract.READY, "False", contract.NODES_NOT_READY)
@@ -287,7 +287,7 @@ def test_converges_after_an_api_server_restart(k8s_api: EmulatedApiServer,
     wait_for(lambda: kube.get(DAEMONSET), timeout=20, what="the DaemonSet after the restart")
 
 
-def test_starts_while_the_api_is_down(k8s_api: EmulatedApiServer, kube: KubeClient) -> None:
+def test_starts_while_the_api_is_down(k8s_api: EmulatedApiServer, kube: Kube) -> None:
     """An operator pod that starts before the API answers keeps retrying and then works."""
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     add_node(kube, "node-a")
@@ -323,7 +323,7 @@ def _write_entry_behind_the_apis_back(api: EmulatedApiServer, policy: dict[str, 
     return write
 
 
-def test_two_replicas_with_peering(k8s_api: EmulatedApiServer, kube: KubeClient) -> None:
+def test_two_replicas_with_peering(k8s_api: EmulatedApiServer, kube: Kube) -> None:
     """kopf peering against the emulator: the higher-priority replica works, the other stands by
     and takes over when the first one stops.
 

@@ -10,9 +10,9 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from lwt_kube import Kube, api_path
 from lwt_policy import contract
 
-from tests.k8s.client import KubeClient, api_path
 from tests.k8s.conftest import POLICIES
 from tests.k8s.emulator import EmulatedApiServer
 from tests.k8s.harness import wait_for
@@ -40,7 +40,7 @@ def test_help_and_usage_errors(tmp_path: Path) -> None:
 
 
 def test_runs_from_kubeconfig_env_and_stops_on_sigterm(k8s_api: EmulatedApiServer,
-                                                       kube: KubeClient,
+                                                       kube: Kube,
                                                        tmp_path: Path) -> None:
     agent = tmp_path / "agent.yaml"
     agent.write_text(yaml.safe_dump({"image": "registry.example/lwt:cli", "metricsPort": 9555}))

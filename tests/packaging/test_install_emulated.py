@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 import yaml
+from lwt_kube import ApiError, Kube, api_path
 from lwt_policy import contract
 
-from tests.k8s.client import ApiError, KubeClient, api_path
 from tests.k8s.emulator import EmulatedApiServer
 from tests.k8s.harness import wait_for
 
@@ -61,7 +61,7 @@ def api() -> Iterator[EmulatedApiServer]:
 def test_helm_install_brings_up_the_operator_and_its_agent_daemonset(
     api: EmulatedApiServer, tmp_path: Path
 ) -> None:
-    kube = KubeClient(api.url)
+    kube = Kube.at(api.url)
     health_port = free_port()
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump({
@@ -176,7 +176,7 @@ def test_helm_install_brings_up_the_operator_and_its_agent_daemonset(
                 process.wait()
 
 
-def _get(kube: KubeClient, path: str) -> dict[str, Any] | None:
+def _get(kube: Kube, path: str) -> dict[str, Any] | None:
     try:
         found: dict[str, Any] = kube.get(path)
         return found

@@ -17,9 +17,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import kubernetes.client
 import pytest
-from lwt_agent.agent.kube import Informer, Kube
+from lwt_agent.agent.kube import Informer
+from lwt_kube import Kube
 from lwt_operator.validation import judge
 from lwt_policy import limits
 from lwt_policy.model import validate_policy
@@ -130,9 +130,7 @@ def test_informer_drops_the_deep_object_and_keeps_syncing_the_others(canned_api)
         ('{"type":"MODIFIED","object":' + policy_json("a", deep_json(), "6") + "}").encode(),
         ('{"type":"ADDED","object":' + policy_json("c", "{}", "7") + "}").encode(),
     ]
-    configuration = kubernetes.client.Configuration()
-    configuration.host = url
-    kube = Kube(configuration, timeout=5)
+    kube = Kube.at(url, timeout=5)
     drops: list[str] = []
     informer = Informer(kube, PATH, lambda: None, name="policies", on_drop=drops.append)
     informer.start()

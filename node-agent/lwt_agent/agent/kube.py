@@ -1,134 +1,18 @@
-"""A small Kubernetes client for the agent: raw JSON list/watch/merge-patch/create.
-
-The official client loads the credentials (kubeconfig or the in-cluster service account)
-and does the HTTP; objects stay plain dicts, as the reconciler and lwt_policy want them.
+"""The agent's informers: list + watch of one resource each into a cache, on the one
+client (`lwt_kube`).
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import kubernetes.client
-import kubernetes.config
-import urllib3
+from lwt_kube import ApiError, Kube
 from lwt_policy import limits
 
 log = logging.getLogger(__name__)
-
-MERGE_PATCH = "application/merge-patch+json"
-
-
-class ApiError(Exception):
-    """The API refused a request (.status: HTTP status, 0 when unreachable)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        super().__init__(f"HTTP {status}: {message}" if status else message)
-
-
-class ConfigError(Exception):
-    """No usable credentials."""
-
-
-def load_configuration(kubeconfig: Path | None) -> kubernetes.client.Configuration:
-    """--kubeconfig, else $KUBECONFIG, else the in-cluster service account."""
-    configuration = kubernetes.client.Configuration()
-    try:
-        if kubeconfig is not None:
-            kubernetes.config.load_kube_config(config_file=str(kubeconfig),
-                                               client_configuration=configuration)
-        elif os.environ.get("KUBECONFIG"):
-            kubernetes.config.load_kube_config(client_configuration=configuration)
-        else:
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
-    except (kubernetes.config.ConfigException, OSError) as exc:
-        raise ConfigError(f"cannot load Kubernetes credentials: {exc}; pass --kubeconfig F, "
-                          "set KUBECONFIG, or run in a pod with a service account") from exc
-    return configuration
-
-
-class Kube:
-    def __init__(self, configuration: kubernetes.client.Configuration,
-                 timeout: float = 15) -> None:
-        self.configuration = configuration
-        self.client = kubernetes.client.ApiClient(configuration)
-        self.timeout = timeout
-
-    def close(self) -> None:
-        self.client.close()
-
-    def _call(self, method: str, path: str, body: Any = None,
-              content_type: str = "application/json",
-              query: list[tuple[str, str]] | None = None, stream: bool = False,
-              timeout: float | None = None) -> Any:
-        method_, url, headers, payload, _ = self.client.param_serialize(
-            method, path, query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=body, auth_settings=["BearerToken"])
-        try:
-            response = self.client.call_api(method_, url, header_params=headers, body=payload,
-                                            _request_timeout=timeout or self.timeout)
-        except kubernetes.client.ApiException as exc:
-            raise ApiError(exc.status or 0, str(exc.reason)) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ApiError(0, f"{self.configuration.host} unreachable: {exc}") from None
-        if response.status >= 400:
-            data = response.read()
-            try:
-                message = json.loads(data or b"{}").get("message", "")
-            except ValueError:
-                message = data.decode(errors="replace")
-            raise ApiError(response.status, message)
-        if stream:
-            return response.response
-        # Bounded: an object nested thousands deep decodes with a marker in its place
-        # (lwt_policy.limits) instead of failing the whole list with RecursionError.
-        return limits.loads(response.read() or b"null")
-
-    def list(self, path: str, field_selector: str = "", limit: int = 0,
-             continue_token: str = "", label_selector: str = "") -> dict[str, Any]:
-        query = [("fieldSelector", field_selector)] if field_selector else []
-        if label_selector:
-            query.append(("labelSelector", label_selector))
-        if limit:
-            query.append(("limit", str(limit)))
-        if continue_token:
-            query.append(("continue", continue_token))
-        return self._call("GET", path, query=query)  # type: ignore[no-any-return]
-
-    def watch(self, path: str, resource_version: str, field_selector: str = "",
-              timeout: int = 30, label_selector: str = "") -> Iterator[dict[str, Any]]:
-        query = [("watch", "true"), ("timeoutSeconds", str(timeout)),
-                 ("resourceVersion", resource_version), ("allowWatchBookmarks", "true")]
-        if field_selector:
-            query.append(("fieldSelector", field_selector))
-        if label_selector:
-            query.append(("labelSelector", label_selector))
-        response = self._call("GET", path, query=query, stream=True, timeout=timeout + 10)
-        try:
-            buffer = b""
-            for chunk in response.stream(4096, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        yield limits.loads(line)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ApiError(0, f"watch {path} broke: {exc}") from None
-        finally:
-            response.release_conn()
-
-    def merge_patch(self, path: str, patch: dict[str, Any]) -> Any:
-        return self._call("PATCH", path, patch, MERGE_PATCH)
-
-    def create(self, path: str, obj: dict[str, Any]) -> Any:
-        return self._call("POST", path, obj)
 
 
 def object_key(obj: dict[str, Any]) -> tuple[str, str]:
@@ -247,9 +131,9 @@ class Informer:
         token = ""
         while True:
             try:
-                body = self.kube.list(self.path, self.field_selector, limit=self.page_size,
-                                      continue_token=token,
-                                      label_selector=self.label_selector)
+                body = self.kube.list(self.path, field_selector=self.field_selector,
+                                      label_selector=self.label_selector,
+                                      limit=self.page_size, continue_token=token)
             except BaseException:
                 with self.lock:
                     self.rejected.update(rejected_before)
@@ -276,15 +160,17 @@ class Informer:
 
     def _watch(self, version: str) -> None:
         while not self._stop.is_set():
-            for event in self.kube.watch(self.path, version, self.field_selector,
-                                         label_selector=self.label_selector):
+            for event in self.kube.watch(self.path, version,
+                                         field_selector=self.field_selector,
+                                         label_selector=self.label_selector, bookmarks=True):
                 kind = event.get("type") if isinstance(event, dict) else None
                 obj = event.get("object") if isinstance(event, dict) else None
                 if not isinstance(obj, dict):
                     continue  # not an event of this API: nothing to cache
                 if kind == "ERROR":
-                    raise ApiError(int(obj.get("code") or 0) or 410,
-                                   f"watch {self.name}: {obj.get('message', '')}; relisting")
+                    raise ApiError(int(obj.get("code") or 0) or 410, str(obj.get("reason") or ""),
+                                   f"watch {self.name}: {obj.get('message', '')}; relisting",
+                                   obj)
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                 if kind == "BOOKMARK":
                     continue

@@ -3,8 +3,8 @@
 Standalone: `--policy-file F... [--pods-file P...] [--configmaps-file C...]
 [--nodes-file N...]` applies LwtRoutePolicies from files on a host without Kubernetes,
 watches the files and prints per-policy status. Cluster: without --policy-file it watches
-the API (`--kubeconfig`, $KUBECONFIG, or the in-cluster service account; the node name from
---node-name or $NODE_NAME). Both run the same reconciler (lwt_agent.agent).
+the API (`--kubeconfig`, $KUBECONFIG, the in-cluster service account, or ~/.kube/config;
+the node name from --node-name or $NODE_NAME). Both run the same reconciler (lwt_agent.agent).
 """
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                        "attached (a one-shot apply)")
     cluster = parser.add_argument_group("cluster mode")
     cluster.add_argument("--kubeconfig", type=Path, default=None, metavar="F",
-                         help="kubeconfig file (default $KUBECONFIG, else in-cluster)")
+                         help="kubeconfig file (default $KUBECONFIG, else in-cluster, "
+                              "else ~/.kube/config)")
     parser.add_argument("--node-name", default=None, metavar="N",
                         help="this node's name (default $NODE_NAME, else the host name)")
     parser.add_argument("--netns", default=None, metavar="NAME",
