@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lwt_kube import ApiError, CredentialsError, Kube, api_path, load_configuration
 from lwt_policy import contract, schema
 from lwt_policy.custom_programs import CustomProgramRule
 from lwt_policy.model import PolicyRef
@@ -34,31 +35,23 @@ from lwt_policy.targets import slim_node, slim_pod
 
 from .admission import PolicyBook, PolicyView
 from .errors import StartupError
-from .kube import (
-    ApiError,
-    ConfigError,
-    Informer,
-    Kube,
-    load_configuration,
-    wait_all,
-)
+from .kube import Informer, wait_all
 from .programs_gate import CustomProgramGate, ReferencedConfigMaps
 from .reconciler import Inputs, Report
 from .runtime import Agent
 
 log = logging.getLogger(__name__)
 
-POLICIES = f"/apis/{schema.API_VERSION}/lwtroutepolicies"
-PODS = "/api/v1/pods"
-NODES = "/api/v1/nodes"
-CONFIGMAPS = "/api/v1/configmaps"
+POLICIES = api_path(f"{schema.API_VERSION}/lwtroutepolicies")
+PODS = api_path("v1/pods")
+NODES = api_path("v1/nodes")
+CONFIGMAPS = api_path("v1/configmaps")
 VOLATILE = "lastUpdateTime"
 POLICY_PAGE = 20
 
 
 def _status_path(ref: PolicyRef) -> str:
-    return f"/apis/{schema.API_VERSION}/namespaces/{ref.namespace}/lwtroutepolicies/" \
-           f"{ref.name}/status"
+    return api_path(f"{schema.API_VERSION}/lwtroutepolicies", ref.namespace, ref.name, "status")
 
 
 def _comparable(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -75,7 +68,7 @@ class ClusterAgent:
         self.sync_timeout = sync_timeout
         try:
             self.kube = Kube(load_configuration(kubeconfig))
-        except ConfigError as exc:
+        except CredentialsError as exc:
             raise StartupError(str(exc)) from exc
         self.dirty = threading.Event()
         self.book = PolicyBook(agent.config.admin_namespace)
@@ -208,7 +201,7 @@ class ClusterAgent:
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
         try:
-            self.kube.create(f"/api/v1/namespaces/{ref.namespace}/events", event)
+            self.kube.create(api_path("v1/events", ref.namespace), event)
             self._errors_posted[ref] = error
         except ApiError as exc:
             log.warning("cannot post an Event for %s: %s", ref, exc)
