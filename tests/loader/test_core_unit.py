@@ -396,3 +396,21 @@ def test_btf_index_refuses_corrupt_btf() -> None:
         BtfIndex(bytes(data))
     with pytest.raises(MalformedObjectError):
         BtfIndex(good.build()[:30])
+
+
+def test_name_index_agrees_with_name_searches() -> None:
+    """Past 64 distinct names the index of every name replaces per-name searches: same
+    answers either way."""
+    b = BtfBuilder()
+    u32 = b.int_("unsigned int", 4)
+    for n in range(100):
+        b.struct(f"s{n}", 4, [("a", u32, 0, 0)])
+        b.struct(f"s{n}___flavor", 4, [("a", u32, 0, 0)])
+    searched, indexed = BtfIndex(b.build()), BtfIndex(b.build())
+    first = {f"s{n}": searched.by_essential_name(f"s{n}") for n in range(60)}
+    for n in range(100):
+        indexed.by_essential_name(f"s{n}")
+    assert indexed._full_index and not searched._full_index
+    for name, ids in first.items():
+        assert indexed.by_essential_name(name) == ids and len(ids) == 2
+    assert indexed.by_essential_name("nope") == searched.by_essential_name("nope") == []

@@ -34,6 +34,7 @@ _HDR = struct.Struct("<III")
 _U32 = struct.Struct("<I")
 _S32 = struct.Struct("<i")
 _NAME_INFO = struct.Struct("<II")
+_SEARCHES_BEFORE_INDEX = 64
 # Bytes of kind-specific data after the 12-byte header, by kind: fixed, and per vlen entry.
 # An unknown kind (20-31) jumps past any type area, which _walk reports.
 _FIXED = [0] * 20 + [1 << 40] * 12
@@ -52,6 +53,8 @@ def _corrupt(problem: str) -> MalformedObjectError:
 def essential_name(name: str) -> str:
     """`task_struct___v1` -> `task_struct`: CO-RE ignores a `___flavor` suffix. As libbpf's
     bpf_core_essential_name_len: cut at the LAST `X___Y` with X and Y not underscores."""
+    if "___" not in name:
+        return name
     for i in range(len(name) - 5, -1, -1):
         if name[i] != "_" and name[i + 1:i + 4] == "___" and name[i + 4] != "_":
             return name[:i + 1]
@@ -93,6 +96,7 @@ class BtfIndex:
         self.count = self.first_id + len(self._offsets)
         self._name_bytes: bytes | None = None
         self._by_name: dict[str, list[int]] = {}
+        self._full_index = False
 
     def _walk(self) -> None:
         # The one loop over every type (126k in a 6.18 vmlinux): kept tight on purpose.
@@ -257,8 +261,32 @@ class BtfIndex:
         name-offset array, both at C speed; no index of all names is ever built."""
         found = self._by_name.get(name)
         if found is None:
+            if self._full_index:
+                return []
+            if len(self._by_name) >= _SEARCHES_BEFORE_INDEX:
+                # Many distinct names (a big or hostile object): one index of every name
+                # (~0.3 s for vmlinux) bounds the cost instead of a search per name.
+                self._by_name = self._build_name_index()
+                self._full_index = True
+                return self._by_name.get(name, [])
             found = self._by_name[name] = self._find_by_name(name) if name else []
         return found
+
+    def _build_name_index(self) -> dict[str, list[int]]:
+        by_off: dict[int, list[int]] = {}
+        for index, name_off in enumerate(self._name_offs):
+            if name_off:
+                ids = by_off.get(name_off)
+                if ids is None:
+                    by_off[name_off] = [self.first_id + index]
+                else:
+                    ids.append(self.first_id + index)
+        by_name: dict[str, list[int]] = {}
+        for name_off, ids in by_off.items():
+            by_name.setdefault(essential_name(self.string(name_off)), []).extend(ids)
+        for ids in by_name.values():
+            ids.sort()
+        return by_name
 
     def _find_by_name(self, name: str) -> list[int]:
         encoded = name.encode()
