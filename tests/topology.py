@@ -13,8 +13,9 @@ fd00:213:2::1/64) and the host only has the subnet route of the bridge.
 
 Namespaces are named ``<prefix><random>-<role>`` and all removed on exit, even when the
 test failed. Addresses are 10.213.0.0/16 and fd00:213::/32, only inside these namespaces.
-Traffic helpers create sockets inside a namespace from this process (setns on the calling
-thread), so tests need no helper processes (not even ``ping``).
+Built from the primitives of `lwt_agent.netns`, as the demo's sandbox is. Traffic helpers
+create sockets inside a namespace from this process (the calling thread enters it), so
+tests need no helper processes (not even ``ping``).
 """
 from __future__ import annotations
 
@@ -25,11 +26,23 @@ import struct
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from lwt_agent.sandbox import drain as drain_udp
-from lwt_agent.sandbox import family_of, in_netns, socket_in
+from lwt_agent import netns
+from lwt_agent.netns import (
+    Namespaces,
+    Netns,
+    calico_pod,
+    family_of,
+    in_netns,
+    routed_link,
+    socket_in,
+    tcp_connects,
+    tcp_listen,
+    udp_receiver,
+)
+from lwt_agent.netns import drain as drain_udp
 
 CLIENT_V4, CLIENT_GW_V4 = "10.213.254.2", "10.213.254.1"
 CLIENT_V6, CLIENT_GW_V6 = "fd00:213:fe::2", "fd00:213:fe::1"
@@ -47,7 +60,8 @@ def ip(ns: str, *args: str, check: bool = True) -> str:
 
 
 def nsexec(ns: str, *args: str, check: bool = True, timeout: float = 20) -> str:
-    return sh("ip", "netns", "exec", ns, *args, check=check, timeout=timeout)
+    """Run a command inside netns ``ns``; its stdout."""
+    return netns.run(ns, args, check=check, timeout=timeout).stdout
 
 
 @dataclass
@@ -65,7 +79,21 @@ class Node:
     client: str
     bridge: bool
     pods: list[Pod] = field(default_factory=list)
-    namespaces: list[str] = field(default_factory=list)
+    nets: Namespaces | None = field(default=None, repr=False)  # owns every namespace
+
+    @property
+    def namespaces(self) -> list[str]:
+        return self.nets.names if self.nets else []
+
+    def add_peer(self, role: str, host_if: str, host_cidrs: Sequence[str],
+                 peer_cidrs: Sequence[str]) -> str:
+        """A namespace ``<prefix>-<role>`` routed from the host (veth ``host_if``/eth0),
+        removed with the node; its name."""
+        assert self.nets is not None, "the node is not built"
+        host = next(net for net in self.nets.made if net.name == self.host)
+        peer = self.nets.add(role)
+        routed_link(host, peer, host_if, host_cidrs, peer_cidrs)
+        return peer.name
 
     # --- traffic -------------------------------------------------------------------------
 
@@ -74,30 +102,14 @@ class Node:
         return icmp_echo(src_ns, dst, count, timeout) == count
 
     def tcp_listen(self, ns: str, address: str, port: int) -> socket.socket:
-        sock = socket_in(ns, family_of(address), socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address, port))
-        sock.listen(64)
-        return sock
+        return tcp_listen(ns, address, port)
 
     def tcp_connects(self, src_ns: str, dst: str, port: int, timeout: float = 1.0) -> bool:
         """True when a TCP handshake to dst:port completes from src_ns."""
-        sock = socket_in(src_ns, family_of(dst), socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect((dst, port))
-            return True
-        except OSError:
-            return False
-        finally:
-            sock.close()
+        return tcp_connects(src_ns, dst, port, timeout)
 
     def udp_receiver(self, ns: str, address: str, port: int) -> socket.socket:
-        sock = socket_in(ns, family_of(address), socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        sock.bind((address, port))
-        sock.setblocking(False)
-        return sock
+        return udp_receiver(ns, address, port)
 
     def udp_sender(self, ns: str, dst: str) -> socket.socket:
         return socket_in(ns, family_of(dst), socket.SOCK_DGRAM)
@@ -144,87 +156,43 @@ def icmp_echo(src_ns: str, dst: str, count: int = 1, timeout: float = 1.0) -> in
         sock.close()
 
 
-def _new_ns(name: str, created: list[str]) -> str:
-    sh("ip", "netns", "add", name)
-    created.append(name)
-    ip(name, "link", "set", "lo", "up")
-    for key in ("net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"):
-        nsexec(name, "sysctl", "-qw", f"{key}=0")
-    return name
-
-
-def _add_calico_pod(node: Node, index: int) -> Pod:
-    ns = _new_ns(f"{node.prefix}-p{index}", node.namespaces)
-    host_if = f"cali{index}"
-    pod = Pod(ns, host_if, f"10.213.1.{index + 1}", f"fd00:213:1::{index + 1}")
-    ip(node.host, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
-    # Calico answers the pods' 169.254.1.1 gateway by proxy ARP off its default route; this
-    # host has no default route, so it owns the gateway address on every caliN instead.
-    ip(node.host, "addr", "add", "169.254.1.1/32", "dev", host_if, "scope", "link")
-    ip(node.host, "addr", "add", "fe80::1/64", "dev", host_if, "nodad")
-    ip(node.host, "link", "set", host_if, "up")
-    ip(ns, "addr", "add", f"{pod.ipv4}/32", "dev", "eth0")
-    ip(ns, "-6", "addr", "add", f"{pod.ipv6}/128", "dev", "eth0", "nodad")
-    ip(ns, "link", "set", "eth0", "up")
-    ip(ns, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
-    ip(ns, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
-    ip(ns, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")
-    ip(node.host, "route", "add", f"{pod.ipv4}/32", "dev", host_if, "scope", "link")
-    ip(node.host, "-6", "route", "add", f"{pod.ipv6}/128", "dev", host_if)
+def _add_bridge_pod(nets: Namespaces, host: Netns, index: int) -> Pod:
+    net = nets.add(f"p{index}")
+    pod = Pod(net.name, f"veth{index}", f"10.213.2.{index + 10}", f"fd00:213:2::{index + 10}")
+    host.veth(pod.host_if, "eth0", net)
+    host.enslave(pod.host_if, "br0")
+    net.addr("eth0", f"{pod.ipv4}/24")
+    net.addr("eth0", f"{pod.ipv6}/64")
+    net.route("default", via="10.213.2.1")
+    net.route("default", via="fd00:213:2::1")
     return pod
-
-
-def _add_bridge_pod(node: Node, index: int) -> Pod:
-    ns = _new_ns(f"{node.prefix}-p{index}", node.namespaces)
-    host_if = f"veth{index}"
-    pod = Pod(ns, host_if, f"10.213.2.{index + 10}", f"fd00:213:2::{index + 10}")
-    ip(node.host, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
-    ip(node.host, "link", "set", host_if, "master", "br0", "up")
-    ip(ns, "addr", "add", f"{pod.ipv4}/24", "dev", "eth0")
-    ip(ns, "-6", "addr", "add", f"{pod.ipv6}/64", "dev", "eth0", "nodad")
-    ip(ns, "link", "set", "eth0", "up")
-    ip(ns, "route", "add", "default", "via", "10.213.2.1")
-    ip(ns, "-6", "route", "add", "default", "via", "fd00:213:2::1")
-    return pod
-
-
-def _add_client(node: Node) -> None:
-    ns = node.client
-    ip(node.host, "link", "add", "cl0", "type", "veth", "peer", "name", "eth0", "netns", ns)
-    ip(node.host, "addr", "add", f"{CLIENT_GW_V4}/24", "dev", "cl0")
-    ip(node.host, "-6", "addr", "add", f"{CLIENT_GW_V6}/64", "dev", "cl0", "nodad")
-    ip(node.host, "link", "set", "cl0", "up")
-    ip(ns, "addr", "add", f"{CLIENT_V4}/24", "dev", "eth0")
-    ip(ns, "-6", "addr", "add", f"{CLIENT_V6}/64", "dev", "eth0", "nodad")
-    ip(ns, "link", "set", "eth0", "up")
-    ip(ns, "route", "add", "default", "via", CLIENT_GW_V4)
-    ip(ns, "-6", "route", "add", "default", "via", CLIENT_GW_V6)
 
 
 @contextlib.contextmanager
 def build_node(prefix: str, pods: int = 2, bridge: bool = False) -> Iterator[Node]:
     """Build a node (host, ``pods`` pods, a client); everything is removed on exit."""
     name = f"{prefix}{uuid.uuid4().hex[:6]}"
-    node = Node(prefix=name, host=f"{name}-host", client=f"{name}-cl", bridge=bridge)
-    try:
-        _new_ns(node.host, node.namespaces)
-        _new_ns(node.client, node.namespaces)
-        for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
-            nsexec(node.host, "sysctl", "-qw", f"{key}=1")
+    with Namespaces(name) as nets:
+        node = Node(prefix=name, host=f"{name}-host", client=f"{name}-cl", bridge=bridge,
+                    nets=nets)
+        host, client = nets.add("host"), nets.add("cl")
+        host.enable_forwarding()
         if bridge:
-            ip(node.host, "link", "add", "br0", "type", "bridge")
-            ip(node.host, "addr", "add", "10.213.2.1/24", "dev", "br0")
-            ip(node.host, "-6", "addr", "add", "fd00:213:2::1/64", "dev", "br0", "nodad")
-            ip(node.host, "link", "set", "br0", "up")
+            host.bridge("br0")
+            host.addr("br0", "10.213.2.1/24")
+            host.addr("br0", "fd00:213:2::1/64")
         for index in range(pods):
-            node.pods.append(
-                _add_bridge_pod(node, index) if bridge else _add_calico_pod(node, index)
-            )
-        _add_client(node)
+            if bridge:
+                node.pods.append(_add_bridge_pod(nets, host, index))
+                continue
+            net = nets.add(f"p{index}")
+            pod = Pod(net.name, f"cali{index}", f"10.213.1.{index + 1}",
+                      f"fd00:213:1::{index + 1}")
+            calico_pod(host, net, pod.host_if, [pod.ipv4, pod.ipv6])
+            node.pods.append(pod)
+        routed_link(host, client, "cl0", [f"{CLIENT_GW_V4}/24", f"{CLIENT_GW_V6}/64"],
+                    [f"{CLIENT_V4}/24", f"{CLIENT_V6}/64"])
         yield node
-    finally:
-        for ns in reversed(node.namespaces):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
 def route_dump(ns: str, *selector: str) -> list[dict[str, object]]:
@@ -239,8 +207,7 @@ def route_dump(ns: str, *selector: str) -> list[dict[str, object]]:
 
 
 def leftover_namespaces(prefix: str) -> list[str]:
-    out = sh("ip", "netns", "list")
-    return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
+    return netns.names(prefix)
 
 
 __all__ = [

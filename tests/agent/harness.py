@@ -224,15 +224,6 @@ class AgentProcess:
 
 @contextlib.contextmanager
 def remote_endpoint(node: Node) -> Iterator[str]:
-    """A netns `<node>-rm` the host routes to (10.213.253.2), for encap tests; it is
-    registered with the node so the topology's cleanup removes it."""
-    ns = f"{node.prefix}-rm"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    node.namespaces.append(ns)
-    ip(node.host, "link", "add", "rm0", "type", "veth", "peer", "name", "eth0", "netns", ns)
-    ip(node.host, "addr", "add", "10.213.253.1/24", "dev", "rm0")
-    ip(node.host, "link", "set", "rm0", "up")
-    ip(ns, "link", "set", "lo", "up")
-    ip(ns, "addr", "add", "10.213.253.2/24", "dev", "eth0")
-    ip(ns, "link", "set", "eth0", "up")
-    yield ns
+    """A netns `<node>-rm` the host routes to (10.213.253.2), for encap tests; the node
+    owns it, so the topology's cleanup removes it."""
+    yield node.add_peer("rm", "rm0", ["10.213.253.1/24"], ["10.213.253.2/24"])
