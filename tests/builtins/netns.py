@@ -5,22 +5,18 @@
                           +------veth---- remote (R)   (the encap tunnel endpoint)
 
 H forwards between C and P; the route to the pod is a Calico-style `/32 dev hp scope link`
-(and `/128` for IPv6) that the tests create with an LWT program on it. Namespace names are
-`lwtB` + a role letter + a random suffix; `close()` deletes them all (and with them every
-veth, route and the programs those routes held).
+(and `/128` for IPv6) that the tests create with an LWT program on it. Built from the
+primitives of `lwt_agent.netns`. Namespace names are `lwtB` + a random suffix + `-` + a role
+letter; `close()` deletes them all (and with them every veth, route and the programs those
+routes held).
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
 import secrets
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from lwt_agent.netns import Namespaces, calico_pod, routed_link
 
 
 def sh(*args: str, check: bool = True, env: dict[str, str] | None = None
@@ -32,27 +28,6 @@ def sh(*args: str, check: bool = True, env: dict[str, str] | None = None
     return proc
 
 
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Runs the body (this thread only) in network namespace `name`: sockets created in it
-    stay in that namespace after the block."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({name}): {os.strerror(err)}")
-        try:
-            yield
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns(back): {os.strerror(err)}")
-    finally:
-        os.close(target)
-        os.close(own)
-
-
 @dataclass
 class Node:
     client: str
@@ -60,6 +35,7 @@ class Node:
     pod: str
     remote: str
     namespaces: list[str] = field(default_factory=list)
+    nets: Namespaces | None = None
 
     # addresses
     CLIENT4 = "10.201.1.2"
@@ -82,60 +58,28 @@ class Node:
         return sh("ip", "-n", ns, *args, env=env, check=check)
 
     def close(self) -> None:
-        for ns in self.namespaces:
-            sh("ip", "netns", "del", ns, check=False)
+        if self.nets is not None:
+            self.nets.close()
         self.namespaces.clear()
 
 
-def _sysctl(ns: str, key: str, value: str) -> None:
-    sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}={value}")
-
-
 def build_node() -> Node:
-    suffix = secrets.token_hex(3)
-    node = Node(client=f"lwtBc{suffix}", host=f"lwtBh{suffix}", pod=f"lwtBp{suffix}",
-                remote=f"lwtBr{suffix}")
+    nets = Namespaces(f"lwtB{secrets.token_hex(3)}")
     try:
-        for ns in (node.client, node.host, node.pod, node.remote):
-            sh("ip", "netns", "add", ns)
-            node.namespaces.append(ns)
-            # no duplicate address detection: addresses are usable at once
-            _sysctl(ns, "net.ipv6.conf.default.accept_dad", "0")
-            _sysctl(ns, "net.ipv6.conf.all.accept_dad", "0")
-            node.ip(ns, "link", "set", "lo", "up")
-        _sysctl(node.host, "net.ipv4.ip_forward", "1")
-        _sysctl(node.host, "net.ipv6.conf.all.forwarding", "1")
-        for ns in (node.host, node.pod):
-            _sysctl(ns, "net.ipv4.conf.all.rp_filter", "0")
-            _sysctl(ns, "net.ipv4.conf.default.rp_filter", "0")
-
-        h, c, p, r = node.host, node.client, node.pod, node.remote
-        node.ip(h, "link", "add", "hc", "type", "veth", "peer", "name", "c0", "netns", c)
-        node.ip(h, "link", "add", "hp", "type", "veth", "peer", "name", "p0", "netns", p)
-        node.ip(h, "link", "add", "hr", "type", "veth", "peer", "name", "r0", "netns", r)
-
-        def addr(ns: str, dev: str, *cidrs: str) -> None:
-            for cidr in cidrs:
-                extra = ("nodad",) if ":" in cidr else ()
-                node.ip(ns, "addr", "add", cidr, "dev", dev, *extra)
-            node.ip(ns, "link", "set", dev, "up")
-
-        addr(h, "hc", f"{node.HOST_C4}/24", f"{node.HOST_C6}/64")
-        addr(c, "c0", f"{node.CLIENT4}/24", f"{node.CLIENT6}/64")
-        addr(h, "hp", f"{node.HOST_P4}/32", f"{node.HOST_P6}/128")
-        addr(p, "p0", f"{node.POD4}/32", f"{node.POD6}/128")
-        addr(h, "hr", f"{node.HOST_R4}/24", f"{node.HOST_R6}/64")
-        addr(r, "r0", f"{node.REMOTE4}/24", f"{node.REMOTE6}/64")
-
-        node.ip(c, "route", "add", "default", "via", node.HOST_C4)
-        node.ip(c, "-6", "route", "add", "default", "via", node.HOST_C6)
-        node.ip(p, "route", "add", node.HOST_P4, "dev", "p0", "scope", "link")
-        node.ip(p, "route", "add", "default", "via", node.HOST_P4, "dev", "p0")
-        node.ip(p, "-6", "route", "add", node.HOST_P6, "dev", "p0")
-        node.ip(p, "-6", "route", "add", "default", "via", node.HOST_P6, "dev", "p0")
-        node.ip(r, "route", "add", "default", "via", node.HOST_R4)
-        node.ip(r, "-6", "route", "add", "default", "via", node.HOST_R6)
+        h, c, p, r = (nets.add(role) for role in ("h", "c", "p", "r"))
+        h.enable_forwarding()
+        for net in (h, p):
+            net.disable_rp_filter()
+        node = Node(client=c.name, host=h.name, pod=p.name, remote=r.name,
+                    namespaces=nets.names, nets=nets)
+        routed_link(h, c, "hc", [f"{node.HOST_C4}/24", f"{node.HOST_C6}/64"],
+                    [f"{node.CLIENT4}/24", f"{node.CLIENT6}/64"], peer_if="c0")
+        # the host's route to the pod is what each test adds, with its program on it
+        calico_pod(h, p, node.POD_DEV, [node.POD4, node.POD6], pod_if="p0",
+                   gateways=(node.HOST_P4, node.HOST_P6), host_routes=False)
+        routed_link(h, r, "hr", [f"{node.HOST_R4}/24", f"{node.HOST_R6}/64"],
+                    [f"{node.REMOTE4}/24", f"{node.REMOTE6}/64"], peer_if=node.REMOTE_DEV)
     except BaseException:
-        node.close()
+        nets.close()
         raise
     return node

@@ -17,9 +17,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from lwt_agent.netns import entered
 from lwt_policy.catalogue import CATALOGUE, builtin_object_dir
 
-from .netns import Node, in_netns, sh
+from .netns import Node
 
 try:
     from lwt_agent.bpf.maps import BpfMap
@@ -117,7 +118,7 @@ class LoaderAttacher:
             encap[hook] = {"fd": prog.fd, "name": f"lwtB/{builtin}/{hook}/{prog.tag[:8]}"}
         if headroom is not None and "xmit" in encap:
             encap["xmit"]["headroom"] = headroom
-        with in_netns(ns):
+        with entered(ns):
             ipr = IPRoute()
         try:
             (idx,) = ipr.link_lookup(ifname=dev)
@@ -146,4 +147,4 @@ def make_attacher(pin_root: Path) -> IprouteAttacher | LoaderAttacher:
     return IprouteAttacher(pin_root)
 
 
-__all__ = ["IprouteAttacher", "LoaderAttacher", "make_attacher", "sh"]
+__all__ = ["IprouteAttacher", "LoaderAttacher", "make_attacher"]

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import pytest
 from lwt_agent.bpf.ringbuf import RingBuffer, decode_sample
+from lwt_agent.netns import tcp_connects
 from lwt_policy.program_config import (
     check_map_layout,
     counters_status,
@@ -26,7 +27,6 @@ from .traffic import (
     drain,
     ethertype,
     frames,
-    tcp_connects,
     tcp_listener,
     udp_receiver,
     udp_send,

@@ -1,5 +1,5 @@
 """Real traffic between the test namespaces: sockets are created inside a namespace with
-`in_netns` and used from the test thread."""
+`entered` (lwt_agent.netns) and used from the test thread."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +8,7 @@ import struct
 import time
 from collections.abc import Iterator
 
-from .netns import in_netns
+from lwt_agent.netns import entered
 
 ETH_P_ALL = 0x0003
 
@@ -19,7 +19,7 @@ def _family(addr: str) -> int:
 
 @contextlib.contextmanager
 def udp_receiver(ns: str, addr: str, port: int) -> Iterator[socket.socket]:
-    with in_netns(ns):
+    with entered(ns):
         sock = socket.socket(_family(addr), socket.SOCK_DGRAM)
     try:
         sock.bind((addr, port))
@@ -50,7 +50,7 @@ DSTOPTS_PADN = bytes([0, 0, 1, 4, 0, 0, 0, 0])
 
 def udp_send(ns: str, dst: str, port: int, count: int, payload: int = 100,
              pace_every: int = 0, ipv6_dstopts: bytes | None = None) -> None:
-    with in_netns(ns):
+    with entered(ns):
         sock = socket.socket(_family(dst), socket.SOCK_DGRAM)
     try:
         if ipv6_dstopts is not None:
@@ -65,7 +65,7 @@ def udp_send(ns: str, dst: str, port: int, count: int, payload: int = 100,
 
 @contextlib.contextmanager
 def tcp_listener(ns: str, addr: str, port: int) -> Iterator[socket.socket]:
-    with in_netns(ns):
+    with entered(ns):
         sock = socket.socket(_family(addr), socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -76,24 +76,10 @@ def tcp_listener(ns: str, addr: str, port: int) -> Iterator[socket.socket]:
         sock.close()
 
 
-def tcp_connects(ns: str, dst: str, port: int, timeout: float = 1.0) -> bool:
-    """True when a TCP handshake to dst:port completes within `timeout`."""
-    with in_netns(ns):
-        sock = socket.socket(_family(dst), socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect((dst, port))
-        return True
-    except (TimeoutError, ConnectionRefusedError, OSError):
-        return False
-    finally:
-        sock.close()
-
-
 @contextlib.contextmanager
 def capture(ns: str, dev: str) -> Iterator[socket.socket]:
     """A raw AF_PACKET socket on `dev` in `ns`: every frame the device sees."""
-    with in_netns(ns):
+    with entered(ns):
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     try:
         sock.bind((dev, 0))
