@@ -18,7 +18,7 @@ class MalformedObjectError(LoaderError):
 
 
 class UnsupportedFeatureError(LoaderError):
-    """The object uses a feature this loader refuses (CO-RE, map-in-map, kfuncs, ksyms)."""
+    """The object uses a feature this loader refuses (map-in-map, kfuncs, ksyms)."""
 
     def __init__(self, feature: str, section: str, detail: str = "") -> None:
         self.feature = feature
