@@ -10,7 +10,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from .errors import MalformedObjectError
+from . import limits
+from .errors import LimitError, MalformedObjectError
 
 BTF_MAGIC = 0xEB9F
 
@@ -73,6 +74,10 @@ class Btf:
         if self.strings and self.strings[0] != 0:
             raise _corrupt("string table does not start with an empty string")
         self.types: list[BtfType] = [BtfType(0, 0, "", 0, False, 0)]  # void
+        # names decoded so far, by offset: a name is decoded once however many types use
+        # it, and their total is bounded (suffixes of one long run are distinct names)
+        self._names: dict[int, str] = {}
+        self._name_bytes = 0
         self._parse_types(body[type_off:type_off + type_len])
         for t in self.types[1:]:
             for ref in self._references(t):
@@ -84,21 +89,39 @@ class Btf:
         if offset >= len(self.strings) and offset != 0:
             raise _corrupt(f"string offset {offset} is past the string table "
                            f"({len(self.strings)} bytes)")
-        end = self.strings.find(b"\0", offset)
+        known = self._names.get(offset)
+        if known is not None:
+            return known
+        end = self.strings.find(b"\0", offset, offset + limits.MAX_NAME + 1)
         if end < 0:
+            if len(self.strings) - offset > limits.MAX_NAME:
+                raise LimitError("BTF", f"MAX_NAME={limits.MAX_NAME}", f"the name at string "
+                                 f"offset {offset} is longer than {limits.MAX_NAME} bytes")
             raise _corrupt(f"string at offset {offset} is not NUL-terminated")
+        self._name_bytes += end - offset
+        if self._name_bytes > 2 * len(self.strings) + 4096:
+            raise LimitError("BTF", "names <= 2x the string table", "the names its types "
+                             "use add up to more than twice its string table (overlapping "
+                             "names)")
         try:
-            return self.strings[offset:end].decode()
+            name = self._names[offset] = self.strings[offset:end].decode()
         except UnicodeDecodeError:
             raise _corrupt(f"string at offset {offset} is not UTF-8") from None
+        return name
 
     def _parse_types(self, area: bytes) -> None:
         pos = 0
+        members = 0
         while pos < len(area):
             name_off, info, size_or_type = struct.unpack_from("<III", area, pos)
             pos += 12
             kind = (info >> 24) & 0x1F
             vlen = info & 0xFFFF
+            members += vlen
+            if len(self.types) > limits.MAX_BTF_TYPES or members > limits.MAX_BTF_MEMBERS:
+                raise LimitError("BTF", f"MAX_BTF_TYPES={limits.MAX_BTF_TYPES}, "
+                                 f"MAX_BTF_MEMBERS={limits.MAX_BTF_MEMBERS}",
+                                 f"more than {len(self.types) - 1} types or {members} members")
             t = BtfType(len(self.types), kind, self.string(name_off), vlen,
                         bool(info >> 31), size_or_type, pos - 12)
             if kind in (KIND_INT, KIND_VAR, KIND_DECL_TAG):
@@ -247,12 +270,16 @@ def _ext_area(ext: bytes, start: int, length: int, btf: Btf, what: str,
         raise _corrupt(f".BTF.ext {what} record size {rec_size} is invalid")
     pos = 4
     found: dict[str, list[ExtRecord]] = {}
+    total = 0
     while pos < len(area):
         sec_name_off, num = struct.unpack_from("<II", area, pos)
         pos += 8
         if pos + num * rec_size > len(area):
             raise _corrupt(f".BTF.ext {what} records run past their area")
-        records = found.setdefault(btf.string(sec_name_off), [])
+        total += num
+        if total > limits.MAX_BTF_EXT_RECORDS:
+            raise LimitError(".BTF.ext", f"MAX_BTF_EXT_RECORDS={limits.MAX_BTF_EXT_RECORDS}",
+                             f"{total} or more {what} records")
         for _ in range(num):
             records.append(ExtRecord(struct.unpack_from("<I", area, pos)[0],
                                      area[pos + 4:pos + rec_size]))

@@ -15,6 +15,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
+from . import limits
 from .errors import MalformedObjectError
 
 EM_BPF = 247
@@ -43,7 +44,7 @@ class Section:
     type: str
     flags: int
     size: int
-    data: bytes  # empty for NOBITS (.bss)
+    data: bytes | memoryview  # a view into the object's bytes; empty for NOBITS (.bss)
 
     @property
     def is_exec(self) -> bool:
@@ -104,6 +105,8 @@ class ElfObject:
                              "(build with -target bpf or bpfel)")
         if len(data) < 64:
             raise self._fail(f"truncated ELF header ({len(data)} bytes, need 64)")
+        limits.check_elf(data, self.source)  # before any cost that grows faster than data
+        view = memoryview(data)  # sections are views into it, never copies
         elf = ELFFile(io.BytesIO(data))
         machine = elf.header["e_machine"]
         if machine not in ("EM_BPF", EM_BPF):
@@ -132,7 +135,7 @@ class ElfObject:
                     raise self._fail(f"truncated: section #{index} {sec.name!r} "
                                      f"(offset {offset}, size {size}) runs past the end "
                                      f"of the file ({len(data)} bytes)")
-                payload = data[offset:offset + size]
+                payload = view[offset:offset + size]
             section = Section(index, sec.name, sec["sh_type"], sec["sh_flags"], size, payload)
             self.sections.append(section)
             if section.name and section.name not in self.by_name:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import syscall
+from . import limits, syscall
 from .btf import (
     KIND_ARRAY,
     KIND_PTR,
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 
 LEGACY_MAPS_SECTION = "maps"
 BTF_MAPS_SECTION = ".maps"
-_MAX_FILE_SIZE = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -97,9 +96,7 @@ class ObjectSpec:
         path = os.fspath(path)
         try:
             size = os.path.getsize(path)
-            if size > _MAX_FILE_SIZE:
-                raise MalformedObjectError(f"{path}: {size} bytes is too large for a BPF "
-                                           f"object (limit {_MAX_FILE_SIZE})")
+            limits.check_size(size, path)
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as exc:
@@ -115,7 +112,8 @@ class ObjectSpec:
     def _parse(self, data: bytes) -> None:
         self.elf = elf = ElfObject(data, self.source)
         lic = elf.section("license")
-        self.license = lic.data.split(b"\0", 1)[0].decode(errors="replace") if lic else ""
+        self.license = (bytes(lic.data).split(b"\0", 1)[0].decode(errors="replace")
+                        if lic else "")
         self.btf: Btf | None = None
         self.btf_ext: BtfExt | None = None
         self.btf_types: BtfIndex | None = None  # the same .BTF, as CO-RE reads it
@@ -123,12 +121,14 @@ class ObjectSpec:
         self.unsupported: list[UnsupportedFeature] = []
         btf_sec = elf.section(".BTF")
         if btf_sec is not None:
-            self.btf = Btf(btf_sec.data)
-            self.btf_types = BtfIndex(btf_sec.data, label=self.source)
+            btf_bytes = bytes(btf_sec.data)  # the one copy both BTF readers share
+            self.btf = Btf(btf_bytes)
+            self.btf_types = BtfIndex(btf_bytes, label=self.source)
             ext = elf.section(".BTF.ext")
             if ext is not None:
-                self.btf_ext = ext_info(ext.data, self.btf)
-                self.core_relos = parse_core_relos(ext.data, self.btf.string)
+                ext_bytes = bytes(ext.data)
+                self.btf_ext = ext_info(ext_bytes, self.btf)
+                self.core_relos = parse_core_relos(ext_bytes, self.btf.string)
         self.maps: dict[str, MapSpec] = {}
         self._map_by_location: dict[tuple[int, int], str] = {}  # (shndx, offset) -> name
         self._data_map_by_shndx: dict[int, str] = {}
@@ -252,7 +252,7 @@ class ObjectSpec:
                 internal_map_name(self.object_name, sec.name), BPF_MAP_TYPE_ARRAY,
                 4, sec.size, 1, BPF_F_RDONLY_PROG if readonly else 0,
                 kind="data", section=sec.name,
-                initial=None if sec.is_nobits else sec.data, freeze=readonly)
+                initial=None if sec.is_nobits else bytes(sec.data), freeze=readonly)
             self._add_map(spec, sec.index)
             self._data_map_by_shndx[sec.index] = spec.name
             self.data_sections.append(sec.name)
@@ -268,7 +268,7 @@ class ObjectSpec:
             funcs = self._symbols_in(sec, ("STT_FUNC",))
             specs: list[ProgramSpec] = []
             if not funcs:
-                specs.append(ProgramSpec(sec.name, sec.name, 0, sec.data))
+                specs.append(ProgramSpec(sec.name, sec.name, 0, bytes(sec.data)))
             for sym in funcs:
                 size = sym.size or sec.size - sym.value
                 if sym.value % INSN_SIZE or size % INSN_SIZE or sym.value + size > sec.size:
@@ -276,7 +276,7 @@ class ObjectSpec:
                                      f"{size}) does not fit section {sec.name!r} "
                                      f"({sec.size} bytes)")
                 specs.append(ProgramSpec(sym.name, sec.name, sym.value // INSN_SIZE,
-                                         sec.data[sym.value:sym.value + size]))
+                                         bytes(sec.data[sym.value:sym.value + size])))
             for rel in self.elf.relocations.get(sec.index, []):
                 self._attach_reloc(sec, specs, rel, text.index if text else -1)
             for core in self.core_relos.get(sec.name, []):
