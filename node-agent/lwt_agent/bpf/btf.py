@@ -280,6 +280,7 @@ def _ext_area(ext: bytes, start: int, length: int, btf: Btf, what: str,
         if total > limits.MAX_BTF_EXT_RECORDS:
             raise LimitError(".BTF.ext", f"MAX_BTF_EXT_RECORDS={limits.MAX_BTF_EXT_RECORDS}",
                              f"{total} or more {what} records")
+        records = found.setdefault(btf.string(sec_name_off), [])
         for _ in range(num):
             records.append(ExtRecord(struct.unpack_from("<I", area, pos)[0],
                                      area[pos + 4:pos + rec_size]))
