@@ -15,7 +15,11 @@ API returns them. Rules:
 - podSubnets `local`: this Node's spec.podCIDRs; `remote`: every other Node's spec.podCIDRs;
   accepted only from the admin namespace (others are listed in `excluded`);
 - two policies on the same destination and hook: the lower priority number wins, ties go to
-  the namespace/name that sorts first; each loser is listed with the winner and the reason.
+  the namespace/name that sorts first; each loser is listed with the winner and the reason;
+- a pod destination inside a podSubnets destination (a bridge/host-gw CNI's pod CIDR, where a
+  pod policy gets an owned /32 that longest-prefix match prefers) inherits the subnet
+  policies' hooks: they contend on the pod route by the same rules, per hook, so an admin's
+  podSubnets policy holds for every pod unless a pod policy wins by priority (reported).
 """
 from __future__ import annotations
 
@@ -245,6 +249,7 @@ def desired_attachments(
                     failure_policy=policy.spec.failure_policy,
                 ))
 
+    _inherit_subnet_hooks(state, candidates)
     for (prefix, hook), contenders in candidates.items():
         contenders.sort(key=lambda a: (a.priority, a.policy))
         winner, *losers = contenders
@@ -253,6 +258,37 @@ def desired_attachments(
                                _loss_reason(winner, lost)) for lost in losers]
     state.losers.sort(key=lambda x: (x.policy, x.hook, str(x.destination)))
     return state
+
+
+def _inherit_subnet_hooks(state: DesiredState,
+                          candidates: dict[tuple[Prefix, str], list[Attachment]]) -> None:
+    """A pod route inside a podSubnets target competes with that target's policies too.
+
+    On bridge and host-gw CNIs a pod policy gets an owned /32 (/128) split from the pod-CIDR
+    route; longest-prefix match then skips the CIDR route, so without this a tenant's policy
+    would take the pod out of the admin's podSubnets policy. So every hook of the covering
+    subnet's policies joins the contest on the pod route, and the usual rules decide per hook
+    (lower priority number, then namespace/name); whoever loses is reported as a Loser."""
+    subnets = [d.prefix for d in state.destinations.values() if d.kind != "pod"]
+    if not subnets:
+        return
+    subnet_hooks: dict[Prefix, dict[str, list[Attachment]]] = defaultdict(dict)
+    pod_prefixes: set[Prefix] = set()
+    for (prefix, hook), contenders in candidates.items():
+        if state.destinations[prefix].kind == "pod":
+            pod_prefixes.add(prefix)
+        else:
+            subnet_hooks[prefix][hook] = list(contenders)
+    for pod in sorted(pod_prefixes, key=str):
+        for subnet in subnets:
+            if pod.version != subnet.version or not pod.subnet_of(subnet):  # type: ignore[arg-type]
+                continue
+            for hook, contenders in subnet_hooks[subnet].items():
+                here = candidates[(pod, hook)]
+                for attachment in contenders:
+                    if all(c.policy != attachment.policy for c in here):
+                        here.append(attachment)
+                        state.targeted.setdefault(attachment.policy, set()).add(pod)
 
 
 def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
