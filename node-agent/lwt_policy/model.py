@@ -86,7 +86,7 @@ class PolicySpec:
     pod_selector: LabelSelector | None
     pod_subnets: frozenset[str]
     node_selector: LabelSelector
-    failure_policy: str
+    failure_policy: schema.FailurePolicy
     priority: int
     hooks: Mapping[str, HookSpec]
 
@@ -249,7 +249,7 @@ def _program_problems(spec: Mapping[str, Any], catalogue: Catalogue) -> list[Pro
         if builtin is not None:
             problems += _builtin_problems(builtin, hook, hook_spec.get("config") or {}, base,
                                           catalogue)
-        if spec["failurePolicy"] == "FailClosed":
+        if spec["failurePolicy"] == schema.FailurePolicy.FAIL_CLOSED:
             fallback = catalogue.programs.get(FAIL_CLOSED_BUILTIN)
             if fallback is None or hook not in fallback.hooks:
                 problems.append(Problem(
@@ -305,7 +305,7 @@ def _build(obj: Mapping[str, Any]) -> LwtRoutePolicy:
                           if "podSelector" in spec else None),
             pod_subnets=frozenset(spec.get("podSubnets", ())),
             node_selector=LabelSelector.from_dict(spec.get("nodeSelector")),
-            failure_policy=spec["failurePolicy"],
+            failure_policy=schema.FailurePolicy(spec["failurePolicy"]),
             priority=int(spec["priority"]),
             hooks={h: hooks[h] for h in schema.HOOKS if h in hooks},
         ),

@@ -18,6 +18,7 @@ Schema rules that Kubernetes imposes and this module respects:
 from __future__ import annotations
 
 import copy
+import enum
 import functools
 import re
 from collections.abc import Mapping
@@ -36,8 +37,18 @@ CATEGORIES = ("lwt",)
 CRD_NAME = f"{PLURAL}.{GROUP}"
 
 HOOKS = ("in", "out", "xmit")
-FAILURE_POLICIES = ("FailOpen", "FailClosed")
-DEFAULT_FAILURE_POLICY = "FailOpen"
+
+
+class FailurePolicy(enum.StrEnum):
+    """What a hook gets while its program cannot be made ready (and no earlier version of it
+    is attached): the one definition, used by the schema, the model and the reconciler."""
+
+    FAIL_OPEN = "FailOpen"  # the hook stays plain
+    FAIL_CLOSED = "FailClosed"  # the hook runs the drop-all built-in
+
+
+FAILURE_POLICIES = tuple(policy.value for policy in FailurePolicy)
+DEFAULT_FAILURE_POLICY = FailurePolicy.FAIL_OPEN.value
 DEFAULT_PRIORITY = 100
 MIN_PRIORITY = 0
 MAX_PRIORITY = 10000

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lwt_policy.model import LwtRoutePolicy, PolicyRef, ProgramSource
+from lwt_policy.schema import FailurePolicy
 
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 TargetKind = Literal["pod", "local-subnet", "remote-subnet"]
@@ -66,7 +67,7 @@ class Attachment:
     program: ProgramSource
     config: Mapping[str, Any]
     headroom: int | None
-    failure_policy: str
+    failure_policy: FailurePolicy
 
 
 @dataclass(frozen=True)

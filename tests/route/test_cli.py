@@ -1,4 +1,4 @@
-"""The attach/detach/status verbs with the real loader and built-ins, and the failure policy."""
+"""The attach/detach/status verbs with the real loader and built-ins."""
 from __future__ import annotations
 
 import json
@@ -9,21 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lwt_agent.bpf import Hook, ObjectSpec
-from lwt_agent.route import (
-    FailurePolicy,
-    FailurePolicyError,
-    ProgramRef,
-    RouteEngine,
-    RouteIntent,
-    Unavailable,
-    apply_failure_policy,
-    labels,
-)
-from lwt_agent.route.model import Destination
-from lwt_policy.catalogue import CATALOGUE
 
-from tests.route.programs import TestPrograms
 from tests.topology import Node, drain_udp, route_dump
 
 pytestmark = pytest.mark.kernel
@@ -99,35 +85,6 @@ def test_cli_refusals_exit_codes(node: Node) -> None:
                  "--netns", "lwtR-none")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     assert route_dump(node.host) == before
-
-
-def test_failure_policy(node: Node, programs: TestPrograms) -> None:
-    pod, other = node.pods
-    drop_all = CATALOGUE["drop-all"]
-    fallback = ObjectSpec.from_file(drop_all.object_path()).load(drop_all.section, Hook.OUT)
-    try:
-        fallback_ref = ProgramRef(
-            fallback.fd, labels.program_label("fallback", "out", fallback.tag, fallback.id))
-        broken = {"out": Unavailable("verifier rejected the policy's program")}
-        with pytest.raises(FailurePolicyError, match="drop-all"):
-            apply_failure_policy(broken, FailurePolicy.FAIL_CLOSED, {})
-        open_hooks = apply_failure_policy(broken, FailurePolicy.FAIL_OPEN, {})
-        closed_hooks = apply_failure_policy(
-            broken, FailurePolicy.FAIL_CLOSED, {"out": fallback_ref})
-        with RouteEngine(node.host) as engine:
-            result = engine.converge(
-                [RouteIntent(Destination.of(pod.ipv4), open_hooks),
-                 RouteIntent(Destination.of(other.ipv4), closed_hooks)],
-                owners={"shop/web", "fallback"},
-            )
-            assert result.counts["attach"] == 1 and not result.failures
-            routes = {str(r.dst): r for r in engine.routes({4})}
-        assert routes[f"{pod.ipv4}/32"].encap_type is None  # FailOpen: stays plain
-        assert routes[f"{other.ipv4}/32"].encap_labels == {"out": fallback_ref.label}
-        assert node.ping(node.host, pod.ipv4)
-        assert not node.ping(node.host, other.ipv4, timeout=0.5)
-    finally:
-        fallback.close()
 
 
 def test_status_pin_dir_that_holds_no_pins_falls_back_to_ids(node: Node, tmp_path: Path) -> None:

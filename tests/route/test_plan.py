@@ -6,7 +6,6 @@ import socket
 import pytest
 from lwt_agent.route import (
     RTPROT_LWT,
-    FailurePolicy,
     ForeignEncapError,
     HeadroomError,
     Kind,
@@ -15,10 +14,8 @@ from lwt_agent.route import (
     MultipathRouteError,
     ProgramRef,
     RouteIntent,
-    Unavailable,
     UnknownDestinationError,
     UnsupportedRouteError,
-    apply_failure_policy,
     labels,
     make_plan,
 )
@@ -187,14 +184,6 @@ def test_duplicate_destinations_refused() -> None:
                      [route("10.0.0.1/32")])
     refused = plan.refusals[Destination.of("10.0.0.1/32")]
     assert len(plan.actions) == 1 and "given twice" in str(refused)
-
-
-def test_failure_policy_is_explicit() -> None:
-    fallback = ref("fallback", prog_id=9)
-    hooks = {"out": Unavailable("verifier said no"), "in": ref(hook="in")}
-    assert apply_failure_policy(hooks, FailurePolicy.FAIL_OPEN, {})["out"] is None
-    closed = apply_failure_policy(hooks, FailurePolicy.FAIL_CLOSED, {"out": fallback})
-    assert closed["out"] == fallback and closed["in"] == hooks["in"]
 
 
 def test_kept_hook_uses_an_fd_the_request_holds() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from lwt_policy.configmap import index_configmaps
 from lwt_policy.model import PolicyRef
+from lwt_policy.schema import FailurePolicy
 from lwt_policy.status import NodeError, NodeResult, ProgramStatus, conflicts_from_desired
 from lwt_policy.targets import DesiredState, Prefix, desired_attachments
 
@@ -168,13 +169,13 @@ class Reconciler:
             self._logged.pop((ref, hook), None)
         return programs, errors
 
-    def _instead(self, ref: PolicyRef, hook: str, failure_policy: str,
+    def _instead(self, ref: PolicyRef, hook: str, failure_policy: FailurePolicy,
                  errors: dict[PolicyRef, ProgramError]) -> StoredProgram | None:
         kept_key = self._last_good.get((ref, hook))
         kept = self.store.get(kept_key) if kept_key is not None else None
         if kept is not None:
             return kept  # a bad new version never disturbs what is attached
-        if failure_policy != "FailClosed":
+        if failure_policy != FailurePolicy.FAIL_CLOSED:
             return None
         try:
             return self.store.ensure(self.sources.fallback(ref, hook))

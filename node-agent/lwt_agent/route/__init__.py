@@ -6,7 +6,6 @@ from .engine import ApplyResult, RouteEngine
 from .errors import (
     BadRequestError,
     BatchError,
-    FailurePolicyError,
     ForeignEncapError,
     HeadroomError,
     LabelError,
@@ -18,16 +17,14 @@ from .errors import (
     UnknownDestinationError,
     UnsupportedRouteError,
 )
-from .model import RTPROT_LWT, FailurePolicy, ObservedRoute, ProgramRef, Unavailable
-from .plan import Kind, Plan, RouteIntent, apply_failure_policy, make_plan
+from .model import RTPROT_LWT, ObservedRoute, ProgramRef
+from .plan import Kind, Plan, RouteIntent, make_plan
 
 __all__ = [
     "RTPROT_LWT",
     "ApplyResult",
     "BadRequestError",
     "BatchError",
-    "FailurePolicy",
-    "FailurePolicyError",
     "ForeignEncapError",
     "HeadroomError",
     "Kind",
@@ -42,9 +39,7 @@ __all__ = [
     "RouteEngine",
     "RouteError",
     "RouteIntent",
-    "Unavailable",
     "UnknownDestinationError",
     "UnsupportedRouteError",
-    "apply_failure_policy",
     "make_plan",
 ]

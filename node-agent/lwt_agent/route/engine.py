@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from . import labels, netlink
 from .errors import BatchError, NetlinkError, RouteError
+from .inventory import ProgramOpener, open_by_id, program_info
 from .model import (
     HOOK_ORDER,
     RT_TABLE_MAIN,
@@ -30,12 +31,6 @@ from .resolve import RouteIndex, parse_destination
 log = logging.getLogger(__name__)
 
 FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
-
-
-def _open_program_by_id(prog_id: int) -> int:
-    from lwt_agent.bpf import syscall  # the loader owns the bpf(2) syscall
-
-    return syscall.prog_get_fd_by_id(prog_id)
 
 
 @dataclass
@@ -63,7 +58,7 @@ class RouteEngine:
         self,
         netns: str | None = None,
         table: int = RT_TABLE_MAIN,
-        open_program_by_id: Callable[[int], int] = _open_program_by_id,
+        open_program_by_id: ProgramOpener = open_by_id,
     ) -> None:
         self.netns = netns
         self.table = table
@@ -108,13 +103,11 @@ class RouteEngine:
         new copy (which would need a new label, hence a swap on every route). The kernel tag
         is checked against the label. The caller owns (closes) the returned fd.
         """
-        from lwt_agent.route.inventory import program_info
-
         parsed = labels.parse(label)
         if parsed is None:
             raise RouteError(f"{label!r} is not a label of ours: cannot find its program")
         try:
-            info = program_info(parsed.prog_id)
+            info = program_info(parsed.prog_id, self._open_by_id)
         except OSError as exc:
             raise RouteError(f"program id {parsed.prog_id} of {label} is gone: {exc}") from exc
         if not info.tag.startswith(parsed.tag8):

@@ -55,10 +55,6 @@ class LabelError(BadRequestError):
     """A label cannot be built from the given owner/program."""
 
 
-class FailurePolicyError(BadRequestError):
-    """FailClosed was asked without a fallback (drop-all) program for the hook."""
-
-
 class NetlinkError(RouteError):
     """The kernel refused a netlink request."""
 

@@ -72,13 +72,14 @@ class RouteStatus:
 ProgramOpener = Callable[[int], int]  # program id -> a new fd the caller closes
 
 
-def _open_by_id(prog_id: int) -> int:
+def open_by_id(prog_id: int) -> int:
+    """A new fd of a loaded program (BPF_PROG_GET_FD_BY_ID: needs CAP_SYS_ADMIN)."""
     from lwt_agent.bpf import syscall  # the loader owns the bpf(2) syscall
 
     return syscall.prog_get_fd_by_id(prog_id)
 
 
-def program_info(prog_id: int, open_program: ProgramOpener = _open_by_id) -> ProgInfo:
+def program_info(prog_id: int, open_program: ProgramOpener = open_by_id) -> ProgInfo:
     from lwt_agent.bpf import syscall
 
     fd = open_program(prog_id)
@@ -112,7 +113,7 @@ def _hook_status(hook: str, label: str, cache: dict[int, ProgInfo | str],
 
 
 def route_status(netns: str | None = None, table: int | None = None,
-                 open_program: ProgramOpener = _open_by_id) -> list[RouteStatus]:
+                 open_program: ProgramOpener = open_by_id) -> list[RouteStatus]:
     """Every route with an LWT encap (all tables unless ``table``), both families."""
     with netlink.RouteSocket(netns) as sock:
         routes: list[ObservedRoute] = []

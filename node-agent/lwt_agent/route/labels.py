@@ -143,7 +143,3 @@ def parse(label: str) -> Label | None:
     if headroom > MAX_HEADROOM or (headroom and match["hook"] != "xmit"):
         return None
     return Label(match["owner"], match["hook"], match["tag8"], int(match["id"]), headroom)
-
-
-def is_ours(label: str) -> bool:
-    return parse(label) is not None

@@ -1,7 +1,6 @@
 """Value types shared by the pure planner and the netlink edge."""
 from __future__ import annotations
 
-import enum
 import ipaddress
 import socket
 from collections.abc import Mapping
@@ -23,26 +22,12 @@ LWTUNNEL_ENCAP_BPF = 6
 HOOK_ORDER: tuple[str, ...] = tuple(hook.value for hook in Hook)
 
 
-class FailurePolicy(enum.Enum):
-    """What a route gets when its program cannot be loaded."""
-
-    FAIL_OPEN = "FailOpen"  # the route stays plain on that hook
-    FAIL_CLOSED = "FailClosed"  # the route gets the fallback (drop-all) program
-
-
 @dataclass(frozen=True)
 class ProgramRef:
     """A loaded program to attach: an open fd and its label (labels.program_label)."""
 
     fd: int
     label: str
-
-
-@dataclass(frozen=True)
-class Unavailable:
-    """A program that could not be loaded (the failure policy decides what happens)."""
-
-    reason: str
 
 
 @dataclass(frozen=True)

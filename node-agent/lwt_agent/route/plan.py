@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from . import labels
 from .errors import (
     BadRequestError,
-    FailurePolicyError,
     ForeignEncapError,
     MissingDeviceError,
     MultipathRouteError,
@@ -30,11 +29,9 @@ from .model import (
     RTN_UNICAST,
     Destination,
     EncapSpec,
-    FailurePolicy,
     HookProgram,
     ObservedRoute,
     ProgramRef,
-    Unavailable,
 )
 from .resolve import RouteIndex
 
@@ -89,33 +86,6 @@ class Plan:
         for action in self.actions:
             counts[action.kind.value] += 1
         return counts
-
-
-def apply_failure_policy(
-    hooks: Mapping[str, ProgramRef | Unavailable | None],
-    policy: FailurePolicy,
-    fallbacks: Mapping[str, ProgramRef],
-) -> dict[str, ProgramRef | None]:
-    """Replace programs that could not be loaded according to the failure policy.
-
-    FailOpen: the hook is left without a program (the route stays plain on it).
-    FailClosed: the hook gets the fallback program given for it (the drop-all built-in,
-    loaded by the caller for that hook's program type).
-    """
-    result: dict[str, ProgramRef | None] = {}
-    for hook, program in hooks.items():
-        if not isinstance(program, Unavailable):
-            result[hook] = program
-        elif policy is FailurePolicy.FAIL_OPEN:
-            result[hook] = None
-        elif hook in fallbacks:
-            result[hook] = fallbacks[hook]
-        else:
-            raise FailurePolicyError(
-                f"FailClosed needs a fallback program for hook {hook} "
-                f"(the {hook} program is unavailable: {program.reason}); load drop-all for it"
-            )
-    return result
 
 
 def check_route_shape(route: ObservedRoute, links: Collection[int] | None) -> None:
@@ -220,9 +190,6 @@ class _Planner:
             self._encaps[key] = found
             self._label_items[id(found)] = tuple((h, p.label) for h, p in ordered)
         return found
-
-    def label_items(self, encap: EncapSpec) -> tuple[tuple[str, str], ...]:
-        return self._label_items[id(encap)]
 
     def route(
         self,
