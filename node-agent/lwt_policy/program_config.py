@@ -221,7 +221,84 @@ def _encode_sampler(cfg: dict[str, Any]) -> MapEntries:
     return {"smp_config": [(struct.pack("<I", 0), value)]}
 
 
-def _encode_encap(cfg: dict[str, Any]) -> MapEntries:
+@dataclass(frozen=True)
+class EncapRules:
+    """What only the node's agent knows, for `encap`'s endpoints.
+
+    node_addresses: the node's own addresses; the outer source must be one of them, or the
+    tunnel would send packets in another host's name. None: not known here (the operator
+    validates without it; the agent always passes it).
+    allowed_remotes: the cluster admin's allowlist of tunnel endpoints (chart
+    `agent.encapAllowedRemotes`, agent `--encap-allowed-remotes`); an empty tuple allows none.
+    None: no allowlist (standalone agent without the flag: the host admin's own files).
+    """
+
+    node_addresses: frozenset[IPAddress] | None = None
+    allowed_remotes: tuple[IPNetwork, ...] | None = None
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# How the operator hands the allowlist to the agents (DaemonSet env); comma-separated CIDRs.
+ENCAP_REMOTES_ENV = "LWT_ENCAP_ALLOWED_REMOTES"
+
+
+def parse_allowed_remotes(text: str) -> tuple[IPNetwork, ...]:
+    """"10.0.0.0/8, 2001:db8::/32" -> networks; "" -> () (no remote allowed). A bare address
+    is a /32 or /128. Raises ValueError naming the bad entry."""
+    networks: list[IPNetwork] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=True))
+        except ValueError as exc:
+            raise ValueError(f"encap allowed remote {part!r} is not a CIDR prefix: {exc}; "
+                             "write e.g. 192.0.2.0/24 or 2001:db8::/64") from None
+    return tuple(networks)
+
+
+def _endpoint_problem(addr: IPAddress) -> str | None:
+    """Why an address can never be a tunnel endpoint, whoever configures it."""
+    if addr.is_unspecified or addr.is_multicast:
+        return "unspecified or multicast"
+    if addr.is_loopback:
+        return "a loopback address"
+    if addr.is_link_local:
+        # 169.254.0.0/16 holds cloud metadata services (169.254.169.254) and the next hop
+        # some CNIs give every pod (169.254.1.1): never a tunnel's business.
+        return "link-local (169.254.0.0/16 or fe80::/10)"
+    if isinstance(addr, ipaddress.IPv4Address) and (
+            addr == ipaddress.IPv4Address("255.255.255.255") or addr.is_reserved):
+        return "broadcast or reserved (240.0.0.0/4)"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return "IPv4-mapped IPv6; write the IPv4 address"
+    return None
+
+
+def check_encap_endpoints(remote: IPAddress, source: IPAddress, rules: EncapRules) -> None:
+    """The node-specific checks of an encap config (the agent's): source is the node's own,
+    remote is in the admin's allowlist. Raises ProgramConfigError naming the field."""
+    if rules.node_addresses is not None and source not in rules.node_addresses:
+        mine = sorted((a for a in rules.node_addresses if a.version == source.version),
+                      key=lambda a: a.packed)
+        shown = ", ".join(str(a) for a in mine[:8]) + (" ..." if len(mine) > 8 else "")
+        raise ProgramConfigError(
+            "encap", "config.source",
+            f"{source} is not an address of this node (IPv{source.version} addresses here: "
+            f"{shown or 'none'}): the outer source must be the node's own, or the tunnel "
+            "would send packets in another host's name")
+    if rules.allowed_remotes is not None and not any(
+            remote in net for net in rules.allowed_remotes if net.version == remote.version):
+        allowed = ", ".join(str(n) for n in rules.allowed_remotes) or "none"
+        raise ProgramConfigError(
+            "encap", "config.remote",
+            f"{remote} is not among the tunnel endpoints the cluster admin allows "
+            f"(allowed: {allowed}); ask the admin to add it to the chart value "
+            "agent.encapAllowedRemotes (agent flag --encap-allowed-remotes)")
+
+
+def _encode_encap(cfg: dict[str, Any], rules: EncapRules | None = None) -> MapEntries:
     remote = _parse_ip("encap", "config.remote", cfg["remote"])
     source = _parse_ip("encap", "config.source", cfg["source"])
     if remote.version != source.version:
@@ -230,10 +307,12 @@ def _encode_encap(cfg: dict[str, Any]) -> MapEntries:
             f"source {source} is IPv{source.version} but remote {remote} is "
             f"IPv{remote.version}: the outer header needs both of one family")
     for field_name, addr in (("config.remote", remote), ("config.source", source)):
-        if addr.is_unspecified or addr.is_multicast:
+        problem = _endpoint_problem(addr)
+        if problem:
             raise ProgramConfigError("encap", field_name,
-                                     f"{addr} cannot be a tunnel endpoint (unspecified or "
-                                     "multicast)")
+                                     f"{addr} cannot be a tunnel endpoint ({problem})")
+    if rules is not None:
+        check_encap_endpoints(remote, source, rules)
     mode = cfg["mode"]
     if mode == "udp":
         if "udpPort" not in cfg:
@@ -259,17 +338,21 @@ def _encode_encap(cfg: dict[str, Any]) -> MapEntries:
 _ENCODERS = {
     "port-filter": _encode_port_filter,
     "sampler": _encode_sampler,
-    "encap": _encode_encap,
 }
 
 
-def encode_config(builtin_name: str, config: Mapping[str, Any] | None) -> MapEntries:
+def encode_config(builtin_name: str, config: Mapping[str, Any] | None,
+                  rules: EncapRules | None = None) -> MapEntries:
     """Validates `config` for a built-in; returns {map name: [(key, value), ...]}: the full
-    desired content of each of its config maps (a map with no entries must be emptied)."""
+    desired content of each of its config maps (a map with no entries must be emptied).
+    `rules`: the node's facts encap is checked against (the agent passes them)."""
     program = _builtin_or_error(builtin_name)
     cfg = validate_config(builtin_name, config)
-    encoder = _ENCODERS.get(builtin_name)
-    entries = encoder(cfg) if encoder else {}
+    if builtin_name == "encap":
+        entries = _encode_encap(cfg, rules)
+    else:
+        encoder = _ENCODERS.get(builtin_name)
+        entries = encoder(cfg) if encoder else {}
     expected = {m.name for m in program.maps_with_role(MapRole.CONFIG)}
     assert set(entries) == expected, f"encoder of {builtin_name} out of step with catalogue"
     return entries
@@ -282,11 +365,12 @@ class ConfigSyncResult:
 
 
 def sync_config(builtin_name: str, config: Mapping[str, Any] | None,
-                maps: Mapping[str, MapLike]) -> ConfigSyncResult:
+                maps: Mapping[str, MapLike], rules: EncapRules | None = None
+                ) -> ConfigSyncResult:
     """Applies `config` to live maps: writes every desired entry, deletes entries of hash
     and trie config maps that are no longer wanted. Validates before touching any map, so
     a bad config changes nothing."""
-    desired = encode_config(builtin_name, config)
+    desired = encode_config(builtin_name, config, rules)
     program = CATALOGUE[builtin_name]
     missing = [name for name in desired if name not in maps]
     if missing:
@@ -305,6 +389,25 @@ def sync_config(builtin_name: str, config: Mapping[str, Any] | None,
             bpf_map.delete(key)
             result.deleted += 1
     return result
+
+
+# Built-ins whose last config must not outlive a refusal of the current one: an encap still
+# sending from a source that stopped being the node's, or to a remote the admin no longer
+# allows. The agent clears them (encap then drops and counts `unconfigured`).
+CLEAR_WHEN_REFUSED = frozenset({"encap"})
+
+
+def clear_config(builtin_name: str, maps: Mapping[str, MapLike]) -> None:
+    """Puts a built-in's config maps back to unconfigured: array slots zeroed, hash and trie
+    maps emptied."""
+    for spec in CATALOGUE[builtin_name].maps_with_role(MapRole.CONFIG):
+        bpf_map = maps[spec.name]
+        if spec.type in ("array", "percpu_array"):
+            for index in range(spec.max_entries):
+                bpf_map.update(struct.pack("<I", index), bytes(spec.value_size))
+        else:
+            for key in list(bpf_map.keys()):
+                bpf_map.delete(key)
 
 
 # --- map layout --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lwt_policy.custom_programs import ENV as CUSTOM_PROGRAMS_ENV
+from lwt_policy.program_config import ENCAP_REMOTES_ENV
 
 from lwt_operator.settings import AgentSettings
 
@@ -82,6 +83,8 @@ def build_daemonset(
             {"name": "LWT_LOG_LEVEL", "value": settings.logLevel},
             # Who may run programs from ConfigMaps: empty = nobody (lwt_policy.custom_programs).
             {"name": CUSTOM_PROGRAMS_ENV, "value": settings.custom_programs.env_value()},
+            # Where the encap built-in may send: empty = nowhere (program_config.EncapRules).
+            {"name": ENCAP_REMOTES_ENV, "value": ",".join(settings.encapAllowedRemotes)},
         ],
         "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
         "livenessProbe": probe("/healthz", 20, 3),

@@ -19,6 +19,7 @@ from lwt_policy.custom_programs import (
     CustomProgramRule,
     CustomProgramSettingError,
 )
+from lwt_policy.program_config import parse_allowed_remotes
 
 from lwt_operator.errors import SettingsError
 
@@ -51,6 +52,8 @@ class AgentSettings:
     # then only namespaces whose labels match (lwt_policy.custom_programs).
     configMapPrograms: bool = False
     configMapProgramNamespaceSelector: str = DEFAULT_NAMESPACE_SELECTOR
+    # The tunnel endpoints the encap built-in may send to (CIDRs); empty: encap is refused.
+    encapAllowedRemotes: tuple[str, ...] = ()
 
     @property
     def custom_programs(self) -> CustomProgramRule:
@@ -65,7 +68,7 @@ class AgentSettings:
             raise SettingsError(f"{source}: unknown key(s) {', '.join(unknown)}; "
                                 f"known keys: {', '.join(sorted(known))}")
         values = {k: v for k, v in data.items() if v is not None}
-        for key in ("imagePullSecrets", "tolerations", "capabilities"):
+        for key in ("imagePullSecrets", "tolerations", "capabilities", "encapAllowedRemotes"):
             if key in values:
                 if not isinstance(values[key], list):
                     raise SettingsError(f"{source}: {key} must be a list")
@@ -109,6 +112,14 @@ class AgentSettings:
             self.custom_programs  # noqa: B018 (parses the selector)
         except CustomProgramSettingError as exc:
             raise SettingsError(f"{source}: configMapProgramNamespaceSelector: {exc}") from None
+        for cidr in self.encapAllowedRemotes:
+            if not isinstance(cidr, str) or "," in cidr:
+                raise SettingsError(f"{source}: encapAllowedRemotes holds CIDR prefixes, one "
+                                    f"per list item, got {cidr!r}")
+            try:
+                parse_allowed_remotes(cidr)
+            except ValueError as exc:
+                raise SettingsError(f"{source}: encapAllowedRemotes: {exc}") from None
         for cap in self.capabilities:
             if not isinstance(cap, str) or not cap.isupper() or cap.startswith("CAP_"):
                 raise SettingsError(f"{source}: capabilities are names like BPF or NET_ADMIN "

@@ -18,6 +18,7 @@ from lwt_policy.program_config import (
     encode_addr,
     encode_config,
     histogram_dict,
+    sync_config,
 )
 
 
@@ -238,3 +239,60 @@ def test_catalogue_matches_the_loaders_view_of_each_object(name: str,
     btf_maps = {m.name: m for m in spec.maps.values() if m.kind != "data"}
     check_map_layout(name, btf_maps)
     assert set(btf_maps) == {m.name for m in program.maps}
+
+
+@pytest.mark.parametrize(("field", "remote", "source", "why"), [
+    ("config.remote", "169.254.169.254", "192.0.2.1", "link-local"),
+    ("config.remote", "255.255.255.255", "192.0.2.1", "broadcast"),
+    ("config.remote", "127.0.0.1", "192.0.2.1", "loopback"),
+    ("config.source", "192.0.2.2", "127.0.0.1", "loopback"),
+    ("config.remote", "fe80::1", "2001:db8::1", "link-local"),
+    ("config.remote", "::ffff:192.0.2.2", "2001:db8::1", "IPv4-mapped"),
+])
+def test_encap_endpoints_that_are_never_a_tunnel(field: str, remote: str, source: str,
+                                                 why: str) -> None:
+    with pytest.raises(ProgramConfigError) as info:
+        encode_config("encap", {"remote": remote, "source": source})
+    assert info.value.field == field and why in str(info.value)
+
+
+def test_encap_rules_of_the_node() -> None:
+    from ipaddress import ip_address
+
+    from lwt_policy.program_config import EncapRules, parse_allowed_remotes
+
+    config = {"remote": "192.0.2.2", "source": "192.0.2.1"}
+    mine = frozenset({ip_address("192.0.2.1"), ip_address("10.0.0.1")})
+    allowed = parse_allowed_remotes(" 192.0.2.0/24 , 2001:db8::/32,")
+    assert [str(n) for n in allowed] == ["192.0.2.0/24", "2001:db8::/32"]
+    encode_config("encap", config, EncapRules(mine, allowed))  # accepted
+    encode_config("encap", config, EncapRules(None, None))     # nothing known: accepted
+    with pytest.raises(ProgramConfigError) as info:
+        encode_config("encap", dict(config, source="192.0.2.9"), EncapRules(mine, allowed))
+    assert info.value.field == "config.source"
+    assert "192.0.2.9 is not an address of this node" in str(info.value)
+    assert "10.0.0.1, 192.0.2.1" in str(info.value)
+    with pytest.raises(ProgramConfigError) as info:
+        encode_config("encap", dict(config, remote="198.51.100.1"), EncapRules(mine, allowed))
+    assert info.value.field == "config.remote" and "agent.encapAllowedRemotes" in str(info.value)
+    with pytest.raises(ProgramConfigError, match="allowed: none"):
+        encode_config("encap", config, EncapRules(mine, ()))
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.1/8' is not a CIDR prefix"):
+        parse_allowed_remotes("10.0.0.1/8")
+
+
+def test_clear_config_leaves_encap_unconfigured() -> None:
+    from lwt_policy.program_config import clear_config
+
+    class _Array:
+        def __init__(self) -> None:
+            self.slots: dict[bytes, bytes] = {}
+
+        def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+            self.slots[key] = value
+
+    enc = _Array()
+    sync_config("encap", {"remote": "192.0.2.2", "source": "192.0.2.1"}, {"enc_config": enc})
+    assert enc.slots[b"\0\0\0\0"][0] == 1  # mode ipip
+    clear_config("encap", {"enc_config": enc})
+    assert enc.slots[b"\0\0\0\0"] == bytes(40)  # mode 0: the program drops

@@ -20,7 +20,7 @@ from lwt_policy.program_config import (
     sync_config,
 )
 
-from .netns import Node
+from .netns import Node, sh
 from .traffic import (
     DSTOPTS_PADN,
     capture,
@@ -356,16 +356,22 @@ def test_encap_pushes_outer_headers_on_the_wire(node: Node, attacher) -> None:
 
 def test_encap_on_the_input_hook_reroutes_forwarded_traffic(node: Node, attacher) -> None:
     """On `in` the kernel routes the encapsulated packet as if it had arrived that way
-    (ip_route_input), so the outer source must not be a local address: use the client's."""
+    (ip_route_input). The agent allows only a node address as outer source, which input
+    routing drops as a martian unless the ingress device has accept_local=1."""
     attacher.route_add(node, node.host, f"{node.POD4}/32", node.POD_DEV, {"in": "encap"})
     maps = attacher.maps("encap")
-    sync_config("encap", {"remote": node.REMOTE4, "source": node.CLIENT4}, maps)
+    sync_config("encap", {"remote": node.REMOTE4, "source": node.HOST_R4}, maps)
+    assert _encapsulated(node, node.POD4, 3) == []  # martian source: dropped by the kernel
+    assert read_program_counters("encap", maps)["packets"] == 3
+    for dev in ("all", "hc"):  # the client-facing device, where the packets come in
+        sh("ip", "netns", "exec", node.host, "sysctl", "-q", "-w",
+           f"net.ipv4.conf.{dev}.accept_local=1")
     got = [_ipv4_outer(f) for f in _encapsulated(node, node.POD4, 4)]
     assert len(got) == 4
     for proto, src, dst, inner in got:
-        assert (proto, src, dst) == (4, node.CLIENT4, node.REMOTE4)
+        assert (proto, src, dst) == (4, node.HOST_R4, node.REMOTE4)
         assert socket.inet_ntoa(inner[16:20]) == node.POD4
-    assert read_program_counters("encap", maps)["packets"] == 4
+    assert read_program_counters("encap", maps)["packets"] == 3 + 4
 
 
 # --- drop-all ------------------------------------------------------------------------------

@@ -233,7 +233,8 @@ def test_agent_settings_carry_every_contract_key(value_set: str) -> None:
     }
     assert contract <= set(settings)
     assert set(settings) - contract == {"podLabels", "imagePullSecrets", "configMapPrograms",
-                                        "configMapProgramNamespaceSelector"}
+                                        "configMapProgramNamespaceSelector",
+                                        "encapAllowedRemotes"}
 
 
 @value_sets
@@ -335,3 +336,32 @@ def test_agent_daemonset_the_operator_builds_is_valid_and_least_privilege(
     pod_labels = daemonset["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert container["ports"][0]["containerPort"] == service["spec"]["ports"][0]["targetPort"]
+
+
+@value_sets
+def test_encap_allowlist_reaches_the_agent_environment(value_set: str) -> None:
+    """chart agent.encapAllowedRemotes -> the operator's agent settings -> the DaemonSet's
+    LWT_ENCAP_ALLOWED_REMOTES, which `lwt-agent run` reads; empty by default (encap refused)."""
+    from lwt_operator.daemonset import build_daemonset
+    from lwt_operator.settings import AgentSettings
+    from lwt_policy.program_config import ENCAP_REMOTES_ENV, parse_allowed_remotes
+
+    settings = render(value_set).agent_settings()
+    expected = (yaml.safe_load(VALUES_FULL.read_text())["agent"]["encapAllowedRemotes"]
+                if value_set == "full" else [])
+    assert settings["encapAllowedRemotes"] == expected
+    manifest = build_daemonset(AgentSettings.from_mapping(settings), name="lwt-agent",
+                               namespace="lwt-system", admin_namespace="lwt-system")
+    env = {e["name"]: e.get("value")
+           for e in manifest["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert [str(n) for n in parse_allowed_remotes(env[ENCAP_REMOTES_ENV])] == expected
+
+
+def test_a_bad_encap_allowlist_entry_is_refused_by_the_operator() -> None:
+    from lwt_operator.errors import SettingsError
+    from lwt_operator.settings import AgentSettings
+
+    with pytest.raises(SettingsError, match="encapAllowedRemotes.*'10.0.0.0/33'"):
+        AgentSettings.from_mapping({"encapAllowedRemotes": ["10.0.0.0/33"]})
+    with pytest.raises(SettingsError, match="one per list item"):
+        AgentSettings.from_mapping({"encapAllowedRemotes": ["10.0.0.0/8,10.1.0.0/16"]})

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lwt_policy.program_config import EncapRules, IPNetwork
+
 from lwt_agent.bpf.ringbuf import Sample
 from lwt_agent.route import RouteEngine, RouteError
 from lwt_agent.route.guard import RouteGuard
@@ -19,6 +21,8 @@ from lwt_agent.route.model import RT_TABLE_MAIN
 
 from .errors import StartupError
 from .metrics import AgentMetrics, DatapathCollector, Health, MetricsServer
+from .node_addresses import local_addresses
+from .pin_root import prepare_pin_root
 from .reconciler import Attached, Inputs, Reconciler, Report
 from .samples import SampleReader
 from .sources import ProgramSources
@@ -28,7 +32,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BPFFS = "/sys/fs/bpf"
 PIN_SUBDIR = "lwt-operator"
-BPFFS_MAGIC = 0xCAFE4A11
 
 
 def default_pin_root() -> Path:
@@ -46,6 +49,11 @@ class AgentConfig:
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = None  # None: no HTTP endpoints
     guard_resync_seconds: float = 30.0
+    # Where to mount a bpffs when pin_root is not on one (the default pin root's bpffs);
+    # None (an explicit --pin-dir): refuse instead.
+    bpffs_automount: Path | None = None
+    # encap's tunnel endpoints the admin allows (--encap-allowed-remotes); None: no allowlist
+    encap_allowed_remotes: tuple[IPNetwork, ...] | None = None
 
 
 class Agent:
@@ -56,7 +64,7 @@ class Agent:
         self.health = Health()
         self.last_report: Report | None = None
         self._reconciled = 0
-        _check_pin_root(config.pin_root)
+        prepare_pin_root(config.pin_root, config.bpffs_automount)
         try:
             self.engine = RouteEngine(config.netns, config.table)
             self.guard = RouteGuard(config.netns, config.table, config.guard_resync_seconds)
@@ -65,7 +73,7 @@ class Agent:
         except OSError as exc:
             raise StartupError(f"cannot open netlink in netns {config.netns or '(this one)'}: "
                                f"{exc}") from exc
-        self.store = ProgramStore(config.pin_root)
+        self.store = ProgramStore(config.pin_root, self._encap_rules)
         self.reconciler = Reconciler(config.node_name, config.admin_namespace, self.engine,
                                      self.store, ProgramSources(), self.guard)
         self.samples = SampleReader(self._on_sample)
@@ -90,6 +98,9 @@ class Agent:
             log.info("metrics on http://%s:%d/metrics", self.config.metrics_host,
                      self.server.port)
         return self
+
+    def _encap_rules(self) -> EncapRules:
+        return EncapRules(local_addresses(self.config.netns), self.config.encap_allowed_remotes)
 
     # --- the one code path ---------------------------------------------------------------
 
@@ -153,36 +164,3 @@ class Agent:
         if self.server is not None:
             self.server.stop()
 
-
-def _check_pin_root(root: Path) -> None:
-    """The pin root must be on bpffs (pins elsewhere fail, and a tmpfs would not survive
-    the agent's restart the way the host's bpffs does)."""
-    probe = root
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        fs_type = _statfs_type(probe)
-    except OSError as exc:
-        raise StartupError(f"cannot inspect {probe}: {exc.strerror}") from exc
-    if fs_type != BPFFS_MAGIC:
-        raise StartupError(
-            f"pin directory {root} is not on a bpffs (mount -t bpf bpf /sys/fs/bpf, or give "
-            "--pin-dir on a mounted bpffs)")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StartupError(f"cannot create pin directory {root}: {exc.strerror}") from exc
-
-
-def _statfs_type(path: Path) -> int:
-    import ctypes
-
-    class _Statfs(ctypes.Structure):
-        _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 120)]
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    buf = _Statfs()
-    if libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return int(buf.f_type) & 0xFFFFFFFF

@@ -22,16 +22,19 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lwt_policy.model import PolicyRef
 from lwt_policy.program_config import (
+    CLEAR_WHEN_REFUSED,
+    EncapRules,
     MapLayoutError,
     ProgramConfigError,
     check_map_layout,
+    clear_config,
     sync_config,
 )
 
@@ -105,8 +108,11 @@ def _canonical(config: Mapping[str, Any]) -> str:
 class ProgramStore:
     """Loads each (policy, hook, code) once, adopts pinned ones, drops unused ones."""
 
-    def __init__(self, pin_root: Path) -> None:
+    def __init__(self, pin_root: Path,
+                 encap_rules: Callable[[], EncapRules] | None = None) -> None:
         self.root = Path(pin_root)
+        # the node's facts encap configs are checked against, read afresh at every pass
+        self._encap_rules = encap_rules
         self._programs: dict[ProgramKey, StoredProgram] = {}
         self.loads = 0  # programs loaded by this process (not adopted)
         self.adoptions = 0
@@ -245,13 +251,28 @@ class ProgramStore:
             fallback=request.fallback, adopted=True)
 
     def _apply_config(self, program: StoredProgram, request: ProgramRequest) -> None:
+        rules = None
         wanted = _canonical(request.config)
+        if request.builtin == "encap" and self._encap_rules is not None:
+            # An address leaving the node or an allowlist change must re-check the config
+            # even when the policy did not change: the facts are part of what was applied.
+            rules = self._encap_rules()
+            wanted += _canonical({
+                "addresses": sorted(str(a) for a in rules.node_addresses or ()),
+                "remotes": None if rules.allowed_remotes is None
+                else [str(n) for n in rules.allowed_remotes]})
         if program.applied_config == wanted:
             return
         assert request.builtin is not None
         try:
-            result = sync_config(request.builtin, request.config, program.maps)
+            result = sync_config(request.builtin, request.config, program.maps, rules)
         except ProgramConfigError as exc:
+            if request.builtin in CLEAR_WHEN_REFUSED and program.applied_config is not None:
+                # what it was sending with is no longer allowed: stop, do not keep going
+                clear_config(request.builtin, program.maps)
+                program.applied_config = None
+                log.warning("config of %s refused (%s): cleared, the program now drops",
+                            program.label, exc)
             raise ProgramError(f"{request.field_path.rsplit('.', 1)[0]}.{exc.field}",
                                exc.message) from None
         except MapLayoutError as exc:
@@ -319,12 +340,19 @@ class ProgramStore:
             program.close()
         self._programs.clear()
 
-    def unpin_all(self) -> None:
-        """Close everything and remove every pin under the root (after detaching)."""
+    def unpin_all(self, policy: PolicyRef | None = None) -> list[Path]:
+        """Close everything and remove every pin under the root, or only ``policy``'s
+        (after detaching); returns the program directories removed."""
         self.close()
+        removed = []
         for pin_dir in self._pinned_dirs():
+            if policy is not None and pin_dir.parent.parent != (
+                    self.root / policy.namespace / policy.name):
+                continue
             _remove_dir(pin_dir)
             _prune_empty(pin_dir.parent, self.root)
+            removed.append(pin_dir)
+        return removed
 
 
 def _remove_dir(path: Path) -> None:

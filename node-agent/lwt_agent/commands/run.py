@@ -16,8 +16,12 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lwt_policy.model import admin_namespace_from_env
+
+if TYPE_CHECKING:  # program_config imports jsonschema: not at CLI start-up
+    from lwt_policy.program_config import IPNetwork
 
 NAME = "run"
 HELP = (
@@ -56,6 +60,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--netns", default=None, metavar="NAME",
                         help="network namespace of the routes (default: this one)")
     parser.add_argument("--table", type=int, default=254, help="routing table (default main)")
+    parser.add_argument("--encap-allowed-remotes", default=None, metavar="CIDRS",
+                        help="comma-separated prefixes the encap built-in may send to "
+                        "(default $LWT_ENCAP_ALLOWED_REMOTES, which the DaemonSet sets from "
+                        "the chart's agent.encapAllowedRemotes); unset in cluster mode: none, "
+                        "unset in standalone mode: any")
     parser.add_argument("--pin-dir", type=Path, default=None, metavar="DIR",
                         help="pin root on bpffs (default $LWT_BPFFS/lwt-operator, "
                         "LWT_BPFFS defaulting to /sys/fs/bpf)")
@@ -87,6 +96,20 @@ def _metrics_port(args: argparse.Namespace, cluster: bool) -> int | None:
     return DEFAULT_METRICS_PORT if cluster else None
 
 
+def _encap_allowed_remotes(args: argparse.Namespace, cluster: bool
+                           ) -> tuple[IPNetwork, ...] | None:
+    """The admin's allowlist of encap endpoints. In a cluster the operator always sets it
+    (empty: none allowed); a standalone agent's files are the host admin's own."""
+    from lwt_policy.program_config import ENCAP_REMOTES_ENV, parse_allowed_remotes
+
+    text = args.encap_allowed_remotes
+    if text is None:
+        text = os.environ.get(ENCAP_REMOTES_ENV)
+    if text is None:
+        return () if cluster else None
+    return parse_allowed_remotes(text)
+
+
 def _setup_logging() -> None:
     level = os.environ.get("LWT_LOG_LEVEL")
     if level:
@@ -103,8 +126,9 @@ def _setup_logging() -> None:
 
 def _stop_on_signals(stop: threading.Event) -> None:
     def handle(signum: int, _frame: object) -> None:
-        logging.getLogger(__name__).warning("%s received: stopping",
-                                            signal.Signals(signum).name)
+        # A normal stop (kubelet, systemd, Ctrl-C): not a warning.
+        logging.getLogger(__name__).info("%s received: stopping",
+                                         signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, handle)
@@ -127,10 +151,17 @@ def run(args: argparse.Namespace) -> int:
         print("lwt-agent run: cluster mode needs the node name: --node-name N or $NODE_NAME "
               "(the DaemonSet sets it from spec.nodeName)", file=sys.stderr)
         return 2
+    try:
+        encap_remotes = _encap_allowed_remotes(args, cluster)
+    except ValueError as exc:
+        print(f"lwt-agent run: {exc}", file=sys.stderr)
+        return 2
     config = AgentConfig(
+        encap_allowed_remotes=encap_remotes,
         node_name=node_name,
         admin_namespace=args.admin_namespace or admin_namespace_from_env(),
         pin_root=args.pin_dir or default_pin_root(),
+        bpffs_automount=None if args.pin_dir else default_pin_root().parent,
         netns=args.netns,
         table=args.table,
         metrics_host=args.metrics_address,
