@@ -6,6 +6,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lwt_agent.bpf.btf_index import BtfIndex, essential_name
 from lwt_agent.bpf.core import (
     POISON_IMM,
@@ -15,7 +17,7 @@ from lwt_agent.bpf.core import (
     parse_core_relos,
     relocate,
 )
-from lwt_agent.bpf.errors import CoreRelocationError, MalformedObjectError
+from lwt_agent.bpf.errors import CoreRelocationError, LoaderError, MalformedObjectError
 
 from .btf_builder import (
     LDX_DW,
@@ -414,3 +416,36 @@ def test_name_index_agrees_with_name_searches() -> None:
     for name, ids in first.items():
         assert indexed.by_essential_name(name) == ids and len(ids) == 2
     assert indexed.by_essential_name("nope") == searched.by_essential_name("nope") == []
+
+
+def _fuzz_btf() -> tuple[BtfBuilder, BtfBuilder]:
+    lb, tb = BtfBuilder(), BtfBuilder()
+    for b, extra in ((lb, 0), (tb, 1)):
+        u32 = b.int_("unsigned int", 4)
+        arr = b.array(u32, 3 + extra)
+        inner = b.struct("inner", 8, [("p", u32, 0, 0), ("q", u32, 32 + extra, 2)])
+        ptr = b.ptr(inner)
+        foo = b.struct("foo", 32, [("a", u32, 0, 0), ("arr", arr, 32 * (1 + extra), 0),
+                                   ("", inner, 160, 0), ("ptr", ptr, 192, 0)])
+        b.enum("mode", [("M_A", 1), ("M_B", -2)])
+        b.typedef("foo_t", b.const(foo))
+    return lb, tb
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from(list(Kind)), type_id=st.integers(0, 12),
+       access=st.lists(st.integers(0, 5), min_size=0, max_size=5).map(
+           lambda xs: ":".join(map(str, xs))),
+       code=st.sampled_from([LDX_W, LDX_DW, MOV64_IMM, 0x18, 0x05, 0x85, 0x07, 0x0F]),
+       off=st.integers(-4, 40), imm=st.integers(-3, 40))
+def test_hostile_records_fail_cleanly(kind: Kind, type_id: int, access: str, code: int,
+                                      off: int, imm: int) -> None:
+    """Any record on any instruction: patched instructions, or a LoaderError; never
+    another exception, and never more or fewer instructions."""
+    lb, tb = _fuzz_btf()
+    program = insn(code, 1, 2, off, imm) + insn(0, imm=0) + insn(MOV64_IMM, 0, imm=0)
+    try:
+        out, _ = run(lb, tb, [(0, type_id, access, kind)], program)
+    except LoaderError:
+        return
+    assert len(out) == len(program)

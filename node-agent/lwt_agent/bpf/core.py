@@ -214,6 +214,9 @@ def _is_flex_array(btf: BtfIndex, acc: _Acc | None, nelems: int) -> bool:
 
 def parse_spec(btf: BtfIndex, relo: CoreRelo) -> _Spec:
     """bpf_core_parse_spec: the local side of a relocation."""
+    if len(relo.access) > 12 * SPEC_MAX_LEN:  # checked before splitting a hostile string
+        raise CoreRelocationError(f"CO-RE access string of {len(relo.access)} characters "
+                                  "is too long")
     try:
         raw = [int(part) for part in relo.access.split(":")]
     except ValueError:
