@@ -12,7 +12,7 @@ import sys
 from types import ModuleType
 
 # Verb modules, in --help order. Add a verb by adding its module here.
-COMMANDS: tuple[str, ...] = ("inspect", "load", "attach", "detach", "status", "run")
+COMMANDS: tuple[str, ...] = ("inspect", "load", "attach", "detach", "status", "run", "cleanup")
 
 EXIT_USAGE = 2
 
@@ -34,19 +34,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _load_commands():
         verb = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        # `lwt-agent run -v` as well as `lwt-agent -v run`: counted together.
+        verb.add_argument("-v", "--verbose", action="count", default=0, dest="verb_verbose",
+                          help="more log output (-vv for debug)")
         module.register(verb)
         verb.set_defaults(_run=module.run)
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lwt-operator")  # pyproject.toml's, the one source of the version
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    verbose = args.verbose + getattr(args, "verb_verbose", 0)
     logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
+        level=logging.WARNING - 10 * min(verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

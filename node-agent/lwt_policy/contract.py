@@ -59,6 +59,7 @@ INVALID_SPEC = "InvalidSpec"
 ALL_NODES_READY = "AllNodesAttached"
 NODES_NOT_READY = "NodesNotReady"
 NO_NODES = "NoMatchingNodes"
+NO_TARGETS = "NoTargets"  # Ready, but no node has a route the policy targets
 NODE_ERRORS = "NodeErrors"
 NO_ERRORS = "NoErrors"
 ROLLING_OUT = "RollingOut"

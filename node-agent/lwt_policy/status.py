@@ -169,9 +169,11 @@ def node_problems(problems: Mapping[str, str]) -> str:
 
 
 def ready_condition(problems: Mapping[str, str | None], generation: int,
-                    attached_routes: int) -> Condition:
+                    attached_routes: int, targeted_routes: int | None = None) -> Condition:
     """Ready, from why each node that counts is not ready (None: it is; `entry_problem`):
-    the one definition, used by the operator and by standalone mode."""
+    the one definition, used by the operator and by standalone mode. Zero targeted routes
+    is ready with its own reason (NoTargets): a selector typo or pods on another node must
+    not look like a success."""
     not_ready = {name: why for name, why in problems.items() if why}
     ready = len(problems) - len(not_ready)
     if not problems:
@@ -180,6 +182,11 @@ def ready_condition(problems: Mapping[str, str | None], generation: int,
     if not_ready:
         return Condition(contract.READY, False, contract.NODES_NOT_READY, contract.bounded(
             f"{ready}/{len(problems)} nodes ready; {node_problems(not_ready)}"))
+    if targeted_routes == 0:
+        return Condition(contract.READY, True, contract.NO_TARGETS,
+                         f"{ready}/{len(problems)} nodes ready, but no route is targeted: no "
+                         "running pod with an IP on these nodes matches spec.podSelector "
+                         "(nor a node pod CIDR spec.podSubnets)")
     return Condition(contract.READY, True, contract.ALL_NODES_READY,
                      f"{ready}/{len(problems)} nodes attached {attached_routes} route(s) at "
                      f"generation {generation}")
@@ -217,7 +224,7 @@ def policy_status(nodes: Mapping[str, Mapping[str, Any]], generation: int,
     """A whole `status` (as standalone mode prints it): conditions, summary and nodes."""
     summary = summarize(nodes, generation)
     ready = ready_condition({name: entry_problem(e, generation) for name, e in nodes.items()},
-                            generation, summary["attachedRoutes"])
+                            generation, summary["attachedRoutes"], summary["routes"])
     return {
         "observedGeneration": generation,
         "conditions": render_conditions([ready], [], generation,

@@ -164,7 +164,7 @@ def desired_status(
                              "the spec is invalid; see the Accepted condition")
     else:
         ready_c = ready_condition({name: not_ready.get(name) for name in counted},
-                                  generation, summary["attachedRoutes"])
+                                  generation, summary["attachedRoutes"], summary["routes"])
         degraded = Condition(contract.DEGRADED, bool(errors),
                              contract.NODE_ERRORS if errors else contract.NO_ERRORS,
                              node_problems(errors) if errors else "no node reports an error")

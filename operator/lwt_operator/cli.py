@@ -26,6 +26,15 @@ LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.W
               "error": logging.ERROR}
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lwt-operator")  # pyproject.toml's, the one source of the version
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     default_namespace = os.environ.get("POD_NAMESPACE") or "lwt-system"
     parser = argparse.ArgumentParser(
@@ -72,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resync", type=float, default=30.0, metavar="SECONDS",
                         help="re-check every policy and the DaemonSet this often "
                              "(default: %(default)g)")
-    parser.add_argument("--log-level", choices=sorted(LOG_LEVELS), default="info")
+    parser.add_argument("--log-level", choices=sorted(LOG_LEVELS), default="info",
+                        help="log verbosity on stderr (default: %(default)s; kopf's "
+                             "per-event handler lines only at debug)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser
 
 

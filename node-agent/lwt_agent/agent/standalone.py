@@ -23,7 +23,7 @@ import yaml
 from lwt_policy import schema
 from lwt_policy.errors import ManifestError
 from lwt_policy.manifests import assume_scheduled_here, load_cluster_objects
-from lwt_policy.model import PolicyRef
+from lwt_policy.model import LwtRoutePolicy, PolicyRef
 from lwt_policy.status import node_status, policy_status
 from lwt_policy.targets import slim_node, slim_pod
 
@@ -143,6 +143,35 @@ class StatusPrinter:
         self.out.flush()
 
 
+def no_targets_message(policy: LwtRoutePolicy, pods: Iterable[Mapping[str, Any]],
+                       node_name: str) -> str:
+    """Why a policy targets no route here: the pods its selector matches, by node."""
+    selector = policy.spec.pod_selector
+    if selector is None:
+        return (f"no route targeted on node {node_name!r}: spec.podSubnets matched no "
+                "pod CIDR of this node (give it with --nodes-file)")
+    by_node: dict[str, int] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("namespace") == policy.namespace and selector.matches(meta.get("labels")):
+            node = (pod.get("spec") or {}).get("nodeName") or "?"
+            by_node[node] = by_node.get(node, 0) + 1
+    matched = sum(by_node.values())
+    where = ", ".join(f"{node} ({n})" for node, n in sorted(by_node.items())[:10])
+    text = (f"no route targeted on node {node_name!r}: {matched} pod(s) in namespace "
+            f"{policy.namespace!r} match spec.podSelector")
+    if matched:
+        text += f", on node(s) {where}"
+    if any(node != node_name for node in by_node):
+        text += (f"; pods on other nodes are not this agent's: give --node-name (this agent "
+                 f"is {node_name!r}, by default the host name)")
+    elif matched:
+        text += " but none is running with a pod IP here"
+    else:
+        text += " (check the labels, the namespace and --pods-file)"
+    return text
+
+
 def _without(value: Any, keys: Iterable[str]) -> Any:
     keys = tuple(keys)
     if isinstance(value, Mapping):
@@ -165,6 +194,7 @@ class Standalone:
         self.resync_seconds = resync_seconds
         self.stop = threading.Event()
         self._refused: dict[PolicyRef, str] = {}
+        self._no_targets: dict[PolicyRef, str] = {}
 
     def first_read(self) -> None:
         """Read the files once; unreadable input at start is an error (nothing applied)."""
@@ -180,8 +210,24 @@ class Standalone:
         report = self.agent.run_pass(Inputs(views, state.pods, state.nodes, state.configmaps))
         self.agent.health.ready = True
         self.agent.health.reason = ""
+        self._log_no_targets(views, report)
         self.printer.print(report)
         return report
+
+    def _log_no_targets(self, views: Iterable[PolicyView], report: Report) -> None:
+        """Zero targeted routes must not look like success: say how many pods the selector
+        matched and where (the usual cause: pods written for another node name)."""
+        for view in views:
+            result = report.results.get(view.ref)
+            if (view.policy is None or view.deleting or result is None or result.routes
+                    or result.last_error is not None):
+                self._no_targets.pop(view.ref, None)
+                continue
+            message = no_targets_message(view.policy, self.watcher.state.pods,
+                                         self.agent.config.node_name)
+            if self._no_targets.get(view.ref) != message:
+                log.warning("%s %s: %s", schema.KIND, view.ref, message)
+                self._no_targets[view.ref] = message
 
     def refused(self) -> list[PolicyRef]:
         """Policies whose current version the last pass refused (bad input)."""

@@ -32,7 +32,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.add_argument("--dst", required=True, metavar="CIDR",
                         help="pod IP (10.244.1.7, fd00::7) or exact route prefix")
-    parser.add_argument("--hook", required=True, choices=[h.value for h in Hook])
+    parser.add_argument("--hook", required=True, choices=[h.value for h in Hook],
+                        help="which LWT hook of the route runs the program: in (packets "
+                             "routed in), out (sent locally, may drop), xmit (just before "
+                             "the neighbour layer, may rewrite/encapsulate)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--builtin", metavar="NAME",
                         help="a built-in program (counters, port-filter, drop-all, ...)")
@@ -55,21 +58,48 @@ def register(parser: argparse.ArgumentParser) -> None:
                              '"tag", "counts", "error": null | {"kind", "message"}}')
 
 
-def load_program(args: argparse.Namespace) -> LoadedProgram:
-    """Load the program named by --builtin/--config or --object/--section for --hook."""
+def check_config(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The --builtin's config, checked before anything is loaded (UsageError naming the
+    option, the field and the allowed keys)."""
+    if not args.builtin:
+        if args.config:
+            raise UsageError("--config is for --builtin programs only")
+        if not args.section:
+            raise UsageError("--object needs --section (list them with `lwt-agent inspect "
+                             "OBJ`)")
+        return None
+    from lwt_policy.catalogue import CATALOGUE
+    from lwt_policy.program_config import ProgramConfigError, encode_config
+
+    builtin = CATALOGUE.get(args.builtin)
+    if builtin is None:
+        raise UsageError(f"unknown built-in {args.builtin!r}; choose one of "
+                         f"{', '.join(sorted(CATALOGUE))}")
+    if args.hook not in builtin.hooks:
+        raise UsageError(f"built-in {builtin.name} does not run on hook {args.hook} "
+                         f"(it runs on {', '.join(sorted(builtin.hooks))})")
+    try:
+        config = json.loads(args.config) if args.config else None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--config is not valid JSON ({exc.msg} at line {exc.lineno} "
+                         f"column {exc.colno}): give an object such as "
+                         "'{\"denyTCPPorts\": [8080]}'") from None
+    try:
+        encode_config(builtin.name, config)
+    except ProgramConfigError as exc:
+        raise UsageError(f"--config: {exc}") from None
+    return config
+
+
+def load_program(args: argparse.Namespace, config: dict[str, Any] | None) -> LoadedProgram:
+    """Load the program named by --builtin (with its checked config) or --object/--section
+    for --hook."""
     hook = Hook.parse(args.hook)
     if args.builtin:
         from lwt_policy.catalogue import CATALOGUE
         from lwt_policy.program_config import sync_config
 
-        builtin = CATALOGUE.get(args.builtin)
-        if builtin is None:
-            raise UsageError(f"unknown built-in {args.builtin!r}; choose one of "
-                             f"{', '.join(sorted(CATALOGUE))}")
-        if args.hook not in builtin.hooks:
-            raise UsageError(f"built-in {builtin.name} does not run on hook {args.hook} "
-                             f"(it runs on {', '.join(sorted(builtin.hooks))})")
-        config = json.loads(args.config) if args.config else None
+        builtin = CATALOGUE[args.builtin]
         prog = ObjectSpec.from_file(builtin.object_path()).load(builtin.section, hook)
         try:
             sync_config(builtin.name, config, prog.maps)
@@ -77,10 +107,6 @@ def load_program(args: argparse.Namespace) -> LoadedProgram:
             prog.close()
             raise
         return prog
-    if not args.section:
-        raise UsageError("--object needs --section (list them with `lwt-agent inspect OBJ`)")
-    if args.config:
-        raise UsageError("--config is for --builtin programs only")
     return ObjectSpec.from_file(args.object).load(args.section, hook)
 
 
@@ -94,8 +120,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         dst = parse_destination(args.dst)
         labels.check_headroom(args.hook, args.headroom)
+        config = check_config(args)  # bad input is refused before any program is loaded
         with RouteEngine(args.netns, args.table) as engine:
-            prog = load_program(args)
+            prog = load_program(args, config)
             try:
                 label = labels.program_label(args.owner, args.hook, prog.tag, prog.id)
                 outcome = engine.attach([dst], args.hook, ProgramRef(prog.fd, label),

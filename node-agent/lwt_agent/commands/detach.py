@@ -25,7 +25,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="pod IP or exact route prefix")
     parser.add_argument("--hook", choices=[h.value for h in Hook], default=None,
                         help="only this hook (default: every hook of ours)")
-    parser.add_argument("--netns", metavar="NAME", default=None)
+    parser.add_argument("--netns", metavar="NAME", default=None,
+                        help="network namespace of the routes (default: this one)")
     parser.add_argument("--table", type=int, default=254, help="routing table (default main)")
     parser.add_argument("--json", action="store_true",
                         help='print one JSON object: {"ok", "dst", "counts", "error"}')

@@ -26,7 +26,8 @@ DESCRIPTION = (
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
-    parser.add_argument("--netns", metavar="NAME", default=None)
+    parser.add_argument("--netns", metavar="NAME", default=None,
+                        help="network namespace of the routes (default: this one)")
     parser.add_argument("--table", type=int, default=None, help="only this table")
     parser.add_argument("--pin-dir", metavar="DIR", default=None,
                         help="the agent's pin root to find programs in (default "
