@@ -449,3 +449,15 @@ def test_hostile_records_fail_cleanly(kind: Kind, type_id: int, access: str, cod
     except LoaderError:
         return
     assert len(out) == len(program)
+
+
+def test_kernel_without_btf_is_a_clear_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lwt_agent.bpf import btf_index
+
+    btf_index.kernel_btf.cache_clear()
+    monkeypatch.setattr(btf_index, "VMLINUX_BTF", "/nonexistent/vmlinux")
+    try:
+        with pytest.raises(CoreRelocationError, match="CONFIG_DEBUG_INFO_BTF"):
+            btf_index.kernel_btf()
+    finally:
+        btf_index.kernel_btf.cache_clear()

@@ -15,7 +15,7 @@ from array import array
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .errors import MalformedObjectError
+from .errors import CoreRelocationError, MalformedObjectError
 
 BTF_MAGIC = 0xEB9F
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
@@ -323,9 +323,9 @@ def kernel_btf() -> BtfIndex:
         with open(VMLINUX_BTF, "rb") as f:
             data = f.read()
     except OSError as exc:
-        raise MalformedObjectError(
+        raise CoreRelocationError(
             f"cannot read the kernel's BTF {VMLINUX_BTF}: {exc.strerror}; CO-RE programs "
-            "need a kernel built with CONFIG_DEBUG_INFO_BTF") from None
+            "need a kernel built with CONFIG_DEBUG_INFO_BTF (and /sys mounted)") from None
     return BtfIndex(data, label="vmlinux")
 
 
