@@ -23,12 +23,14 @@ pytestmark = pytest.mark.kernel
 # (object under bpf/build/testobj/core, section, hook, function, relocation kinds it covers)
 CASES = [
     ("kinds.o", "lwt_core_offset", "out", "core_offset", {"byte_off"}),
-    ("kinds.o", "lwt_core_size", "out", "core_size", {"byte_sz", "signed", "field_exists", "byte_off"}),
+    ("kinds.o", "lwt_core_size", "out", "core_size",
+     {"byte_sz", "signed", "field_exists", "byte_off"}),
     ("kinds.o", "lwt_core_bitfield", "out", "core_bitfield",
      {"byte_off", "byte_sz", "lshift_u64", "rshift_u64", "signed"}),
     ("kinds.o", "lwt_core_type", "out", "core_type",
      {"local_type_id", "target_type_id", "type_exists", "type_size", "byte_off"}),
-    ("kinds.o", "lwt_core_enum", "out", "core_enum", {"enumval_value", "enumval_exists", "byte_off"}),
+    ("kinds.o", "lwt_core_enum", "out", "core_enum",
+     {"enumval_value", "enumval_exists", "byte_off"}),
     ("kinds.o", "lwt_core_guard", "out", "core_guard", {"field_exists", "byte_off"}),
     ("len_hist.o", "len_hist", "in", "do_len_hist", {"byte_off"}),
     ("len_hist.o", "len_hist", "out", "do_len_hist", {"byte_off"}),
