@@ -22,7 +22,7 @@ struct smp_stats_value {
 	__u64 ring_full;  /* samples lost: bpf_ringbuf_reserve() failed */
 };
 
-/* The record user space reads (lwt_agent/bpf/ringbuf.py decode_sample). */
+/* The record user space reads (lwt_policy/sampler.py decode_sample). */
 struct smp_sample {
 	struct lwt_addr dst;     /* IPv4-mapped for IPv4 */
 	__u64 timestamp_ns;      /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
@@ -39,7 +39,7 @@ struct smp_sample {
 	__u8 data[SMP_MAX_SNAP];
 };
 
-_Static_assert(sizeof(struct smp_sample) == 184, "ringbuf.py SAMPLE_FORMAT repeats this layout");
+_Static_assert(sizeof(struct smp_sample) == 184, "lwt_policy/sampler.py SAMPLE_FORMAT repeats this layout");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -212,7 +212,7 @@ SAMPLER = BuiltinProgram(
         MapSpec("smp_stats", "percpu_array", 4, 24, 1, MapRole.COUNTERS,
                 description="{seen, sampled, ring_full} u64"),
         MapSpec("smp_ring", "ringbuf", 0, 0, SAMPLER_RING_BYTES, MapRole.SAMPLES,
-                description="header samples (lwt_agent.bpf.ringbuf.decode_sample)"),
+                description="header samples (lwt_policy.sampler.decode_sample)"),
     ),
     config_schema={
         "type": "object",

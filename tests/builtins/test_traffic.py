@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
-from lwt_agent.bpf.ringbuf import RingBuffer, decode_sample
+from lwt_agent.bpf.ringbuf import RingBuffer
 from lwt_agent.netns import tcp_connects
 from lwt_policy.program_config import (
     check_map_layout,
@@ -19,6 +19,7 @@ from lwt_policy.program_config import (
     read_program_counters,
     sync_config,
 )
+from lwt_policy.sampler import decode_sample
 
 from .netns import Node, sh
 from .traffic import (

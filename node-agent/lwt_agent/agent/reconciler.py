@@ -13,6 +13,9 @@ One pass:
    pass are not CNI churn) and then guards the new state;
 5. programs nothing uses are dropped (after the routes stopped using them);
 6. each policy gets its `status.nodes.<node>` entry (lwt_policy.status shape).
+
+The decisions of steps 4 and 6 (route intents, node entries, what is attached where) are the
+pure functions of `steps.py`; this module does the I/O around them.
 """
 from __future__ import annotations
 
@@ -26,29 +29,24 @@ from typing import Any
 from lwt_policy.configmap import index_configmaps
 from lwt_policy.model import PolicyRef
 from lwt_policy.schema import FailurePolicy
-from lwt_policy.status import NodeError, NodeResult, ProgramStatus, conflicts_from_desired
-from lwt_policy.targets import DesiredState, Prefix, desired_attachments
+from lwt_policy.status import NodeResult
+from lwt_policy.targets import DesiredState, desired_attachments
 
 from lwt_agent.route import (
     ApplyResult,
     LabelError,
-    ProgramRef,
     RouteEngine,
-    RouteIntent,
     labels,
 )
 from lwt_agent.route.guard import RouteGuard
-from lwt_agent.route.model import Destination
 
 from .admission import PolicyView
 from .errors import ProgramError
 from .sources import ProgramSources
+from .steps import Attached, PolicyHook, attached_programs, node_result, route_intents
 from .store import ProgramKey, ProgramStore, StoredProgram
 
 log = logging.getLogger(__name__)
-
-# One program per (policy, hook name): the key of the programs of a pass.
-PolicyHook = tuple[PolicyRef, str]
 
 
 @dataclass(frozen=True)
@@ -59,16 +57,6 @@ class Inputs:
     pods: Sequence[Mapping[str, Any]] = ()
     nodes: Sequence[Mapping[str, Any]] = ()
     configmaps: Sequence[Mapping[str, Any]] = ()
-
-
-@dataclass(frozen=True)
-class Attached:
-    """A program of a policy on this node, for metrics and the sampler."""
-
-    policy: PolicyRef
-    hook: str
-    program: StoredProgram
-    destinations: Mapping[str, str]  # address text -> "ns/pod" (or "" for subnets)
 
 
 @dataclass
@@ -108,7 +96,7 @@ class Reconciler:
         desired = desired_attachments(acting, inputs.pods, inputs.nodes, self.node_name,
                                       self.admin_namespace)
         programs, errors = self._programs(desired, by_ref, inputs.configmaps)
-        intents = self._intents(desired, programs)
+        intents = route_intents(desired, programs)
         # A policy known but with no valid version to act on (refused after a restart,
         # rejected, not judged yet) keeps what an earlier version attached, as it is.
         held = {ref for ref, v in views.items() if v.policy is None and not v.deleting}
@@ -126,12 +114,13 @@ class Reconciler:
         report = Report(views=views, apply=result)
         deleting_left = self._owners_still_attached(views)
         now = dt.datetime.now(dt.UTC)
+        program_errors = {ref: exc.node_error() for ref, exc in errors.items()}
         for ref, view in views.items():
-            node_result = self._node_result(view, desired, programs, errors, result,
-                                            ref in deleting_left, now)
-            report.results[ref] = node_result
-            report.errors += node_result.last_error is not None
-        report.attached = self._attached(desired, programs)
+            entry = node_result(view, desired, programs, program_errors, result.failures,
+                                ref in deleting_left, now)
+            report.results[ref] = entry
+            report.errors += entry.last_error is not None
+        report.attached = attached_programs(desired, programs)
         report.duration = time.monotonic() - started
         if result.changed:
             log.info("reconciled: %s", {k: n for k, n in result.counts.items() if n})
@@ -186,26 +175,6 @@ class Reconciler:
 
     # --- routes --------------------------------------------------------------------------
 
-    def _intents(self, desired: DesiredState,
-                 programs: Mapping[PolicyHook, StoredProgram | None]
-                 ) -> list[RouteIntent]:
-        shared: dict[tuple[Any, ...], dict[str, ProgramRef | None]] = {}
-        intents: list[RouteIntent] = []
-        for prefix, hooks in desired.attachments.items():
-            wanted: dict[str, ProgramRef | None] = {}
-            headroom = 0
-            for hook, attachment in hooks.items():
-                program = programs.get((attachment.policy, hook))
-                wanted[hook] = program.ref if program is not None else None
-                if hook == "xmit" and program is not None and not program.fallback:
-                    headroom = attachment.headroom or 0
-            key = (tuple(sorted((h, r.label if r else None) for h, r in wanted.items())),
-                   headroom)
-            # One mapping per distinct set of programs: the planner memoizes by it.
-            mapping = shared.setdefault(key, wanted)
-            intents.append(RouteIntent(Destination.of(prefix), mapping, headroom))
-        return intents
-
     def _owners(self, views: Mapping[PolicyRef, PolicyView]) -> set[str]:
         """Owners whose hooks the engine garbage-collects: every policy we know of, and
         every policy owner found on the routes (policies removed while we were down)."""
@@ -228,65 +197,6 @@ class Reconciler:
         return found
 
     # --- status --------------------------------------------------------------------------
-
-    def _node_result(
-        self, view: PolicyView, desired: DesiredState,
-        programs: Mapping[PolicyHook, StoredProgram | None],
-        errors: Mapping[PolicyRef, ProgramError], result: ApplyResult,
-        still_attached: bool, now: dt.datetime,
-    ) -> NodeResult:
-        ref = view.ref
-        if view.deleting:
-            return NodeResult(observed_generation=view.generation, detached=not still_attached,
-                              updated_at=now)
-        targeted = desired.targeted.get(ref, set())
-        hooks = sorted(view.policy.spec.hooks) if view.policy is not None else []
-        status_programs = {
-            hook: ProgramStatus(p.id, p.tag, p.label)
-            for hook in hooks
-            if (p := programs.get((ref, hook))) is not None and not p.fallback
-        }
-        attached = 0
-        route_error: str | None = None
-        for prefix in desired.routes_of(ref) if view.policy is not None else ():
-            failure = result.failures.get(Destination.of(prefix))
-            if failure is not None:
-                route_error = route_error or f"route {prefix}: {failure}"
-                continue
-            won = [h for h, a in desired.attachments[prefix].items() if a.policy == ref]
-            carried = [programs.get((ref, h)) for h in won]
-            if all(p is not None and not p.fallback for p in carried):
-                attached += 1
-        error = view.error
-        if error is None and ref in errors:
-            error = errors[ref].node_error()
-        if error is None and route_error is not None:
-            error = NodeError(route_error)
-        return NodeResult(
-            observed_generation=view.generation,
-            routes=len(targeted),
-            attached_routes=attached,
-            programs=status_programs,
-            conflicts=conflicts_from_desired(desired, ref),
-            last_error=error,
-            updated_at=now,
-        )
-
-    def _attached(self, desired: DesiredState,
-                  programs: Mapping[PolicyHook, StoredProgram | None]
-                  ) -> list[Attached]:
-        destinations: dict[PolicyHook, dict[str, str]] = {}
-        for prefix, hooks in desired.attachments.items():
-            where = desired.destinations.get(prefix)
-            pod = str(where.pod) if where is not None and where.pod is not None else ""
-            for hook, attachment in hooks.items():
-                per = destinations.setdefault((attachment.policy, hook), {})
-                per[_address(prefix)] = pod
-        found = []
-        for (ref, hook), program in sorted(programs.items()):
-            if program is not None:
-                found.append(Attached(ref, hook, program, destinations.get((ref, hook), {})))
-        return found
 
     # --- shutdown ------------------------------------------------------------------------
 
@@ -311,6 +221,3 @@ def _owner_tokens(refs: Iterable[PolicyRef]) -> set[str]:
             continue
     return tokens
 
-
-def _address(prefix: Prefix) -> str:
-    return str(prefix.network_address) if prefix.prefixlen == prefix.max_prefixlen else str(prefix)

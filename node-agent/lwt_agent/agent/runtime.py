@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lwt_policy.program_config import EncapRules, IPNetwork
+from lwt_policy.sampler import Sample
 
-from lwt_agent.bpf.ringbuf import Sample
 from lwt_agent.route import RouteEngine, RouteError
 from lwt_agent.route.guard import RouteGuard
 from lwt_agent.route.model import RT_TABLE_MAIN

@@ -21,9 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lwt_agent.bpf.ringbuf import RingBuffer, RingBufferError, Sample, decode_sample
+from lwt_policy.sampler import Sample, SampleError, decode_sample
 
-from .reconciler import Attached
+from lwt_agent.bpf.ringbuf import RingBuffer, RingBufferError
+
+from .steps import Attached
 from .store import ProgramKey
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,7 @@ class SampleReader:
         for record in records:
             try:
                 sample = decode_sample(record)
-            except RingBufferError as exc:
+            except SampleError as exc:
                 log.error("%s", exc)
                 continue
             self.read += 1
