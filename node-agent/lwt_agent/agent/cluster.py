@@ -19,6 +19,7 @@ missed) and the next pass converges.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 import uuid
@@ -39,6 +40,7 @@ from .kube import Informer, wait_all
 from .programs_gate import CustomProgramGate, ReferencedConfigMaps
 from .reconciler import Inputs, Report
 from .runtime import Agent
+from .slim import slim_policy
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ PODS = api_path("v1/pods")
 NODES = api_path("v1/nodes")
 CONFIGMAPS = api_path("v1/configmaps")
 VOLATILE = "lastUpdateTime"
-POLICY_PAGE = 20
+POLICY_PAGE = 10
 
 
 def _status_path(ref: PolicyRef) -> str:
@@ -75,7 +77,8 @@ class ClusterAgent:
         # Policies are paged small: a page is what one list holds in memory at once, and a
         # policy stored before the CRD bounded config may be megabytes.
         self.policies = Informer(self.kube, POLICIES, self.dirty.set, name="policies",
-                                 page_size=POLICY_PAGE, on_drop=self._dropped)
+                                 page_size=POLICY_PAGE, on_drop=self._dropped,
+                                 transform=functools.partial(slim_policy, node=self.node))
         self.pods = Informer(self.kube, PODS, self.dirty.set,
                              field_selector=f"spec.nodeName={self.node}", name="pods",
                              transform=slim_pod, on_drop=self._dropped)
