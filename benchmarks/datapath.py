@@ -1,6 +1,7 @@
 """The datapath run: phases of interleaved rounds over the scenarios.
 
-- hooks phase (no other pods): every scenario, on each configured traffic path;
+- hooks phase (no other pods): every scenario, on each configured traffic path; then each
+  LWT program's own run time from the kernel's BPF statistics (prog_stats);
 - scale phase: for each N in settings.scales, N other pod routes exist and the scale
   scenarios (plain, our port-filter on out, iptables, nftables) cover them all.
 
@@ -20,8 +21,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 
 from benchmarks.errors import BenchError, ScenarioError
+from benchmarks.prog_stats import measure_run_times
 from benchmarks.results import DatapathResults, Failure, Measurement
 from benchmarks.scenarios import Context, Scenario, all_scenarios
 from benchmarks.settings import Settings
@@ -46,6 +49,10 @@ def run_datapath(ctx: Context, servers: TrafficServers, settings: Settings,
     ctx.node.set_other_pods(0)
     _run_phase("hooks", hook_scenarios, settings.hook_paths, ctx, servers, settings,
                results, progress)
+    # each LWT program's own run time, from the kernel's BPF statistics (prog_stats)
+    runtimes = measure_run_times(hook_scenarios, ctx, servers, settings.seconds,
+                                 settings.rounds, progress)
+    results.run_times.extend(asdict(r) for r in runtimes)
     for count in settings.scales:
         if not scale_scenarios:
             break

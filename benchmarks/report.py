@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.prog_stats import own_work
 from benchmarks.results import DISPLAY_SCALE, METRICS, DatapathResults, Measurement
 
 GOAL_TCP_RATIO = 0.95  # port-filter on out: at most 5 % less TCP throughput than plain
@@ -18,6 +19,8 @@ GOAL_RR_ADDED = 0.05  # ... and at most 5 % added request/response latency
 GOAL_SCALE_DRIFT = 0.03  # at 10,000 routes, within 3 % of the one-route figure
 GOAL_ROUTE_RATE = 1 / 3  # attach/swap at >= 1/3 of ip -batch's plain-route rate
 GOAL_AGENT_RSS_MB = 100  # agent resident memory at 10,000 routes
+# issue 17: a built-in's own work per packet over lwt-noop on the same hook
+GOAL_OWN_NS = {"port-filter/out": 50.0, "counters/out": 30.0}
 # The figures that survive a shared machine (CPU cost, median latency) are plotted and lead
 # the tables; the raw rates follow.
 RESULT_NAME = "results.json"
@@ -38,6 +41,41 @@ def write(doc: dict[str, Any], page: Path) -> None:
     (plot_dir / RESULT_NAME).write_text(json.dumps(compact, separators=(",", ":"), default=str))
     page.write_text(_markdown(doc, summaries, {k: f"{page.stem}/{v}" for k, v in plots.items()},
                               f"{page.stem}/{RESULT_NAME}"))
+
+
+def _own_costs(doc: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """path -> scenario -> CPU ns per packet over its baseline (results.own_costs)."""
+    datapath = doc.get("datapath", {})
+    if "own_cost" in datapath:
+        return datapath["own_cost"]
+    measurements = datapath.get("measurements", [])
+    return DatapathResults([Measurement(**m) for m in measurements]).own_costs()
+
+
+def _run_times(doc: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """scenario -> kernel BPF statistics run time and own work (prog_stats.own_work)."""
+    return own_work(doc.get("datapath", {}).get("run_times", []))
+
+
+def _ns(v: float) -> str:
+    return f"{v:+.0f}"
+
+
+def _own_cell(c: dict[str, float] | None) -> str:
+    if c is None:
+        return "-"
+    if c["rounds"] < 2:
+        return f"{_ns(c['ns'])} ns"
+    return f"{_ns(c['ns'])} ns ({c['min']:+.0f} to {c['max']:+.0f})"
+
+
+def _run_cell(r: dict[str, float] | None) -> str:
+    if r is None:
+        return "-"
+    if "own_ns" not in r:
+        return f"run {r['run_ns']:.0f} ns"
+    return (f"{_ns(r['own_ns'])} ns ({r['own_min']:+.0f} to {r['own_max']:+.0f});<br>"
+            f"run {r['run_ns']:.0f} ns")
 
 
 def _summarize(doc: dict[str, Any]) -> list[dict]:
@@ -240,7 +278,8 @@ def _markdown(doc: dict[str, Any], summaries: list[dict], plots: dict[str, str],
     lines += _findings_section(summaries, doc)
     lines += _noise_section(doc)
     lines += _goals_section(summaries, doc)
-    lines += _hooks_section(summaries, plots)
+    lines += _own_section(doc)
+    lines += _hooks_section(summaries, plots, doc)
     lines += _scale_section(summaries, plots)
     lines += _control_section(doc.get("control_plane", {}))
     lines += _agent_section(doc.get("agent"))
@@ -275,6 +314,19 @@ def _findings_section(summaries: list[dict], doc: dict[str, Any]) -> list[str]:
                 f"{ns_plain:,.0f} ns of CPU on the plain route here; the CPU added per packet "
                 f"(from the median ratio) is: {text}. `lwt-noop` only returns BPF_OK: it is "
                 "the price of being on the route at all; the rest is each program's work.")
+    own = _own_costs(doc).get("client-to-pod", {})
+    runs = _run_times(doc)
+    mine = [n for n in _order(summaries, "hooks") if n.startswith(("counters", "port-filter"))]
+    cpu = [f"{n} {own[n]['ns']:+.0f} ns" for n in mine if n in own]
+    bpf = [f"{n} {runs[n]['own_ns']:+.0f} ns" for n in mine if "own_ns" in runs.get(n, {})]
+    if cpu or bpf:
+        parts = []
+        if cpu:
+            parts.append("from CPU time " + ", ".join(cpu))
+        if bpf:
+            parts.append("as the kernel times the programs (BPF statistics) " + ", ".join(bpf))
+        out.append("- **Each built-in's own work** per packet, over lwt-noop on the same hook: "
+                   + "; ".join(parts) + ".")
     for name in ("port-filter/out",):
         tcp = hooks(name, "tcp_bits_per_cpu_s")
         rr = hooks(name, "rr_p50_us")
@@ -364,7 +416,7 @@ def _load_line(doc: dict[str, Any]) -> list[str]:
 
 
 def _goals_section(summaries: list[dict], doc: dict[str, Any]) -> list[str]:
-    lines = ["## Goals (issue 7) against this run", "",
+    lines = ["## Goals (issues 7 and 17) against this run", "",
              "Each figure: median of the per-round ratios to plain (min-max), then the "
              "best-round ratio. The reading uses the median.", "",
              "| goal | metric | ratio in this run | reading |", "|---|---|---|---|"]
@@ -418,8 +470,50 @@ def _goals_section(summaries: list[dict], doc: dict[str, Any]) -> list[str]:
             verdict = "met" if r["rss_mb"] <= GOAL_AGENT_RSS_MB else "not met"
             lines.append(f"| agent resident memory ≤ 100 MB at 10,000 routes | RSS at "
                          f"{r['routes']:,} routes | {r['rss_mb']:.1f} MB | {verdict} |")
+    lines += _issue17_goals(summaries, doc, spread)
     return [*lines, "", "Benchmarks report; they do not assert: a goal shown as not met is a "
             "finding, not a failed build.", ""]
+
+
+def _issue17_goals(summaries: list[dict], doc: dict[str, Any], spread: dict) -> list[str]:
+    """Rows for issue 17: the built-ins' own work, and port-filter/out against tc-bpf."""
+    rows: list[str] = []
+    own = _own_costs(doc).get("client-to-pod", {})
+    runs = _run_times(doc)
+    for name, limit in GOAL_OWN_NS.items():
+        c = own.get(name)
+        if c:
+            rows.append(f"| {name} own work ≤ {limit:.0f} ns over lwt-noop/out (issue 17) | CPU "
+                        f"ns/packet | {_own_cell(c)} | "
+                        f"{'met' if c['ns'] <= limit else 'not met'} |")
+        r = runs.get(name, {})
+        if "own_ns" in r:
+            rows.append(f"| {name} own work ≤ {limit:.0f} ns over lwt-noop/out (issue 17) | "
+                        f"BPF run time | {_run_cell(r).replace(';<br>', ';')} | "
+                        f"{'met' if r['own_ns'] <= limit else 'not met'} |")
+    tc = _get(summaries, phase="hooks", path="client-to-pod", scenario="tc-bpf",
+              metric="udp_packets_per_cpu_s")
+    pf = _get(summaries, phase="hooks", path="client-to-pod", scenario="port-filter/out",
+              metric="udp_packets_per_cpu_s")
+    if tc and pf:
+        diff = pf["ratio_median"] / tc["ratio_median"] - 1
+        rows.append(f"| port-filter/out UDP packets per CPU ≥ tc-bpf's, one pod (issue 17) | "
+                    f"UDP 64 B packets per CPU | {pf['ratio_median']:.3f} vs tc-bpf "
+                    f"{tc['ratio_median']:.3f} ({diff:+.1%}) | "
+                    f"{_verdict(diff >= 0, spread, pf['metric'], diff)} |")
+    scales = _scales(summaries)
+    if tc and scales:
+        hi = scales[-1]
+        s = _get(summaries, phase="scale", other_pods=hi, scenario="port-filter/out",
+                 metric="udp_packets_per_cpu_s")
+        if s:
+            diff = s["ratio_median"] / tc["ratio_median"] - 1
+            rows.append(f"| port-filter/out UDP packets per CPU ≥ tc-bpf's, {hi:,} other pods "
+                        f"(issue 17; tc-bpf's cost does not depend on other pods: its one-pod "
+                        f"ratio) | UDP 64 B packets per CPU | {s['ratio_median']:.3f} vs "
+                        f"{tc['ratio_median']:.3f} ({diff:+.1%}) | "
+                        f"{_verdict(diff >= 0, spread, s['metric'], diff)} |")
+    return rows
 
 
 def _verdict(met: bool, spread: dict, metric: str, difference: float | None = None) -> str:
@@ -431,15 +525,20 @@ def _verdict(met: bool, spread: dict, metric: str, difference: float | None = No
     return ("met" if met else "not met") + suffix
 
 
-def _hooks_section(summaries: list[dict], plots: dict[str, str]) -> list[str]:
+def _hooks_section(summaries: list[dict], plots: dict[str, str],
+                   doc: dict[str, Any] | None = None) -> list[str]:
     scenarios = _order(summaries, "hooks")
     if not scenarios:
         return []
+    own = _own_costs(doc or {})
     lines = [
         "## Datapath: each hook and each alternative (no other pods)", "",
         "Each cell: the median of the per-round ratios to the plain route, (min-max) of those "
         "ratios, and the ratio of the best rounds. Rates: higher is better; latency: lower is "
-        "better. The plain row gives the plain route's own median figure.", "",
+        "better. The plain row gives the plain route's own median figure. *Own work*: CPU ns "
+        "per 64-byte UDP packet over lwt-noop on the same hook, in the same round (for "
+        "lwt-noop itself: over the plain route, the hook's own cost); median (min to max) "
+        "over rounds.", "",
     ]
     if "hooks" in plots:
         lines += [f"![ratios per scenario]({plots['hooks']})", "",
@@ -447,10 +546,11 @@ def _hooks_section(summaries: list[dict], plots: dict[str, str]) -> list[str]:
                   ""]
     for path in _paths(summaries, "hooks"):
         lines += [f"### {path}", "",
-                  "| scenario | " + " | ".join(METRICS[k][0] for k in TABLE_METRICS) + " |",
-                  "|---|" + "---|" * len(TABLE_METRICS)]
+                  "| scenario | own work, ns/packet | "
+                  + " | ".join(METRICS[k][0] for k in TABLE_METRICS) + " |",
+                  "|---|---|" + "---|" * len(TABLE_METRICS)]
         for name in scenarios:
-            cells = []
+            cells = [_own_cell(own.get(path, {}).get(name))]
             for metric in TABLE_METRICS:
                 s = _get(summaries, phase="hooks", path=path, scenario=name, metric=metric)
                 if name == "plain" and s:
@@ -460,6 +560,30 @@ def _hooks_section(summaries: list[dict], plots: dict[str, str]) -> list[str]:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
+
+
+def _own_section(doc: dict[str, Any]) -> list[str]:
+    """Each LWT program's own work per packet: from CPU time and from BPF statistics."""
+    own = _own_costs(doc).get("client-to-pod", {})
+    runs = _run_times(doc)
+    names = sorted(set(own) | set(runs), key=_rank)
+    if not names:
+        return []
+    lines = [
+        "## Each program's own work per packet", "",
+        "Client-to-pod path, 64-byte UDP. *From CPU time*: CPU ns per packet of the scenario "
+        "minus that of lwt-noop on the same hook in the same round (for lwt-noop: minus the "
+        "plain route's), from the UDP packets-per-CPU measurements of the hooks phase. *From "
+        "BPF statistics*: the program's mean run time as the kernel times it "
+        "(`bpf(BPF_ENABLE_STATS)`, run_time_ns / run_cnt over a UDP burst with only that "
+        "program attached) minus lwt-noop's on the same hook in the same round; `run` is the "
+        "raw run time, timing overhead included. Median (min to max) over rounds.", "",
+        "| scenario | own work, from CPU time | own work, from BPF statistics |",
+        "|---|---|---|",
+    ]
+    for name in names:
+        lines.append(f"| {name} | {_own_cell(own.get(name))} | {_run_cell(runs.get(name))} |")
+    return [*lines, ""]
 
 
 def _pods_label(n: int) -> str:
@@ -537,7 +661,7 @@ def _control_section(cp: dict[str, Any]) -> list[str]:
             "loads the object again for every route, so this is one new BPF program per route "
             f"({obj['programs_loaded']} programs here). The benchmark stops at a few dozen on "
             "purpose: loading and then freeing thousands of programs at once deadlocked this "
-            "kernel's BPF JIT allocator machine-wide (DESIGN.md §6), and iproute2 also leaks a "
+            "kernel's BPF JIT allocator machine-wide, and iproute2 also leaks a "
             "file descriptor per route (it fails near 10,000). The rate, not the count, is the "
             "point: it is what an attach-by-object approach costs per route.",
         ]
@@ -660,15 +784,19 @@ def _method_section() -> list[str]:
         "that the benchmark traffic does not use: each packet is evaluated and passed. Before "
         "measuring, the run proves each scenario is in place: the route shows the encap, and a "
         "SYN to the denied port is dropped (answered for non-filtering scenarios).",
-        "- **Scenarios.** `lwt-noop/out`: `benchmarks/lwt_noop.c`, an LWT program that only "
-        "returns BPF_OK, the cost of the hook itself. "
+        "- **Scenarios.** `lwt-noop/<hook>`: `benchmarks/lwt_noop.c`, an LWT program that only "
+        "returns BPF_OK, the cost of the hook itself; a built-in's own work is its cost over "
+        "the no-op on the same hook. "
         "`counters/<hook>` and `port-filter/<hook>`: our built-ins loaded once by "
         "the project's loader, configured through the catalogue's typed config, attached by the "
-        "route engine. `tc-bpf`: `benchmarks/tc_port_filter.c`, same verdict and map shape as "
+        "route engine. `tc-bpf`: `benchmarks/tc_port_filter.c`, the same verdict as "
         "port-filter (without its per-destination counters and source-prefix trie) on the pod's "
-        "host-side veth, clsact egress. `iptables`: Debian's iptables (nf_tables backend), one "
-        "`FORWARD -d POD -p tcp --dport 7999 -j DROP` rule per pod. `nftables`: one forward-hook "
-        "rule `ip daddr . tcp dport @deny drop` with one set element per pod.",
+        "host-side veth, clsact egress; it keeps the hash set of {port, protocol} and the "
+        "helper header reads of a typical tc filter (and of port-filter before issue 17), so "
+        "its figure stays comparable across runs. `iptables`: Debian's iptables (nf_tables "
+        "backend), one `FORWARD -d POD -p tcp --dport 7999 -j DROP` rule per pod. "
+        "`nftables`: one forward-hook rule `ip daddr . tcp dport @deny drop` with one set "
+        "element per pod.",
         "- **Metrics.** iperf3 TCP, one stream: throughput received, and throughput per "
         "CPU-second of the iperf3 client and server processes. iperf3 UDP with 64-byte payloads "
         "at unlimited rate: packets per CPU-second of the sender, and its send rate (the "
@@ -696,7 +824,8 @@ def _method_section() -> list[str]:
         "rounds (least disturbed); plots show the median and the interquartile range. Nothing "
         "is pinned to a CPU: there are only 2.",
         "- **Only one program per built-in and hook** is ever loaded, whatever the number of "
-        "routes (DESIGN.md §6).",
+        "routes: loading and freeing thousands of programs at once deadlocked this kernel's "
+        "BPF JIT allocator machine-wide.",
         "- **Harness** (`benchmarks/`): `topology.py` the node, `scenarios.py` what sits on "
         "the path, `traffic.py` the measurements, `datapath.py` the rounds, `results.py` the "
         "ratios, `control_plane.py` (runs the route area's `route_bench.py`), `agent_bench.py` "

@@ -80,6 +80,7 @@ class DatapathResults:
     failures: list[Failure] = field(default_factory=list)
     load_1min: list[float] = field(default_factory=list)  # sampled after every round
     best_rr_p50: dict[str, float] = field(default_factory=dict)  # per path, so far
+    run_times: list[dict[str, Any]] = field(default_factory=list)  # prog_stats.RunTime
 
     def values(self) -> dict[tuple[_Key, str, str], dict[int, float]]:
         """(phase/others/path, scenario, metric) -> {round: value}."""
@@ -117,6 +118,27 @@ class DatapathResults:
             ))
         return out
 
+    def own_costs(self) -> dict[str, dict[str, dict[str, float]]]:
+        """path -> scenario -> CPU ns per 64-byte UDP packet over the same round's baseline
+        (median, min, max over rounds): for `<built-in>/<hook>` the baseline is lwt-noop on
+        that hook (the program's own work), for `lwt-noop/<hook>` the plain route (the
+        hook's own cost). From udp_packets_per_cpu_s, hooks phase."""
+        values = self.values()
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for (key, scenario, metric), by_round in values.items():
+            if key[0] != "hooks" or metric != "udp_packets_per_cpu_s" or "/" not in scenario:
+                continue
+            hook = scenario.rsplit("/", 1)[1]
+            base_name = "plain" if scenario.startswith("lwt-noop/") else f"lwt-noop/{hook}"
+            base = values.get((key, base_name, metric), {})
+            diffs = [1e9 / v - 1e9 / base[r] for r, v in by_round.items()
+                     if v > 0 and base.get(r, 0) > 0]
+            if diffs:
+                out.setdefault(key[2], {})[scenario] = {
+                    "ns": statistics.median(diffs), "min": min(diffs), "max": max(diffs),
+                    "rounds": len(diffs), "over": base_name}
+        return out
+
     def noise(self) -> dict[str, dict[str, float]]:
         """Spread of the plain route across rounds per metric, (max-min)/median in %: the
         median over (phase, other pods, path) groups and the worst group."""
@@ -138,6 +160,8 @@ class DatapathResults:
             "failures": [asdict(f) for f in self.failures],
             "summary": [asdict(s) for s in self.summaries()],
             "plain_spread": self.noise(),
+            "own_cost": self.own_costs(),
+            "run_times": self.run_times,
             "load_1min": self.load_1min,
             "rr_retried": sum(1 for m in self.measurements if m.retries),
             "rr_measurements": sum(1 for m in self.measurements if m.kind == "rr"),

@@ -96,3 +96,33 @@ def test_page_states_goals_noise_and_command(tmp_path: Path) -> None:
     assert "## How noisy the machine was" in text
     copy = json.loads((tmp_path / "performance" / "results.json").read_text())
     assert len(copy["datapath"]["measurements"]) == 8 and "summary" not in copy["datapath"]
+
+
+def test_own_work_is_over_the_noop_of_the_same_hook_and_round() -> None:
+    from benchmarks.prog_stats import own_work
+
+    def udp(scenario: str, rnd: int, ns: float) -> Measurement:
+        return Measurement("hooks", 0, "client-to-pod", scenario, "ours", rnd, "udp",
+                           {"udp_packets_per_cpu_s": 1e9 / ns})
+
+    # round 1 is a slower machine (every figure +100 ns): the differences do not move
+    results = DatapathResults([
+        udp("plain", 0, 1000), udp("lwt-noop/out", 0, 1100), udp("port-filter/out", 0, 1140),
+        udp("plain", 1, 1100), udp("lwt-noop/out", 1, 1200), udp("port-filter/out", 1, 1240),
+        udp("lwt-noop/in", 0, 1080), udp("counters/in", 0, 1110),
+    ])
+    own = results.own_costs()["client-to-pod"]
+    assert own["port-filter/out"]["ns"] == pytest.approx(40)
+    assert own["port-filter/out"]["rounds"] == 2 and own["port-filter/out"]["over"] == \
+        "lwt-noop/out"
+    assert own["lwt-noop/out"]["ns"] == pytest.approx(100)  # the hook over plain
+    assert own["counters/in"]["ns"] == pytest.approx(30)
+    runs = own_work([
+        {"scenario": "lwt-noop/out", "round": 0, "ns_per_run": 57.0, "runs": 10},
+        {"scenario": "port-filter/out", "round": 0, "ns_per_run": 100.0, "runs": 10},
+        {"scenario": "lwt-noop/out", "round": 1, "ns_per_run": 60.0, "runs": 10},
+        {"scenario": "port-filter/out", "round": 1, "ns_per_run": 105.0, "runs": 10},
+    ])
+    assert runs["port-filter/out"]["own_ns"] == pytest.approx(44)
+    assert (runs["port-filter/out"]["own_min"], runs["port-filter/out"]["own_max"]) == (43, 45)
+    assert runs["lwt-noop/out"]["own_ns"] == 0
