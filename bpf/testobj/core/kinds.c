@@ -43,6 +43,7 @@ int core_type(struct __sk_buff *skb)
 	__u64 acc = bpf_core_type_id_local(struct tcphdr);
 	acc += bpf_core_type_id_kernel(struct tcphdr);
 	acc += bpf_core_type_exists(struct iphdr) << 20;
+	acc += bpf_core_type_exists(struct list_head) << 3;
 	acc += bpf_core_type_size(struct iphdr) << 24;
 	acc += bpf_core_type_exists(struct lwt_no_such_type) << 30;
 	acc += bpf_core_type_size(struct lwt_no_such_type) << 31;
@@ -70,6 +71,19 @@ int core_guard(struct __sk_buff *skb)
 	if (bpf_core_field_exists(mine->no_such_field))
 		return mine->no_such_field == 1 ? BPF_DROP : BPF_OK;
 	return BPF_OK;
+}
+
+// CO-RE records inside a .text sub-program: they move with it when it is appended.
+static __attribute__((noinline)) int sub_mark(struct __sk_buff *skb)
+{
+	struct __sk_buff___lwt *mine = (void *)skb;
+	return mine->mark + bpf_core_field_size(mine->len);
+}
+
+SEC("lwt_core_sub")
+int core_sub(struct __sk_buff *skb)
+{
+	return sub_mark(skb) == skb->len ? BPF_DROP : BPF_OK;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  map {m['name']}: id {m['id']} ({m['type']})")
         if core["applied"]:
             print(f"  CO-RE: {core['applied']} relocation(s) applied, "
-                  f"{core['poisoned']} poisoned (dead code)")
+                  f"{core['poisoned']} poisoned (only allowed in dead code)")
         if pinned:
             print(f"pinned at {pinned} (remove the pins to unload)")
         else:
