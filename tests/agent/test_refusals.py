@@ -55,11 +55,11 @@ def test_memo_is_bounded() -> None:
     memo = RefusalMemo(max_entries=2)
     for key in "abc":
         error = ProgramError("f", key)
-        error.__context__ = OSError()  # not a refusal of the object: never remembered
+        error.__cause__ = OSError()  # not a refusal of the object: never remembered
         memo.remember(key, error)
     assert len(memo) == 0
     for key in "abc":
         error = ProgramError("f", key)
-        error.__context__ = MalformedObjectError(key)
+        error.__cause__ = MalformedObjectError(key)
         memo.remember(key, error)
     assert len(memo) == 2 and memo.get("a") is None and memo.get("c") is not None

@@ -30,8 +30,8 @@ MAX_ENTRIES = 256
 
 def is_deterministic(error: ProgramError) -> bool:
     """True when the loader error behind ``error`` depends only on the object's bytes
-    (the store raises ProgramError ``from None``: the loader's error is its context)."""
-    return isinstance(error.__context__, DETERMINISTIC)
+    (the store raises ProgramError ``from`` the loader's error)."""
+    return isinstance(error.__cause__, DETERMINISTIC)
 
 
 class RefusalMemo:

@@ -64,7 +64,7 @@ class ProgramSources:
                 field_path,
                 f"the object of built-in {name!r} cannot be read at {path}: {exc.strerror}; "
                 "build it (make -C bpf) or set LWT_BPF_DIR to the agent's objects",
-            ) from None
+            ) from exc
         self._cache[path] = (stamp, data)
         return data
 
@@ -84,7 +84,7 @@ class ProgramSources:
         try:
             blob = resolve_configmap_program(hook, configmaps)
         except ProgramSourceError as exc:
-            raise ProgramError(exc.field, exc.message) from None
+            raise ProgramError(exc.field, exc.message) from exc
         return ProgramRequest(
             policy, hook.hook, blob, source.section,
             f"ConfigMap {source.namespace}/{source.name} key {source.key}", field_path)

@@ -157,9 +157,9 @@ class ProgramStore:
             pin_dir = key.path(self.root)
             pins.check_under(self.root, pin_dir)  # the policy's own directory, nothing else
         except MalformedObjectError as exc:
-            raise ProgramError(self._section_field(request, exc), str(exc)) from None
+            raise ProgramError(self._section_field(request, exc), str(exc)) from exc
         except LoaderError as exc:
-            raise ProgramError(request.field_path, str(exc)) from None
+            raise ProgramError(request.field_path, str(exc)) from exc
         prog_pin = pin_dir / prog_name
         if prog_pin.exists():
             try:
@@ -181,7 +181,7 @@ class ProgramStore:
         except OSError as exc:
             raise ProgramError(request.field_path,
                                f"cannot create the pin directory {pin_dir}: {exc.strerror}; "
-                               "is the agent's --pin-dir on a mounted bpffs?") from None
+                               "is the agent's --pin-dir on a mounted bpffs?") from exc
         try:
             loaded = spec.load(request.section, request.hook, pin_dir=pin_dir)
         except VerifierError as exc:
@@ -191,13 +191,13 @@ class ProgramStore:
                 f"the kernel verifier refused {request.origin} (section {request.section!r}) "
                 f"on hook {request.hook}: {exc}",
                 verifier_log=exc.log,
-            ) from None
+            ) from exc
         except MalformedObjectError as exc:
             self._forget(pin_dir, created)
-            raise ProgramError(self._section_field(request, exc), str(exc)) from None
+            raise ProgramError(self._section_field(request, exc), str(exc)) from exc
         except (UnsupportedFeatureError, LoaderError) as exc:
             self._forget(pin_dir, created)
-            raise ProgramError(request.field_path, str(exc)) from None
+            raise ProgramError(request.field_path, str(exc)) from exc
         program = StoredProgram(
             key=key, fd=loaded.fd, id=loaded.id, tag=loaded.tag,
             label=labels.program_label(labels.policy_owner(key.policy), key.hook, loaded.tag,
@@ -213,7 +213,7 @@ class ProgramStore:
             except MapLayoutError as exc:
                 program.close()
                 self._forget(pin_dir, True)
-                raise ProgramError(request.field_path, str(exc)) from None
+                raise ProgramError(request.field_path, str(exc)) from exc
         self.loads += 1
         log.info("loaded %s for %s hook %s: prog id %d tag %s", request.origin,
                  key.policy, key.hook, program.id, program.tag)
@@ -274,13 +274,13 @@ class ProgramStore:
                 log.warning("config of %s refused (%s): cleared, the program now drops",
                             program.label, exc)
             raise ProgramError(f"{request.field_path.rsplit('.', 1)[0]}.{exc.field}",
-                               exc.message) from None
+                               exc.message) from exc
         except MapLayoutError as exc:
-            raise ProgramError(request.field_path, str(exc)) from None
+            raise ProgramError(request.field_path, str(exc)) from exc
         except OSError as exc:
             raise ProgramError(request.field_path,
                                f"writing the config into the maps of prog id {program.id} "
-                               f"failed: {exc}") from None
+                               f"failed: {exc}") from exc
         if program.applied_config is not None:
             log.info("config of %s rewritten in place (%d entries written, %d deleted)",
                      program.label, result.written, result.deleted)
