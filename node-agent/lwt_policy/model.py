@@ -144,7 +144,9 @@ class Catalogue:
 
 
 def policy_location(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
+    if not isinstance(obj, Mapping):
+        return f"{schema.KIND} <not an object: {type(obj).__name__}>"
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
     ns = meta.get("namespace") or DEFAULT_NAMESPACE
     return f"{schema.KIND} {ns}/{meta.get('name', '<no name>')}"
 
