@@ -16,7 +16,7 @@ FROM ${PYTHON_IMAGE} AS builder
 ARG VENV=/opt/lwt-operator
 ARG BPF_BUILD=/build/bpf
 # clang compiles the built-ins for -target bpf; libbpf-dev has bpf_helpers.h; the libc and
-# kernel headers are the ones bpf/Makefile includes (DESIGN.md §6). Debian's own packages of
+# kernel headers are the ones bpf/Makefile includes (docs/kernel-facts.md#building-bpf-objects-on-debian). Debian's own packages of
 # the release the base image is built on: pinning versions would break with every point
 # release, the base image tag pins the release (hadolint DL3008 is ignored for that reason).
 # hadolint ignore=DL3008

@@ -30,7 +30,8 @@ def build_helpers(scratch: Path) -> Helpers:
     shell.run(["clang", "-O2", "-Wall", "-Werror", "-o", str(tcp_rr),
                str(SOURCE_DIR / "tcp_rr.c")])
     # -target bpf with kernel uapi headers: the arch include dir provides asm/, and an empty
-    # gnu/stubs-32.h keeps Debian's libc headers happy (DESIGN.md §6).
+    # gnu/stubs-32.h keeps Debian's libc headers happy
+    # (docs/kernel-facts.md#building-bpf-objects-on-debian).
     include = scratch / "include"
     (include / "gnu").mkdir(parents=True, exist_ok=True)
     (include / "gnu" / "stubs-32.h").touch()

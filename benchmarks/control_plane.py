@@ -5,7 +5,8 @@
   its printed table parsed), so there is one implementation of that benchmark.
 - `ip route … encap bpf obj` per route, for a small count only: iproute2 loads the object
   again for every route, i.e. one new BPF program per route. Thousands of programs freed at
-  once deadlocked this kernel's BPF JIT allocator (DESIGN.md §6), so the benchmark never
+  once deadlocked this kernel's BPF JIT allocator
+  (docs/kernel-facts.md#one-program-per-policy-hook-never-one-per-route), so the benchmark never
   does more than `settings.obj_per_route_count` (≤ 100) of them; the rate is what matters.
 
 The agent's own figures (memory, policy change to enforcement) are benchmarks/agent_bench.py.

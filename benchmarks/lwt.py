@@ -7,7 +7,7 @@ labels through `lwt_agent.route.labels`: the benchmark measures the code the age
 Each (built-in, hook) is loaded at most once per run and that one program is attached to
 every route of a scenario (the measured pod's and all the other pods'). NEVER one program
 per route: freeing thousands of programs at once deadlocked this kernel's BPF JIT allocator
-(DESIGN.md §6).
+(docs/kernel-facts.md#one-program-per-policy-hook-never-one-per-route).
 """
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ DEFAULT_FAILURE_POLICY = FailurePolicy.FAIL_OPEN.value
 DEFAULT_PRIORITY = 100
 MIN_PRIORITY = 0
 MAX_PRIORITY = 10000
-MAX_HEADROOM = 256  # the kernel answers ERANGE above this (DESIGN.md §6)
+MAX_HEADROOM = 256  # ERANGE above: docs/kernel-facts.md#headroom
 POD_SUBNETS = ("local", "remote")
 SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 # Policy names end up in route labels (`lwt/<ns>/<policy>/<hook>/<tag>`, at most 255 bytes):

@@ -1,7 +1,8 @@
 """Fixtures of the loader tests: test objects, a throwaway netns with a veth for iproute2's
 reference loads, and a helper that lets iproute2 load a section and reports the kernel's tag.
 
-Program budget: every kernel load here costs a program (DESIGN.md §6); the tests load each
+Program budget: every kernel load here costs a program
+(docs/kernel-facts.md#one-program-per-policy-hook-never-one-per-route); the tests load each
 section once per purpose and close everything (LoadedProgram is a context manager).
 """
 from __future__ import annotations

@@ -3,8 +3,9 @@
 bpf/build/testobj/route_out.o gives four `out` programs (drop port 7001, drop port 7002,
 drop all, count per destination) and an `in` drop-all; route_xmit.o an IP-in-IP `xmit`
 program: 6 programs for the whole tests/route run, each attached to as many routes as a
-test needs (never a program per route: DESIGN.md §6). The `out` programs are pinned in
-the session bpffs so helper processes (the crash test's agent) can open them.
+test needs (never a program per route:
+docs/kernel-facts.md#one-program-per-policy-hook-never-one-per-route). The `out` programs
+are pinned in the session bpffs so helper processes (the crash test's agent) can open them.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """The route engine: resolve, plan, and apply attachments in batches.
 
 It takes programs as ``ProgramRef(fd, label)`` and never loads programs itself (one
-program load serves every route: DESIGN.md §6). A hook kept on a route while another hook
-changes uses the fd of that program when the request carries it, else the program is
-re-opened by the id its label carries.
+program load serves every route:
+docs/kernel-facts.md#one-program-per-policy-hook-never-one-per-route). A hook kept on a
+route while another hook changes uses the fd of that program when the request carries
+it, else the program is re-opened by the id its label carries.
 """
 from __future__ import annotations
 

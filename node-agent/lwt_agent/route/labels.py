@@ -2,9 +2,10 @@
 
 The kernel keeps only a name per hook (LWT_BPF_PROG_NAME, at most 255 bytes) and dumps
 only that name back; it also compares encaps by name alone: an IPv4 replace whose label
-equals the one already on the route keeps the OLD program (DESIGN.md §6). So a label must
-change whenever the program changes, and must never be per route (the kernel shares
-equal encaps; per-route labels make route adds quadratic).
+equals the one already on the route keeps the OLD program
+(docs/kernel-facts.md#replacing-a-route). So a label must change whenever the program
+changes, and must never be per route (the kernel shares equal encaps; per-route labels
+make route adds quadratic).
 
 Format (one label per loaded program, per hook, per headroom)::
 

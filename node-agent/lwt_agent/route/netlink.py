@@ -1,12 +1,13 @@
 """The route engine's only netlink I/O edge: raw rtnetlink, pre-encoded batches.
 
-pyroute2 builds ~3.3k route messages/s here (DESIGN.md §6); a plain ``ip -batch`` adds
-~190k routes/s. To stay within a small factor of the latter this module encodes
-RTM_NEWROUTE/RTM_DELROUTE messages with ``struct`` from the raw attributes of the dumped
-route (so every attribute the route had is written back, even ones we do not interpret),
-packs up to ``CHUNK_MESSAGES`` of them into one sendmsg, asks an ACK only for the last
-message of a chunk (the kernel processes a chunk in order, synchronously, inside sendmsg)
-and maps the error replies back to messages by sequence number.
+pyroute2 builds ~3.3k route messages/s here; a plain ``ip -batch`` adds ~190k routes/s
+(docs/kernel-facts.md#programming-routes-fast). To stay within a small factor of the
+latter this module encodes RTM_NEWROUTE/RTM_DELROUTE messages with ``struct`` from the
+raw attributes of the dumped route (so every attribute the route had is written back, even
+ones we do not interpret), packs up to ``CHUNK_MESSAGES`` of them into one sendmsg, asks
+an ACK only for the last message of a chunk (the kernel processes a chunk in order,
+synchronously, inside sendmsg) and maps the error replies back to messages by sequence
+number.
 """
 from __future__ import annotations
 
