@@ -97,24 +97,21 @@ def find_condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | No
     return None
 
 
-def is_accepted(obj: Mapping[str, Any]) -> bool:
-    """True when the operator accepted this policy's current generation (agents may act)."""
+def _verdict(obj: Mapping[str, Any]) -> str | None:
+    """The Accepted condition's status when it judges the current generation, else None."""
     condition = find_condition(obj, ACCEPTED)
     generation = (obj.get("metadata") or {}).get("generation")
-    return bool(
-        condition
-        and condition.get("status") == "True"
-        and condition.get("observedGeneration") == generation
-    )
+    if condition is None or condition.get("observedGeneration") != generation:
+        return None
+    return str(condition.get("status"))
+
+
+def is_accepted(obj: Mapping[str, Any]) -> bool:
+    """True when the operator accepted this policy's current generation (agents may act)."""
+    return _verdict(obj) == "True"
 
 
 def is_rejected(obj: Mapping[str, Any]) -> bool:
     """True when the operator rejected the current generation (agents keep the last accepted
     one)."""
-    condition = find_condition(obj, ACCEPTED)
-    generation = (obj.get("metadata") or {}).get("generation")
-    return bool(
-        condition
-        and condition.get("status") == "False"
-        and condition.get("observedGeneration") == generation
-    )
+    return _verdict(obj) == "False"
