@@ -11,67 +11,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml_rs
 
 from lwt_policy import schema
 from lwt_policy.errors import ManifestError
 from lwt_policy.objectmeta import identity_problems
 
-# libyaml's safe loader parses a 10,000-pod dump ~4x faster and with far less memory than
-# the pure-Python one; fall back where PyYAML was built without libyaml.
-_BASE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-# A document that uses YAML aliases may expand to at most this many values, and to at
-# most _ALIAS_RATIO times the values it spells out: a 9-level "billion laughs" document of a
-# few hundred bytes would otherwise expand to ~400 million values in validation.
-MAX_ALIAS_EXPANSION = 100_000
-_ALIAS_RATIO = 10
-_MERGE = "tag:yaml.org,2002:merge"
-_STR = "tag:yaml.org,2002:str"
-
-
-class _StrictLoader(_BASE_LOADER):  # type: ignore[misc,valid-type]
-    """The safe loader, refusing duplicate keys (YAML says they are an error; PyYAML keeps
-    the last one silently) and counting alias uses so an alias bomb can be refused."""
-
-    def construct_document(self, node: Any) -> Any:
-        self.alias_uses = 0
-        self.values = 0
-        return super().construct_document(node)
-
-    def construct_object(self, node: Any, deep: bool = False) -> Any:
-        if node in self.constructed_objects:
-            self.alias_uses += 1
-        else:
-            self.values += 1
-        return super().construct_object(node, deep)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[str] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == _MERGE:
-                continue  # `<<: *base` then overriding a key is what merge keys are for
-            if key_node.tag != _STR:
-                # Kubernetes objects are JSON: keys are strings. `1:`, `null:` or `true:`
-                # keys would reach code that sorts or joins field names.
-                shown = (repr(key_node.value) if isinstance(key_node.value, str)
-                         else f"({type(key_node).__name__.removesuffix('Node').lower()})")
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    f"key {shown} is not a string (Kubernetes field names and map keys are "
-                    "strings: quote it)", key_node.start_mark)
-            if key_node.value in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    f"duplicate key {key_node.value!r} (the API server refuses duplicate "
-                    "fields: keep one)", key_node.start_mark)
-            seen.add(key_node.value)
-        return super().construct_mapping(node, deep)
+# yaml-rs (Rust) parses a 10,000-pod dump ~10x faster than PyYAML's libyaml loader, whose
+# Python-side construction dominated the agent's cold start (8.6 of 20 s measured). It
+# refuses duplicate keys (YAML says they are an error; PyYAML kept the last one silently)
+# and bounds alias expansion natively; it reads YAML 1.2 (no `<<` merge keys, `yes`/`on` are
+# strings), and timestamps stay strings, as in the JSON the API server stores.
+MAX_ALIAS_EXPANSION = 100_000  # values an alias-using file may expand to (alias bombs)
+_ALIAS_LIMITS = yaml_rs.AliasLimits(max_total_replayed_events=MAX_ALIAS_EXPANSION)
+_LINE = re.compile(r"at line (\d+)")
+_AT = re.compile(r"YAML parse error at line (\d+), column (\d+)")
+_MARKER = re.compile(r"---(\s|$)")
 
 
 DEFAULT_NAMESPACE = "default"
@@ -120,45 +81,72 @@ def read_documents(path: str | Path) -> list[Located]:
         text = Path(path).read_text()
     except OSError as err:
         raise ManifestError(name, f"cannot read the file: {err.strerror or err}") from None
-    located: list[Located] = []
-    reading = 1  # the document being read (1-based), for error messages
-    loader = _StrictLoader(text)
     try:
-        while loader.check_data():
-            data = loader.get_data()
-            document, reading = reading, reading + 1
-            if data is None:  # empty document, e.g. a trailing `---`
-                continue
-            if loader.alias_uses:
-                _check_expansion(data, loader.values, name, document)
-            located += _flatten(data, name, document)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ManifestError(name, f"invalid YAML{where}: {problem}", reading) from None
-    finally:
-        loader.dispose()
+        parsed = yaml_rs.loads(text, parse_datetime=False, alias_limits=_ALIAS_LIMITS)
+    except yaml_rs.YAMLDecodeError as err:
+        raise ManifestError(name, f"invalid YAML{_describe(str(err))}",
+                            _document_at(text, str(err))) from None
+    # One document parses to its value, several to the list of them (a lone top-level list
+    # is no Kubernetes object either way: each item is judged as a document).
+    documents = parsed if isinstance(parsed, list) else [parsed]
+    located: list[Located] = []
+    for document, data in enumerate(documents, start=1):
+        if data is None:  # empty document, e.g. a trailing `---`
+            continue
+        located += _flatten(data, name, document)
     return located
 
 
-def _check_expansion(data: Any, values: int, path: str, document: int) -> None:
-    """Refuse a document whose aliases expand it past the bounds (counted without
-    expanding: the walk stops at the bound)."""
-    limit = min(MAX_ALIAS_EXPANSION, max(1_000, _ALIAS_RATIO * values))
-    count = 0
-    stack = [data]
+def _document_at(text: str, message: str) -> int:
+    """The 1-based document holding the line an error message names (`---` lines start
+    documents; one before any content starts the first)."""
+    found = _LINE.search(message)
+    if found is None:
+        return 1
+    before = text.splitlines()[: int(found.group(1)) - 1]
+    markers = [i for i, line in enumerate(before) if _MARKER.match(line)]
+    content_first = not markers or any(line.strip() and not line.lstrip().startswith("#")
+                                       for line in before[: markers[0]])
+    return len(markers) + (1 if content_first else 0)
+
+
+def _describe(message: str) -> str:
+    """` (line L, column C): what` from yaml-rs's message, which draws the offending line
+    under it."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    head = lines[0] if lines else message
+    found = _AT.match(head)
+    if found is None:
+        return f": {head}"
+    detail = lines[-1].strip() if len(lines) > 1 else "syntax error"
+    return f" (line {found.group(1)}, column {found.group(2)}): {detail}"
+
+
+# Kinds whose every key is read (sorted, joined into field paths, hashed into generations);
+# of the others (Pods, Nodes: thousands of them) only the metadata the agent reads.
+_DEEP_KEY_CHECK = frozenset({schema.KIND, "ConfigMap"})
+
+
+def _check_keys(loc: Located) -> None:
+    """Kubernetes objects are JSON: every key is a string. YAML allows `1:`, `null:` or
+    `true:` keys, which reached code that sorts or joins field names (TypeError)."""
+    deep = loc.obj.get("kind") in _DEEP_KEY_CHECK
+    meta = loc.obj.get("metadata")
+    stack: list[tuple[Any, str]] = [(loc.obj, "")] if deep else [(meta, "metadata")]
     while stack:
-        value = stack.pop()
-        count += 1
-        if count > limit:
-            raise ManifestError(path, f"YAML aliases expand this document past {limit} "
-                                "values (an alias bomb?): write the values out, or use "
-                                "fewer aliases", document)
+        value, where = stack.pop()
         if isinstance(value, dict):
-            stack.extend(value.values())
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise loc.error(f"{where or 'the top level'}: key {key!r} is not a string "
+                                    "(Kubernetes field names and map keys are strings: quote "
+                                    "it)")
+                if isinstance(item, dict | list) and (deep or key in ("labels",
+                                                                      "annotations")):
+                    stack.append((item, f"{where}.{key}" if where else key))
         elif isinstance(value, list):
-            stack.extend(value)
+            stack.extend((item, f"{where}[{index}]") for index, item in enumerate(value)
+                         if isinstance(item, dict | list))
 
 
 def _flatten(data: Any, path: str, document: int) -> list[Located]:
@@ -196,6 +184,7 @@ def _check(loc: Located) -> None:
     expected = KNOWN_KINDS.get(kind)
     if expected is None:
         return
+    _check_keys(loc)
     if obj.get("apiVersion") != expected:
         raise loc.error(f"{kind} must have apiVersion {expected}, got {obj.get('apiVersion')!r}")
     meta = obj.get("metadata")

