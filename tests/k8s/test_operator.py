@@ -118,10 +118,11 @@ def test_bad_policy_is_rejected_with_a_condition_and_an_event(operator: RunningO
                                                               kube: Kube) -> None:
     obj = yaml.safe_load((REPO / "examples" / "deny-port.yaml").read_text())
     obj["metadata"]["name"] = "bad-port"
-    obj["spec"]["hooks"]["out"]["config"]["denyTCPPorts"] = [70000]
+    # Valid for the API server (the CRD types config), refused by the operator's semantics.
+    obj["spec"]["hooks"]["out"]["config"]["denySourceCIDRs"] = ["10.0.0.0/33"]
     bad = kube.create(api_path(POLICIES, "shop"), obj)
     ready = wait_condition(kube, bad, contract.READY, "False", contract.INVALID_SPEC)
-    assert "spec.hooks.out.config.denyTCPPorts[0]" in ready["message"]
+    assert "spec.hooks.out.config.denySourceCIDRs[0]" in ready["message"]
     current = kube.get(path_of(bad))
     assert contract.is_rejected(current) and not contract.is_accepted(current)
 
@@ -131,13 +132,13 @@ def test_bad_policy_is_rejected_with_a_condition_and_an_event(operator: RunningO
         return [e for e in events if e.get("reason") == contract.INVALID_SPEC]
 
     event = wait_for(warning_events, what="the InvalidSpec event")[0]
-    assert event["type"] == "Warning" and "denyTCPPorts" in event["message"]
+    assert event["type"] == "Warning" and "denySourceCIDRs" in event["message"]
     time.sleep(1)  # the timer and later events judge it again: still one Event
     assert len(warning_events()) == 1
 
     # Fixing the spec: the new generation is accepted.
     fixed = kube.merge_patch(path_of(bad), {"spec": {"hooks": {"out": {"config": {
-        "denyTCPPorts": [8080]}}}}})
+        "denySourceCIDRs": ["10.0.0.0/8"]}}}}})
     accepted = wait_condition(kube, bad, contract.ACCEPTED, "True")
     assert accepted["observedGeneration"] == fixed["metadata"]["generation"] == 2
 
