@@ -139,3 +139,33 @@ def test_the_agent_refuses_on_its_own_and_watches_only_referenced_configmaps(
         configmaps.stop()
         for informer in gate.informers:
             informer.stop()
+
+
+def test_the_running_operator_follows_namespace_labels(k8s_api, kube: Kube) -> None:  # noqa: F811
+    """The real operator (kopf, namespaces index) against the emulated API: refused until an
+    admin labels the namespace, accepted after, refused again when the label goes."""
+    from lwt_policy import contract
+
+    from tests.k8s.harness import RunningOperator
+    from tests.k8s.test_operator import operator_config, path_of, wait_condition
+
+    kube.create(api_path("v1/namespaces"), {"apiVersion": "v1", "kind": "Namespace",
+                                            "metadata": {"name": "lab"}})
+    config = operator_config(k8s_api, agent=AgentSettings(image="registry.example/x:1",
+                                                          configMapPrograms=True))
+    running = RunningOperator(config).start()
+    try:
+        obj = cm_policy("lab")
+        del obj["metadata"]["generation"]
+        created = kube.create(api_path("lwt.dev/v1alpha1/lwtroutepolicies", "lab"), obj)
+        refused = wait_condition(kube, created, contract.ACCEPTED, "False")
+        assert "lwt.dev/custom-programs=allowed" in refused["message"]
+        kube.merge_patch(api_path("v1/namespaces", None, "lab"),
+                         {"metadata": {"labels": ALLOWED}})
+        wait_condition(kube, created, contract.ACCEPTED, "True", timeout=20)
+        kube.merge_patch(api_path("v1/namespaces", None, "lab"),
+                         {"metadata": {"labels": {"lwt.dev/custom-programs": None}}})
+        wait_condition(kube, created, contract.ACCEPTED, "False", timeout=20)
+        assert contract.is_rejected(kube.get(path_of(created)))
+    finally:
+        running.stop()
