@@ -19,11 +19,13 @@ docs/route-engine.md). It uses `entered` here for its ``--netns`` option only.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import os
 import signal
 import socket
 import subprocess
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -35,6 +37,7 @@ from pyroute2 import netns as _pyroute2_netns
 T = TypeVar("T")
 
 NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
 RTPROT_BOOT = 3  # what `ip route add` marks routes with: dumps read as iproute2's would
 RT_SCOPE_LINK = 253
 IFA_F_NODAD = 0x02
@@ -164,52 +167,109 @@ def remove(name: str) -> None:
         _pyroute2_netns.remove(name)
 
 
+def create(name: str) -> None:
+    """Create netns ``name`` (``ip netns add``) without forking.
+
+    pyroute2's own ``netns.create`` forks a child that runs Python: a signal reaching it
+    (Ctrl-C, a handler like the benchmarks' SIGTERM one) unwinds the parent's copied stack
+    in the child, whose ``finally`` blocks then tear down the parent's namespaces. Here a
+    short-lived thread moves itself alone into a new namespace and pyroute2 bind-mounts
+    that thread's namespace at /run/netns/<name>; the mount keeps it alive after the
+    thread ends."""
+    failed: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+            _pyroute2_netns.attach(name, f"{os.getpid()}/task/{threading.get_native_id()}")
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=make, name=f"netns-create-{name}")
+    worker.start()
+    worker.join()
+    if failed:
+        if not isinstance(failed[0], FileExistsError):
+            remove(name)  # the mount point file of a half-made namespace
+        raise failed[0]
+
+
 def _prefix_of(address: str) -> int:
     return 128 if ":" in address else 32
+
+
+def _iproute_in(name: str) -> IPRoute:
+    with entered(name):
+        ipr = IPRoute()
+        ipr.link_lookup(ifname="lo")  # its socket is opened now, in here
+    return ipr
 
 
 class Netns:
     """One named network namespace and a pyroute2 socket inside it.
 
-    pyroute2 opens one netlink socket per thread; with ``netns=`` it opens each inside this
-    namespace, so a Netns may be used from any thread."""
+    pyroute2 opens a netlink socket per thread, in whatever namespace that thread is in
+    at the time: the socket of the thread that made this object is opened inside the
+    namespace and kept; another thread gets a fresh one per call, closed after it. (Not
+    pyroute2's ``netns=``: that forks a child per socket, see `create`.)"""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.ipr = IPRoute(netns=name, flags=0)
+        self._owner = threading.get_ident()
+        self._ipr = _iproute_in(name)
 
     def __repr__(self) -> str:
         return f"Netns({self.name!r})"
 
     def close(self) -> None:
-        self.ipr.close()
+        self._ipr.close()
+
+    @contextlib.contextmanager
+    def _socket(self) -> Iterator[IPRoute]:
+        if threading.get_ident() == self._owner:
+            yield self._ipr
+            return
+        ipr = _iproute_in(self.name)
+        try:
+            yield ipr
+        finally:
+            ipr.close()
+
+    def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        with self._socket() as ipr:
+            try:
+                return getattr(ipr, method)(*args, **kwargs)
+            except Exception as exc:  # pyroute2's NetlinkError is not an OSError
+                raise NetnsError(f"netns {self.name}: {what}: {exc}") from exc
 
     def index(self, dev: str) -> int:
-        found = self.ipr.link_lookup(ifname=dev)
+        found = self._call(f"find {dev}", "link_lookup", ifname=dev)
         if not found:
             raise NetnsError(f"no device {dev!r} in netns {self.name}")
         return int(found[0])
 
     def up(self, *devs: str) -> None:
         for dev in devs:
-            self.ipr.link("set", index=self.index(dev), state="up")
+            self._call(f"set {dev} up", "link", "set", index=self.index(dev), state="up")
 
     def veth(self, dev: str, peer_dev: str, peer: Netns | None = None) -> None:
         """A veth pair, ``dev`` here and ``peer_dev`` in ``peer`` (or here); both up."""
         spec: dict[str, Any] = {"ifname": peer_dev}
         if peer is not None:
             spec["net_ns_fd"] = peer.name
-        self._call(f"add veth {dev}/{peer_dev}", self.ipr.link, "add", ifname=dev,
+        self._call(f"add veth {dev}/{peer_dev}", "link", "add", ifname=dev,
                    kind="veth", peer=spec)
         self.up(dev)
         (peer or self).up(peer_dev)
 
     def bridge(self, dev: str) -> None:
-        self._call(f"add bridge {dev}", self.ipr.link, "add", ifname=dev, kind="bridge")
+        self._call(f"add bridge {dev}", "link", "add", ifname=dev, kind="bridge")
         self.up(dev)
 
     def enslave(self, dev: str, master: str) -> None:
-        self.ipr.link("set", index=self.index(dev), master=self.index(master))
+        self._call(f"enslave {dev} to {master}", "link", "set", index=self.index(dev),
+                   master=self.index(master))
 
     def addr(self, dev: str, cidr: str, *, scope_link: bool = False) -> None:
         """Add ``cidr`` (address/prefix) to ``dev``; IPv6 addresses skip DAD (usable at once)."""
@@ -217,7 +277,7 @@ class Netns:
         extra: dict[str, Any] = {"scope": RT_SCOPE_LINK} if scope_link else {}
         if iface.version == 6:
             extra["flags"] = IFA_F_NODAD
-        self._call(f"add address {cidr} on {dev}", self.ipr.addr, "add",
+        self._call(f"add address {cidr} on {dev}", "addr", "add",
                    index=self.index(dev), address=str(iface.ip),
                    prefixlen=iface.network.prefixlen, **extra)
 
@@ -236,7 +296,7 @@ class Netns:
             extra["gateway"] = via
         if scope_link:
             extra["scope"] = RT_SCOPE_LINK
-        self._call(f"add route {dst}", self.ipr.route, "add", dst=target, **extra)
+        self._call(f"add route {dst}", "route", "add", dst=target, **extra)
 
     def sysctl(self, key: str, value: str | int) -> None:
         """Set ``net.*`` sysctl ``key`` of this namespace (a thread reads its own netns's)."""
@@ -252,11 +312,6 @@ class Netns:
         self.sysctl("net.ipv4.conf.all.rp_filter", 0)
         self.sysctl("net.ipv4.conf.default.rp_filter", 0)
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        try:
-            fn(*args, **kwargs)
-        except Exception as exc:  # pyroute2's NetlinkError is not an OSError
-            raise NetnsError(f"netns {self.name}: {what}: {exc}") from exc
 
 
 def _teardown(nets: list[Netns], procs: list[subprocess.Popen[Any]]) -> None:
@@ -299,7 +354,7 @@ class Namespaces:
         detection (addresses are usable at once)."""
         name = f"{self.base}-{role}"
         try:
-            _pyroute2_netns.create(name)
+            create(name)
         except OSError as exc:
             raise NetnsError(f"cannot create network namespace {name}: "
                              f"{os.strerror(exc.errno or 0)} (needs root; a leftover of "
@@ -377,6 +432,7 @@ __all__ = [
     "Netns",
     "NetnsError",
     "calico_pod",
+    "create",
     "drain",
     "entered",
     "family_of",

@@ -4,6 +4,7 @@ the body raises or the owner is dropped without `close`."""
 from __future__ import annotations
 
 import gc
+import signal
 import socket
 import subprocess
 import threading
@@ -115,3 +116,24 @@ def test_a_missing_namespace_is_refused_with_what_to_do() -> None:
         netns.in_netns("lwtT-no-such-netns", lambda: None)
     with pytest.raises(NetnsError, match="does not exist"):
         netns.entered("../etc").__enter__()
+
+
+def test_building_forks_nothing_that_could_run_our_signal_handlers() -> None:
+    """pyroute2's own netns.create and IPRoute(netns=) fork a Python child and SIGTERM it:
+    with a handler that raises (as the benchmarks install), that child unwound our stack and
+    ran our `finally` blocks, removing the namespaces under the parent's feet."""
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        with Namespaces(_base()) as nets:
+            host, pod, client = _wire(nets)
+            worker = threading.Thread(target=lambda: pod.up("eth0"))
+            worker.start()
+            worker.join()
+            assert set(netns.names(nets.base)) == set(nets.names) == \
+                {host.name, pod.name, client.name}
+    finally:
+        signal.signal(signal.SIGTERM, previous)
