@@ -11,7 +11,7 @@ number.
 """
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import errno as errno_mod
 import os
 import socket
@@ -65,7 +65,6 @@ RTMGRP_IPV6_ROUTE = 0x400
 SOL_NETLINK = 270
 NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK = 10, 11, 12
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
-CLONE_NEWNET = 0x40000000
 
 CHUNK_MESSAGES = 1024
 DUMP_ATTEMPTS = 5
@@ -79,10 +78,6 @@ _U32 = struct.Struct("=I")
 _SKIP_ATTRS = frozenset({RTA_DST, RTA_CACHEINFO, RTA_ENCAP_TYPE, RTA_ENCAP})
 
 T = TypeVar("T")
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
 
 
 def netns_path(name: str) -> Path:
@@ -99,17 +94,19 @@ def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     """Run ``fn`` with this thread inside ``netns`` (sockets keep the netns they are made in)."""
     if netns is None:
         return fn()
-    target = netns_path(netns)
-    libc = _libc()
-    with open("/proc/thread-self/ns/net", "rb") as home, open(target, "rb") as there:
-        if libc.setns(there.fileno(), CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise NetlinkError(err, f"setns({netns})")
+    netns_path(netns)
+    # Imported here: the toolkit's pyroute2 takes ~0.2 s to import, and only --netns (tests,
+    # the demo, benchmarks) needs it.
+    from lwt_agent.netns import NetnsError, entered
+
+    with contextlib.ExitStack() as stack:
         try:
-            return fn()
-        finally:
-            if libc.setns(home.fileno(), CLONE_NEWNET) != 0:  # pragma: no cover
-                raise OSError(ctypes.get_errno(), "cannot return to the original netns")
+            stack.enter_context(entered(netns))
+        except NetnsError as exc:
+            cause = exc.__cause__
+            raise NetlinkError(getattr(cause, "errno", None) or errno_mod.EPERM,
+                               f"setns({netns})") from exc
+        return fn()
 
 
 # --- encoding ----------------------------------------------------------------------------
