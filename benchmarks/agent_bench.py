@@ -14,7 +14,6 @@ policy on `out` selecting every pod; it is stopped with SIGTERM (it detaches eve
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import random
@@ -30,17 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lwt_agent.netns import socket_in
 
 from benchmarks import shell
 from benchmarks.errors import BenchError
 from benchmarks.settings import Settings
-from benchmarks.topology import NETNS_DIR, POD_B_IP, BenchNode
+from benchmarks.topology import POD_B_IP, BenchNode
 from benchmarks.traffic import DENIED_TCP_PORT
 
 PROBE_PORT = 7002  # nothing listens: a SYN gets a RST when allowed, nothing when dropped
 PROBE_TIMEOUT_S = 0.02
 TRIAL_TIMEOUT_S = 60.0  # a slower agent is a finding, not a failure: only this is
-CLONE_NEWNET = 0x40000000
 NAMESPACE = "bench"
 NODE_NAME = "bench-node"
 
@@ -181,36 +180,18 @@ def enforcement_trials(client_netns: str, apply: Callable[[list[int]], None],
     """`trials` times: `apply(deny ports)` with the probe port denied, time until the first
     SYN to it is dropped; then allowed again, time until one is answered. The probes'
     sockets are made in the client namespace; everything else stays where it is."""
-    with NetnsSockets(client_netns) as sockets:
-        return _trials(apply, proc, trials, sockets)
+    return _trials(apply, proc, trials, NetnsSockets(client_netns))
 
 
 class NetnsSockets:
-    """Creates sockets inside another network namespace: the thread enters it for the
-    socket() call only (a socket keeps the namespace it was created in)."""
+    """Creates the probes' sockets inside another network namespace (a socket keeps the
+    namespace it was created in)."""
 
     def __init__(self, netns: str) -> None:
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._target = os.open(NETNS_DIR / netns, os.O_RDONLY)
-        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-
-    def __enter__(self) -> NetnsSockets:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self._target)
-        os.close(self._home)
+        self._netns = netns
 
     def tcp(self) -> socket.socket:
-        self._setns(self._target)
-        try:
-            return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        finally:
-            self._setns(self._home)
-
-    def _setns(self, fd: int) -> None:
-        if self._libc.setns(fd, CLONE_NEWNET) != 0:
-            raise BenchError(f"setns: {os.strerror(ctypes.get_errno())}")
+        return socket_in(self._netns, socket.AF_INET, socket.SOCK_STREAM)
 
 
 def _trials(apply: Callable[[list[int]], None], proc: subprocess.Popen[bytes],
