@@ -7,14 +7,15 @@
         sock = socket_in(pod.name, socket.AF_INET, socket.SOCK_DGRAM)  # lives in the pod
 
 Built on pyroute2 (namespace creation and removal, veth pairs, addresses, links, routes):
-nothing here runs iproute2. `Namespaces.close()` removes every namespace it made (and with
-it every veth, route and the BPF programs those routes held) after killing the processes
-it started; it runs on leaving the `with` block, on errors and Ctrl-C, and at the latest
-at interpreter exit (a finalizer).
+nothing here runs iproute2, and nothing forks (see `create`). `Namespaces.close()` removes
+every namespace it made (and with it every veth, route and the BPF programs those routes
+held); it runs on leaving the `with` block, on errors and Ctrl-C, and at the latest at
+interpreter exit (a finalizer). Processes started inside are their starter's to end.
 
 The route engine (lwt_agent.route) does not build routes with pyroute2: pyroute2 encodes
 ~3-4k routes/s and parses a 10k-route dump ~25x slower than its own encoder (see
-docs/route-engine.md). It uses `entered` here for its ``--netns`` option only.
+docs/route-engine.md; at its default buffer it also lost every event of a 10k burst). It
+uses `entered` here for its ``--netns`` option only.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import contextlib
 import ctypes
 import ipaddress
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -50,6 +50,10 @@ class NetnsError(Exception):
     """A namespace, link, address or route could not be made; the message says which."""
 
 
+class NetnsMissingError(NetnsError):
+    """No network namespace of that name exists."""
+
+
 def family_of(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
@@ -57,8 +61,8 @@ def family_of(address: str) -> int:
 def netns_path(name: str) -> Path:
     path = NETNS_DIR / name
     if not name or "/" in name or name in (".", "..") or not path.exists():
-        raise NetnsError(f"network namespace {name!r} does not exist (no {path}); "
-                         "list them with `ip netns list`")
+        raise NetnsMissingError(f"network namespace {name!r} does not exist (no {path}); "
+                                "list them with `ip netns list`")
     return path
 
 
@@ -91,11 +95,6 @@ def in_netns(name: str, fn: Callable[[], T]) -> T:
 def socket_in(name: str, family: int, kind: int, proto: int = 0) -> socket.socket:
     """A socket of netns ``name`` (a socket keeps the namespace it was made in)."""
     return in_netns(name, lambda: socket.socket(family, kind, proto))
-
-
-def popen(name: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-    """A process started inside netns ``name`` (a child inherits its parent thread's)."""
-    return in_netns(name, lambda: subprocess.Popen(list(argv), **kwargs))
 
 
 def run(name: str, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True,
@@ -314,12 +313,7 @@ class Netns:
 
 
 
-def _teardown(nets: list[Netns], procs: list[subprocess.Popen[Any]]) -> None:
-    for proc in reversed(procs):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-    procs.clear()
+def _teardown(nets: list[Netns]) -> None:
     for net in reversed(nets):
         with contextlib.suppress(Exception):
             net.close()
@@ -333,8 +327,7 @@ class Namespaces:
     def __init__(self, base: str) -> None:
         self.base = base
         self.made: list[Netns] = []
-        self._procs: list[subprocess.Popen[Any]] = []
-        self._finalizer = weakref.finalize(self, _teardown, self.made, self._procs)
+        self._finalizer = weakref.finalize(self, _teardown, self.made)
 
     def __enter__(self) -> Namespaces:
         return self
@@ -369,14 +362,6 @@ class Namespaces:
         net.sysctl("net.ipv6.conf.all.accept_dad", 0)
         net.sysctl("net.ipv6.conf.default.accept_dad", 0)
         return net
-
-    def popen(self, net: Netns | str, argv: Sequence[str], **kwargs: Any
-              ) -> subprocess.Popen[Any]:
-        """A process inside ``net``, killed by `close` if still running."""
-        proc = popen(net if isinstance(net, str) else net.name, argv, **kwargs)
-        self._procs.append(proc)
-        return proc
-
 
 _V4_LINK_LOCAL = ipaddress.ip_network("169.254.0.0/16")
 
@@ -431,6 +416,7 @@ __all__ = [
     "Namespaces",
     "Netns",
     "NetnsError",
+    "NetnsMissingError",
     "calico_pod",
     "create",
     "drain",
@@ -440,7 +426,6 @@ __all__ = [
     "names",
     "netns_path",
     "pids",
-    "popen",
     "remove",
     "routed_link",
     "run",

@@ -18,7 +18,6 @@ import socket
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -80,28 +79,19 @@ _SKIP_ATTRS = frozenset({RTA_DST, RTA_CACHEINFO, RTA_ENCAP_TYPE, RTA_ENCAP})
 T = TypeVar("T")
 
 
-def netns_path(name: str) -> Path:
-    path = Path("/run/netns") / name
-    if "/" in name or not path.exists():
-        raise NetnsNotFoundError(
-            f"network namespace {name!r} does not exist (no /run/netns/{name}); "
-            "list them with `ip netns list`"
-        )
-    return path
-
-
 def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     """Run ``fn`` with this thread inside ``netns`` (sockets keep the netns they are made in)."""
     if netns is None:
         return fn()
-    netns_path(netns)
     # Imported here: the toolkit's pyroute2 takes ~0.2 s to import, and only --netns (tests,
     # the demo, benchmarks) needs it.
-    from lwt_agent.netns import NetnsError, entered
+    from lwt_agent.netns import NetnsError, NetnsMissingError, entered
 
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(entered(netns))
+        except NetnsMissingError as exc:
+            raise NetnsNotFoundError(str(exc)) from exc
         except NetnsError as exc:
             cause = exc.__cause__
             raise NetlinkError(getattr(cause, "errno", None) or errno_mod.EPERM,
