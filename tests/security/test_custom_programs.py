@@ -158,14 +158,14 @@ def test_the_running_operator_follows_namespace_labels(k8s_api, kube: Kube) -> N
         obj = cm_policy("lab")
         del obj["metadata"]["generation"]
         created = kube.create(api_path("lwt.dev/v1alpha1/lwtroutepolicies", "lab"), obj)
-        refused = wait_condition(kube, created, contract.ACCEPTED, "False")
+        refused = wait_condition(kube, created, contract.ACCEPTED, "False", timeout=60)
         assert "lwt.dev/custom-programs=allowed" in refused["message"]
         kube.merge_patch(api_path("v1/namespaces", None, "lab"),
                          {"metadata": {"labels": ALLOWED}})
-        wait_condition(kube, created, contract.ACCEPTED, "True", timeout=20)
+        wait_condition(kube, created, contract.ACCEPTED, "True", timeout=60)
         kube.merge_patch(api_path("v1/namespaces", None, "lab"),
                          {"metadata": {"labels": {"lwt.dev/custom-programs": None}}})
-        wait_condition(kube, created, contract.ACCEPTED, "False", timeout=20)
+        wait_condition(kube, created, contract.ACCEPTED, "False", timeout=60)
         assert contract.is_rejected(kube.get(path_of(created)))
     finally:
         running.stop()
