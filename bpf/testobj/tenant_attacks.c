@@ -16,7 +16,9 @@ int raw_fd(struct __sk_buff *skb)
 	return BPF_OK;
 }
 
-// Kernel memory reads an LWT program may make when its loader holds CAP_PERFMON.
+// Kernel memory reads an LWT program may make when its loader holds CAP_PERFMON: the
+// current task's address and a word of it land in .bss, for user space to read.
+volatile __u64 leaked_task;
 volatile __u64 leaked;
 
 SEC("lwt_out_snoop")
@@ -26,6 +28,7 @@ int snoop(struct __sk_buff *skb)
 	__u64 word = 0;
 
 	bpf_probe_read_kernel(&word, sizeof(word), (void *)task);
+	leaked_task = task;
 	leaked = word;
 	bpf_printk("task %llx", task);
 	return BPF_OK;

@@ -32,6 +32,10 @@ pytestmark = pytest.mark.kernel
 
 RAW_FD_PLACEHOLDER = bytes.fromhex("18110000ffffff7f")  # ld_imm64 r1, MAP_FD, 0x7fffffff
 KEY22 = struct.pack("<I", 22)
+# an Ethernet frame carrying an IPv4/TCP header to port 22 (BPF_PROG_TEST_RUN input)
+PACKET = (b"\0" * 12 + b"\x08\x00"
+          + bytes.fromhex("45000028000040004006" "0000" "0a000001" "0a000002")
+          + struct.pack(">HHIIBBHHH", 40000, 22, 0, 0, 0x50, 0x02, 1024, 0, 0))
 
 
 def _attacks(testobj: Path) -> bytes:
@@ -64,11 +68,15 @@ def test_raw_map_fd_binds_another_tenants_map_and_is_refused(testobj: Path) -> N
                                RAW_FD_PLACEHOLDER[:4] + struct.pack("<i", victim.fd))
         spec = ObjectSpec.from_bytes(hostile, "tenant_b.o")
 
-        # the kernel resolves the raw fd in the loading process: it binds the victim
+        # the kernel resolves the raw fd in the loading process: it binds the victim, and
+        # one packet through the program deletes tenant A's "deny TCP 22"
         prog_fd, maps = _load_unchecked(spec, "lwt_out_rawfd")
         try:
             info = syscall.prog_info(prog_fd)
             assert victim.id in info.map_ids
+            assert syscall.prog_test_run(prog_fd, PACKET) == 0  # BPF_OK
+            assert victim.lookup(KEY22) is None
+            victim.update(KEY22, b"\x01")  # tenant A's rule, back for the loader's turn
         finally:
             os.close(prog_fd)
             for m in maps:
@@ -85,12 +93,21 @@ def test_raw_map_fd_binds_another_tenants_map_and_is_refused(testobj: Path) -> N
 
 def test_kernel_memory_helpers_are_refused(testobj: Path) -> None:
     spec = ObjectSpec.from_bytes(_attacks(testobj), "tenant_b.o")
-    # as root (CAP_PERFMON) the kernel itself accepts these helpers on an LWT program
+    # as root (CAP_PERFMON) the kernel itself accepts these helpers on an LWT program, and
+    # one packet copies the current task's address (and a word of it) into the .bss
     prog_fd, maps = _load_unchecked(spec, "lwt_out_snoop")
     prog_id = syscall.prog_info(prog_fd).id
-    os.close(prog_fd)
-    for m in maps:
-        m.close()
+    try:
+        assert syscall.prog_test_run(prog_fd, PACKET) == 0
+        [bss] = [m for m in maps if m.name.endswith(".bss")]
+        value = bss.lookup(b"\0\0\0\0")
+        assert value is not None
+        task = max(struct.unpack("<QQ", value))  # the order of the two globals is clang's
+        assert task >= 0xFFFF000000000000  # a kernel address, handed to a tenant
+    finally:
+        os.close(prog_fd)
+        for m in maps:
+            m.close()
     assert program_gone(prog_id)
 
     with pytest.raises(ForbiddenInstructionError,

@@ -31,6 +31,7 @@ BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_BTF_LOAD = 18
 BPF_MAP_FREEZE = 22
+BPF_PROG_TEST_RUN = 10
 
 # map update flags
 BPF_ANY = 0
@@ -127,6 +128,27 @@ class _InfoAttr(ctypes.Structure):
         ("bpf_fd", ctypes.c_uint32),
         ("info_len", ctypes.c_uint32),
         ("info", ctypes.c_uint64),
+    ]
+
+
+class _TestRunAttr(ctypes.Structure):
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("data_in", ctypes.c_uint64),
+        ("data_out", ctypes.c_uint64),
+        ("repeat", ctypes.c_uint32),
+        ("duration", ctypes.c_uint32),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_uint64),
+        ("ctx_out", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
     ]
 
 
@@ -358,6 +380,15 @@ def prog_load(
         raise VerifierError(exc.errno, name, log, truncated) from None
     log = log_buf.value.decode(errors="replace") if log_buf is not None else ""
     return fd, log
+
+
+def prog_test_run(fd: int, packet: bytes) -> int:
+    """Run program ``fd`` once on ``packet`` (BPF_PROG_TEST_RUN: an Ethernet frame; LWT
+    programs see it from the network header); returns the program's return value."""
+    data = ctypes.create_string_buffer(packet, len(packet))
+    attr = _TestRunAttr(prog_fd=fd, data_size_in=len(packet), data_in=_ptr(data), repeat=1)
+    _bpf(BPF_PROG_TEST_RUN, attr, "test-running program")
+    return int(attr.retval)
 
 
 def obj_pin(fd: int, path: str) -> None:
