@@ -23,7 +23,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import agent_bench, cluster_bench, control_plane, machine, mounts, report, shell
+from benchmarks import (
+    agent_bench,
+    cluster_bench,
+    control_plane,
+    machine,
+    mounts,
+    report,
+    shell,
+    startup_bench,
+)
 from benchmarks.build import Helpers, build_helpers
 from benchmarks.datapath import run_datapath
 from benchmarks.errors import BenchError
@@ -77,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no route engine / `ip route … encap bpf obj` rates")
     p.add_argument("--skip-agent", action="store_true",
                    help="skip the standalone agent's figures (--skip-cluster: the API emulator's)")
+    p.add_argument("--skip-startup", action="store_true",
+                   help="no agent start-up measurements (standalone cold start at 10,000 "
+                        "pods, cluster mode on a large node; each against a same-run "
+                        "baseline)")
     p.add_argument("--skip-cluster", action="store_true",
                    help="skip the policy change and create trials through the API emulator")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -131,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     document["load_average_end"] = machine.load_average()
     failures = [*datapath.failures, *control_plane.failures(document.get("control_plane")),
                 *agent_bench.failures(document.get("agent")),
-                *cluster_bench.failures(document.get("cluster"))]
+                *cluster_bench.failures(document.get("cluster")),
+                *startup_bench.failures(document.get("startup"))]
 
     path = _write_json(args.out, document, started)
     log.info("results: %s", path)
@@ -173,6 +187,9 @@ def _run_all(args: argparse.Namespace, settings: Settings, document: dict[str, A
              lambda: agent_bench.run(settings, scratch, log.info)),
             ("cluster", args.skip_cluster,
              lambda: cluster_bench.run(settings, scratch, log.info)),
+            # --only names datapath scenarios: the user asked for those alone
+            ("startup", args.skip_startup or bool(settings.only),
+             lambda: startup_bench.run(settings, scratch, log.info)),
         ]
         for name, skipped, phase in phases:
             started = time.monotonic()
