@@ -135,13 +135,20 @@ def too_large_marker(size: int) -> str:
     return f"{_TOO_LARGE}{size}"
 
 
+def decoded_size(encoded: str) -> int:
+    """Bytes a base64 string decodes to, without decoding it."""
+    return len(encoded) * 3 // 4 - encoded[-2:].count("=")
+
+
 def program_size_problem(encoded: str) -> str | None:
     """None, or why the base64 `binaryData` value of a ConfigMap program is refused for its
     size (checked before decoding it)."""
-    if isinstance(encoded, str) and encoded.startswith(_TOO_LARGE):
+    if not isinstance(encoded, str):
+        return None
+    if encoded.startswith(_TOO_LARGE):
         size = int(encoded[len(_TOO_LARGE):] or 0)
-    elif isinstance(encoded, str) and len(encoded) > MAX_PROGRAM_B64:
-        size = len(encoded) * 3 // 4
+    elif len(encoded) > MAX_PROGRAM_B64 - 4 and decoded_size(encoded) > MAX_PROGRAM_BYTES:
+        size = decoded_size(encoded)
     else:
         return None
     return (f"the object is about {size} bytes, more than the {MAX_PROGRAM_BYTES} bytes an "

@@ -79,7 +79,7 @@ class _CannedApi(http.server.BaseHTTPRequestHandler):
     EVENTS: list[bytes] = []
     lists = 0
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -144,3 +144,30 @@ def test_informer_drops_the_deep_object_and_keeps_syncing_the_others(canned_api)
     finally:
         informer.stop()
         kube.close()
+
+
+def test_an_oversized_configmap_program_is_refused_before_decoding() -> None:
+    """A ConfigMap holds up to 1 MiB: an object past `MAX_PROGRAM_BYTES` is refused with its
+    size, and the agent's cache never holds its bytes (slim_configmap keeps a marker)."""
+    import base64
+
+    from lwt_agent.agent.programs_gate import slim_configmap
+    from lwt_policy.configmap import resolve_configmap_program
+    from lwt_policy.errors import ProgramSourceError
+    from lwt_policy.model import parse_policy
+
+    policy = parse_policy({
+        "apiVersion": "lwt.dev/v1alpha1", "kind": "LwtRoutePolicy",
+        "metadata": {"name": "p", "namespace": "lab"},
+        "spec": {"podSelector": {}, "hooks": {"out": {"program": {
+            "configMap": {"name": "big", "key": "p.o"}, "section": "lwt/out"}}}}})
+    hook = policy.spec.hooks["out"]
+    blob = base64.b64encode(b"\0" * (limits.MAX_PROGRAM_BYTES + 1)).decode()
+    cm = {"metadata": {"name": "big", "namespace": "lab"}, "binaryData": {"p.o": blob}}
+    for held in (cm, slim_configmap(cm)):
+        with pytest.raises(ProgramSourceError, match="more than the 524288 bytes"):
+            resolve_configmap_program(hook, [held])
+    assert len(json.dumps(slim_configmap(cm))) < 1000
+    small = {"metadata": {"name": "big", "namespace": "lab"},
+             "binaryData": {"p.o": base64.b64encode(b"\x7fELF").decode()}}
+    assert resolve_configmap_program(hook, [slim_configmap(small)]) == b"\x7fELF"

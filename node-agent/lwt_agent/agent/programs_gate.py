@@ -37,8 +37,8 @@ def slim_configmap(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
     binary: dict[str, str] = {}
     for key, value in (obj.get("binaryData") or {}).items():
-        if isinstance(value, str) and len(value) > limits.MAX_PROGRAM_B64:
-            binary[key] = limits.too_large_marker(len(value) * 3 // 4)
+        if isinstance(value, str) and limits.program_size_problem(value) is not None:
+            binary[key] = limits.too_large_marker(limits.decoded_size(value))
         else:
             binary[key] = value
     return {
