@@ -1,10 +1,12 @@
 """Cluster mode: the API feeds the same reconciler as standalone mode.
 
 Watches (list + watch, relist on 410 and after failures):
-- LwtRoutePolicies in all namespaces;
+- LwtRoutePolicies in all namespaces, cached as slim views (`slim.py`), 10 per list page;
 - the Pods of this node (fieldSelector spec.nodeName=<node>);
 - Nodes (this node's labels for nodeSelector, pod CIDRs for podSubnets);
-- ConfigMaps in all namespaces, started only once a policy names a configMap program.
+- only when the admin allows programs from ConfigMaps ($LWT_CUSTOM_PROGRAMS,
+  `programs_gate.py`): the Namespaces matching the admin's selector, and one watch per
+  ConfigMap an allowed policy names (fieldSelector metadata.name=<name>), never all of them.
 
 Every change (and every resync period) triggers a reconcile. The agent writes only
 `status.nodes.<node>` of each policy, with a JSON merge patch to the status subresource,
