@@ -28,6 +28,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cnt_stats SEC(".maps");
 
+/* A slot of the per-CPU destination cache (lwt_builtin.h): all-zero dst = free. */
+struct cnt_slot {
+	struct lwt_addr dst;
+	struct cnt_value v;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LWT_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct cnt_slot);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cnt_cache SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2);
@@ -69,15 +83,38 @@ static __always_inline void count_error(__u32 index)
 		LWT_ADD(*v, 1);
 }
 
+/* Adds one packet. The histogram slot's address is computed on the caller's path and hidden
+ * from the optimiser: the two callers count into values of different maps, and a shared
+ * `pointer + variable offset` instruction would be refused without CAP_PERFMON. */
+static __always_inline void cnt_add(struct cnt_value *v, __u32 len, __u64 bucket)
+{
+	__u64 *h = &v->hist[bucket];
+
+	asm volatile("" : "+r"(h));
+	LWT_ADD(v->packets, 1);
+	LWT_ADD(v->bytes, len);
+	*h += 1;
+}
+
 SEC("lwt/counters")
 int lwt_counters(struct __sk_buff *skb)
 {
 	struct lwt_addr dst;
 	struct cnt_value *v;
+	struct cnt_slot *slot;
 	__u32 len = skb->len;
+	__u64 bucket = log2_bucket(len);
+	__u32 index;
 
 	if (!lwt_read_dst(skb, &dst)) {
 		count_error(CNT_ERR_NOT_IP);
+		return BPF_OK;
+	}
+	/* per-CPU values: no other CPU writes them, plain adds are enough */
+	index = lwt_cache_slot(&dst);
+	slot = bpf_map_lookup_elem(&cnt_cache, &index);
+	if (slot && lwt_cache_owns(&slot->dst, &dst)) {
+		cnt_add(&slot->v, len, bucket);
 		return BPF_OK;
 	}
 	v = bpf_map_lookup_elem(&cnt_stats, &dst);
@@ -93,10 +130,7 @@ int lwt_counters(struct __sk_buff *skb)
 			return BPF_OK;
 		}
 	}
-	/* per-CPU value: no other CPU writes it, a plain add is enough */
-	v->packets += 1;
-	v->bytes += len;
-	v->hist[log2_bucket(len)] += 1;
+	cnt_add(v, len, bucket);
 	return BPF_OK;
 }
 

@@ -75,6 +75,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pf_stats SEC(".maps");
 
+/* A slot of the per-CPU destination cache (lwt_builtin.h): all-zero dst = free. */
+struct pf_slot {
+	struct lwt_addr dst;
+	struct pf_stats_value v;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LWT_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct pf_slot);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pf_cache SEC(".maps");
+
 static __always_inline int source_denied(const struct lwt_pkt *pkt)
 {
 	struct pf_src_key src = { .prefixlen = 128 };
@@ -116,8 +130,14 @@ static __always_inline int port_denied(struct __sk_buff *skb, const struct lwt_p
 
 static __always_inline void account(const struct lwt_pkt *pkt, __u32 len, int drop)
 {
-	struct pf_stats_value *v = bpf_map_lookup_elem(&pf_stats, &pkt->dst);
+	__u32 index = lwt_cache_slot(&pkt->dst);
+	struct pf_slot *slot = bpf_map_lookup_elem(&pf_cache, &index);
+	struct pf_stats_value *v;
 
+	if (slot && lwt_cache_owns(&slot->dst, &pkt->dst))
+		v = &slot->v;
+	else
+		v = bpf_map_lookup_elem(&pf_stats, &pkt->dst);
 	if (!v) {
 		struct pf_stats_value init = {};
 

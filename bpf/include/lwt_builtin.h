@@ -31,6 +31,10 @@
  * checks them against the maps the kernel created (program_config.check_map_layout). */
 #define LWT_MAX_DESTINATIONS 16384
 #define LWT_HIST_BUCKETS 16
+/* Slots of the per-CPU destination cache in front of each per-destination hash (see
+ * lwt_cache_slot below); a power of two. */
+#define LWT_CACHE_SLOTS 128
+#define LWT_CACHE_BITS 7
 
 /* Adds n to a u64 field of a map value at the field's own constant offset: the empty asm
  * hides the address from the optimiser, so clang cannot turn two branches' stores into one
@@ -246,6 +250,43 @@ static __always_inline int lwt_read_dport(struct __sk_buff *skb, __u32 l4_off)
 	if (bpf_skb_load_bytes(skb, l4_off, ports, sizeof(ports)) < 0)
 		return -1;
 	return bpf_ntohs(ports[1]);
+}
+
+/* The per-destination counters sit behind a hash lookup (jhash of 16 bytes, a bucket walk):
+ * measured at ~35 ns per packet here, most of a built-in's own work. In front of it, each
+ * program keeps a small per-CPU direct-mapped cache: a PERCPU_ARRAY of LWT_CACHE_SLOTS slots
+ * {destination, counters}, indexed by a multiplicative hash of the destination. Its lookup
+ * is inlined by the kernel (an address computation). A destination owns the slot it claimed
+ * first on that CPU (an all-zero destination means free); one that finds its slot taken by
+ * another destination is counted in the hash as before. Readers add both
+ * (program_config.read_destination_counters), so every packet is counted exactly once. */
+static __always_inline __u32 lwt_cache_slot(const struct lwt_addr *dst)
+{
+	__u64 lo, hi;
+
+	__builtin_memcpy(&lo, &dst->a[0], 8);
+	__builtin_memcpy(&hi, &dst->a[8], 8);
+	lo ^= hi;
+	lo ^= lo >> 32;
+	return ((__u32)lo * 0x9e3779b1u) >> (32 - LWT_CACHE_BITS);
+}
+
+/* 1 when `slot` (the first 16 bytes of a cache value) holds dst, claiming it when free. */
+static __always_inline int lwt_cache_owns(struct lwt_addr *slot, const struct lwt_addr *dst)
+{
+	__u64 *s = (__u64 *)slot;
+	__u64 lo, hi;
+
+	__builtin_memcpy(&lo, &dst->a[0], 8);
+	__builtin_memcpy(&hi, &dst->a[8], 8);
+	if (s[0] == lo && s[1] == hi)
+		return 1;
+	if (s[0] == 0 && s[1] == 0) {
+		s[0] = lo;
+		s[1] = hi;
+		return 1;
+	}
+	return 0;
 }
 
 /* Adds one packet to a per-CPU per-destination counter, creating the entry on first use.

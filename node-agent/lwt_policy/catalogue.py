@@ -113,6 +113,7 @@ class BuiltinProgram:
 ADDR_KEY_SIZE = 16            # struct lwt_addr: IPv6, or IPv4-mapped IPv6
 MAX_DESTINATIONS = 16384      # LWT_MAX_DESTINATIONS
 HIST_BUCKETS = 16             # LWT_HIST_BUCKETS
+CACHE_SLOTS = 128             # LWT_CACHE_SLOTS: per-CPU destination cache in front of the hash
 PORT_SET_MAX = 1024           # ports per list in a config (an input bound: the map is a bitmap)
 PORT_BITMAP_BYTES = 65536 // 8  # PF_PORT_BYTES: one bit per port, one slot per protocol
 SOURCE_PREFIX_MAX = 1024      # pf_srcs max_entries
@@ -147,6 +148,10 @@ COUNTERS = BuiltinProgram(
         MapSpec("cnt_stats", "percpu_hash", ADDR_KEY_SIZE, 16 + 8 * HIST_BUCKETS,
                 MAX_DESTINATIONS, MapRole.COUNTERS, flags=BPF_F_NO_PREALLOC,
                 description="per destination: packets, bytes, log2 length histogram"),
+        MapSpec("cnt_cache", "percpu_array", 4, ADDR_KEY_SIZE + 16 + 8 * HIST_BUCKETS,
+                CACHE_SLOTS, MapRole.COUNTERS,
+                description="per CPU, slots {destination, the cnt_stats value}: the "
+                "destinations that own a slot are counted here, not in cnt_stats"),
         MapSpec("cnt_errors", "percpu_array", 4, 8, 2, MapRole.COUNTERS,
                 description="[0] non-IP packets, [1] destination table full"),
     ),
@@ -178,6 +183,10 @@ PORT_FILTER = BuiltinProgram(
         MapSpec("pf_stats", "percpu_hash", ADDR_KEY_SIZE, 32, MAX_DESTINATIONS,
                 MapRole.COUNTERS, flags=BPF_F_NO_PREALLOC,
                 description="per destination: passed packets/bytes, dropped packets/bytes"),
+        MapSpec("pf_cache", "percpu_array", 4, ADDR_KEY_SIZE + 32, CACHE_SLOTS,
+                MapRole.COUNTERS,
+                description="per CPU, slots {destination, the pf_stats value}: the "
+                "destinations that own a slot are counted here, not in pf_stats"),
     ),
     config_schema={
         "type": "object",

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import jsonschema
 
 from lwt_policy.catalogue import (
+    ADDR_KEY_SIZE,
     CATALOGUE,
     HIST_BUCKETS,
     PF_HAS_SRCS,
@@ -495,18 +496,32 @@ def decode_destination_value(builtin_name: str, per_cpu: Sequence[bytes]) -> Des
 
 PER_DESTINATION_MAP = {"counters": "cnt_stats", "port-filter": "pf_stats",
                        "drop-all": "drop_stats"}
+# The per-CPU destination cache in front of the per-destination hash (bpf/include/
+# lwt_builtin.h, lwt_cache_slot): slots of {destination (16 bytes), the same value}.
+DESTINATION_CACHE_MAP = {"counters": "cnt_cache", "port-filter": "pf_cache"}
+_FREE_SLOT = bytes(ADDR_KEY_SIZE)
 
 
 def read_destination_counters(builtin_name: str, maps: Mapping[str, MapLike]
                               ) -> dict[str, DestinationCounters]:
-    """{destination address: counters} of a built-in that counts per destination."""
+    """{destination address: counters} of a built-in that counts per destination: the
+    per-destination hash plus, per CPU, the cache slots each destination owns there."""
+    per_cpu_values: dict[bytes, list[bytes]] = {}
     bpf_map = maps[PER_DESTINATION_MAP[builtin_name]]
-    out: dict[str, DestinationCounters] = {}
     for key in list(bpf_map.keys()):
         per_cpu = bpf_map.lookup_percpu(key)
         if per_cpu is not None:  # None: deleted between keys() and the lookup
-            out[decode_addr(key)] = decode_destination_value(builtin_name, per_cpu)
-    return out
+            per_cpu_values.setdefault(key, []).extend(per_cpu)
+    cache_name = DESTINATION_CACHE_MAP.get(builtin_name)
+    if cache_name is not None:
+        cache = maps[cache_name]
+        for index in range(CATALOGUE[builtin_name].map(cache_name).max_entries):
+            for raw in cache.lookup_percpu(struct.pack("<I", index)) or []:
+                dst = bytes(raw[:ADDR_KEY_SIZE])
+                if dst != _FREE_SLOT:
+                    per_cpu_values.setdefault(dst, []).append(bytes(raw[ADDR_KEY_SIZE:]))
+    return {decode_addr(key): decode_destination_value(builtin_name, values)
+            for key, values in per_cpu_values.items()}
 
 
 # Global (not per-destination) per-CPU counters: map -> field names of its u64s.

@@ -3,6 +3,7 @@
 program_config.sync_config, as the agent does: a config change never re-attaches."""
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -15,6 +16,8 @@ from lwt_agent.netns import tcp_connects
 from lwt_policy.program_config import (
     check_map_layout,
     counters_status,
+    decode_addr,
+    encode_addr,
     read_destination_counters,
     read_program_counters,
     sync_config,
@@ -171,6 +174,40 @@ def test_port_filter_finds_ports_behind_ipv6_extension_headers(node: Node, attac
 
 
 # --- counters ------------------------------------------------------------------------------
+def _cache_slot(address: str) -> int:
+    """lwt_cache_slot() of bpf/include/lwt_builtin.h, for picking colliding destinations."""
+    key = encode_addr(address)
+    x = int.from_bytes(key[:8], "little") ^ int.from_bytes(key[8:], "little")
+    x ^= x >> 32
+    return ((x & 0xFFFFFFFF) * 0x9E3779B1 & 0xFFFFFFFF) >> (32 - 7)
+
+
+def test_counters_exact_when_two_destinations_share_a_cache_slot(node: Node, attacher) -> None:
+    """The per-CPU destination cache: of two destinations with the same slot, the first one
+    seen on a CPU owns the slot there and the other is counted in the hash; readers add
+    both, so each is counted exactly."""
+    first = f"10.201.2.{100}"
+    second = next(f"10.201.2.{i}" for i in range(101, 255)
+                  if _cache_slot(f"10.201.2.{i}") == _cache_slot(first))
+    for dst in (first, second):
+        attacher.route_add(node, node.host, f"{dst}/32", node.POD_DEV, {"out": "counters"})
+    maps = attacher.maps("counters")
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})  # one CPU: one slot, so the second must miss it
+    try:
+        udp_send(node.client, first, 7000, 30, UDP_PAYLOAD)
+        udp_send(node.client, second, 7000, 20, UDP_PAYLOAD)
+        udp_send(node.client, first, 7000, 5, UDP_PAYLOAD)
+    finally:
+        os.sched_setaffinity(0, cpus)
+    counters = read_destination_counters("counters", maps)
+    assert (counters[first].packets, counters[second].packets) == (35, 20)
+    assert counters[second].bytes == 20 * V4_LEN
+    in_hash = {decode_addr(k) for k in maps["cnt_stats"].keys()}  # noqa: SIM118 (a BPF map)
+    assert in_hash == {second}
+
+
+
 
 def test_counters_equal_packets_sent(node: Node, attacher) -> None:
     attacher.route_add(node, node.host, f"{node.POD4}/32", node.POD_DEV, {"xmit": "counters"})
