@@ -36,6 +36,21 @@ SHORT_NAMES = ("lrp",)
 CATEGORIES = ("lwt",)
 CRD_NAME = f"{PLURAL}.{GROUP}"
 
+# Per-node state (docs/policies.md#node-state): one cluster-scoped object per node, named after
+# the node, holding that node's entry for every policy. Written by that node's agent only.
+NODE_STATE_KIND = "LwtNodeState"
+NODE_STATE_LIST_KIND = "LwtNodeStateList"
+NODE_STATE_PLURAL = "lwtnodestates"
+NODE_STATE_SINGULAR = "lwtnodestate"
+NODE_STATE_SHORT_NAMES = ("lns",)
+NODE_STATE_CRD_NAME = f"{NODE_STATE_PLURAL}.{GROUP}"
+# Policy entries one node state holds at most (a node acts on at most this many policies).
+MAX_NODE_POLICIES = 2048
+# Nodes a policy's status names (the rest are counted): its size must not grow with nodes.
+MAX_LISTED_NODES = 10
+MAX_NODE_PROBLEM_MESSAGE = 256
+NODE_PROBLEM_REASONS = ("Error", "Behind", "Attaching", "NoReport")
+
 HOOKS = ("in", "out", "xmit")
 
 
@@ -546,10 +561,12 @@ def program_status_schema(hook: str) -> dict[str, Any]:
 
 
 def node_status_schema() -> dict[str, Any]:
+    """One policy's entry in a node state (`status.policies[]` of an LwtNodeState)."""
     return _object(
-        "What one node's agent did for this policy. Written by that agent only (JSON merge "
-        "patch on its own key).",
+        "What this node's agent did for one policy. Written by that agent only.",
         {
+            "namespace": _string("Namespace of the policy.", maxLength=63),
+            "name": _string("Name of the policy.", maxLength=MAX_POLICY_NAME),
             "observedGeneration": _integer(
                 "metadata.generation this entry reflects.", "int64", minimum=0
             ),
@@ -593,13 +610,14 @@ def node_status_schema() -> dict[str, Any]:
             },
             "lastUpdateTime": _string("When the agent wrote this entry.", format="date-time"),
         },
+        required=["namespace", "name"],
     )
 
 
 def status_schema() -> dict[str, Any]:
     return _object(
-        "Observed state. The operator owns conditions and summary; each node's agent owns "
-        "its key under nodes.",
+        "Observed state, written by the operator only, its size independent of the number "
+        "of nodes. Each node's own entry is in the LwtNodeState named after the node.",
         {
             "observedGeneration": _integer(
                 "metadata.generation the conditions and summary reflect.", "int64", minimum=0
@@ -631,13 +649,83 @@ def status_schema() -> dict[str, Any]:
                     ),
                 },
             ),
-            "nodes": {
-                "type": "object",
-                "description": "Per-node state, keyed by node name.",
-                "additionalProperties": node_status_schema(),
+            "nodesNotReady": {
+                "type": "array",
+                "description": f"Up to {MAX_LISTED_NODES} nodes that are not ready, errors "
+                "first, each with why (the rest are counted in moreNodesNotReady). A node's "
+                "whole entry, verifier log included, is in its LwtNodeState.",
+                "maxItems": MAX_LISTED_NODES,
+                "x-kubernetes-list-type": "atomic",
+                "items": _object(
+                    "A node that has not applied the current generation.",
+                    {
+                        "node": _string("Node name (and its LwtNodeState's name).",
+                                        maxLength=253),
+                        "reason": _string("Why, in one word.",
+                                          enum=list(NODE_PROBLEM_REASONS)),
+                        "message": _string("Detail.", maxLength=MAX_NODE_PROBLEM_MESSAGE),
+                    },
+                    required=["node", "reason"],
+                ),
             },
+            "moreNodesNotReady": _integer(
+                "Nodes not ready beyond those listed in nodesNotReady.", minimum=0),
         },
     )
+
+
+def node_state_status_schema() -> dict[str, Any]:
+    return _object(
+        "What this node's agent did, for every policy it acts on (written by it only).",
+        {
+            "policies": {
+                "type": "array",
+                "description": "One entry per policy, sorted by namespace and name.",
+                "maxItems": MAX_NODE_POLICIES,
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["namespace", "name"],
+                "items": node_status_schema(),
+            },
+            "summary": _object(
+                "Counts over the entries, for `kubectl get lns`.",
+                {
+                    "policies": _integer("Policies this node acts on.", minimum=0),
+                    "errors": _integer("Entries with a lastError.", minimum=0),
+                    "attachedRoutes": _integer("Routes carrying a policy's programs.",
+                                               minimum=0),
+                },
+            ),
+            "lastUpdateTime": _string("When the agent last changed this object.",
+                                      format="date-time"),
+        },
+    )
+
+
+def node_state_root_schema() -> dict[str, Any]:
+    """The whole openAPIV3Schema of LwtNodeState v1alpha1."""
+    return _object(
+        "LwtNodeState is one node's state for every LwtRoutePolicy: named after the node, "
+        "owned by its Node (garbage-collected with it), written only by that node's agent.",
+        {
+            "apiVersion": _string("APIVersion of this object (lwt.dev/v1alpha1)."),
+            "kind": _string("Kind of this object (LwtNodeState)."),
+            "metadata": {"type": "object"},
+            "status": node_state_status_schema(),
+        },
+    )
+
+
+def node_state_printer_columns() -> list[dict[str, Any]]:
+    return [
+        {"name": "Policies", "type": "integer", "jsonPath": ".status.summary.policies",
+         "description": "Policies this node acts on."},
+        {"name": "Errors", "type": "integer", "jsonPath": ".status.summary.errors",
+         "description": "Policies with an error on this node."},
+        {"name": "Routes", "type": "integer", "jsonPath": ".status.summary.attachedRoutes",
+         "description": "Routes carrying a policy's programs."},
+        {"name": "Updated", "type": "date", "jsonPath": ".status.lastUpdateTime"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
 
 
 def root_schema() -> dict[str, Any]:

@@ -1,11 +1,14 @@
-"""Shape a node's result for one policy into `status.nodes.<node>`, and aggregate nodes.
+"""Shape a node's result for one policy into its entry in the node's LwtNodeState, and
+aggregate entries into a policy's status.
 
-The agent writes only its own key, with a JSON merge patch (`node_status_patch`): keys it
-omits are left alone and keys set to null are deleted, so an entry always carries every field
-(`lastError: null` clears an earlier error). Readiness (`entry_problem`, `ready_condition`)
-and the rendering of conditions (`render_conditions`) are defined once here for the operator
-and for standalone mode. The shapes are validated against the CRD's status schema in
-tests/policy.
+Each node's agent owns one LwtNodeState (named after the node) whose `status.policies` holds
+its entry for every policy (`node_state_status`); it writes nothing into policies. An entry
+always carries every field (`lastError: null` after an error is gone). Readiness
+(`node_problem`, `entry_problem`, `ready_condition`), the bounded list of nodes that are not
+ready (`not_ready_nodes`) and the rendering of conditions (`render_conditions`) are defined
+once here for the operator and for standalone mode. A policy's status is O(1) in nodes:
+conditions, summary counts and at most `MAX_LISTED_NODES` named nodes. The shapes are
+validated against the CRDs' status schemas in tests/policy.
 """
 from __future__ import annotations
 
@@ -14,15 +17,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lwt_policy import contract
+from lwt_policy import contract, schema
 from lwt_policy.model import PolicyRef
 from lwt_policy.targets import DesiredState
 
-# Nodes named in a condition's message, at most (the rest are counted).
-MAX_LISTED_NODES = 10
-# The verifier explains a rejection in its last lines: keep the tail, bounded so the status
-# object stays well under etcd's object size limit even with many nodes.
+# Nodes named in a condition's message or in status.nodesNotReady, at most (the rest are
+# counted).
+MAX_LISTED_NODES = schema.MAX_LISTED_NODES
+# The verifier explains a rejection in its last lines: keep the tail.
 MAX_VERIFIER_LOG = 4096
+# Verifier logs one node state carries in all: past it, entries keep their message and say
+# where the full log is (the agent's log). Keeps a node with hundreds of failing policies far
+# under etcd's 1.5 MiB object limit.
+MAX_NODE_STATE_LOGS = 256 * 1024
+VERIFIER_LOG_DROPPED = ("[verifier log not kept: this node's logs exceed their budget; see the "
+                        "agent's log]")
 
 
 @dataclass(frozen=True)
@@ -96,31 +105,128 @@ def node_status(result: NodeResult) -> dict[str, Any]:
     }
 
 
-def node_status_patch(node_name: str, entry: Mapping[str, Any] | None) -> dict[str, Any]:
-    """JSON merge patch body for the status subresource: this node's entry (`node_status`),
-    or (None) the deletion of this node's entry."""
-    return {"status": {"nodes": {node_name: None if entry is None else dict(entry)}}}
+def policy_key(entry: Mapping[str, Any]) -> tuple[str, str]:
+    return (str(entry.get("namespace") or ""), str(entry.get("name") or ""))
 
 
-def entry_problem(entry: Mapping[str, Any], generation: int) -> str | None:
-    """Why a node entry is not ready for `generation` (None when it is): the one definition
-    of a ready node, used by standalone mode and by the operator's aggregation."""
-    if entry.get("detached"):
-        return "detached"
+def node_state_entry(ref: PolicyRef, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """`node_status` with the policy it is about, as `status.policies[]` holds it."""
+    return {"namespace": ref.namespace, "name": ref.name, **entry}
+
+
+def _comparable(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k != "lastUpdateTime"}
+
+
+def node_state_status(entries: Iterable[Mapping[str, Any]],
+                      previous: Iterable[Mapping[str, Any]] = (),
+                      now: dt.datetime | None = None) -> dict[str, Any]:
+    """A node state's whole `status` from this pass's entries (`node_state_entry`). An entry
+    equal to its `previous` one (times aside) keeps its previous lastUpdateTime, so a pass that
+    changes nothing produces the same object. In policy order, verifier logs are kept while
+    their total stays within MAX_NODE_STATE_LOGS; later ones are replaced by a note."""
+    before = {policy_key(e): e for e in previous}
+    out: list[dict[str, Any]] = []
+    budget = MAX_NODE_STATE_LOGS
+    for entry in sorted(entries, key=policy_key)[:schema.MAX_NODE_POLICIES]:
+        entry = dict(entry)
+        error = entry.get("lastError")
+        if isinstance(error, Mapping) and error.get("verifierLog"):
+            log = str(error["verifierLog"])
+            if len(log) > budget:
+                entry["lastError"] = {**error, "verifierLog": VERIFIER_LOG_DROPPED}
+            else:
+                budget -= len(log)
+        old = before.get(policy_key(entry))
+        if old is not None and _comparable(old) == _comparable(entry):
+            entry["lastUpdateTime"] = old.get("lastUpdateTime", entry.get("lastUpdateTime"))
+        out.append(entry)
+    changed = [_comparable(e) for e in out] != [_comparable(e) for e in sorted(
+        before.values(), key=policy_key)]
+    latest = [e.get("lastUpdateTime") for e in out if e.get("lastUpdateTime")]
+    stamp = (contract.rfc3339(now or dt.datetime.now(dt.UTC)) if changed or not latest
+             else max(latest))
+    return {
+        "policies": out,
+        "summary": {
+            "policies": len(out),
+            "errors": sum(1 for e in out if e.get("lastError")),
+            "attachedRoutes": sum(int(e.get("attachedRoutes") or 0) for e in out),
+        },
+        "lastUpdateTime": stamp,
+    }
+
+
+def node_state_object(node_name: str, node_uid: str | None) -> dict[str, Any]:
+    """A new LwtNodeState for `node_name`, owned by its Node (the garbage collector deletes
+    it with the Node). Its status is written separately (the status subresource)."""
+    meta: dict[str, Any] = {"name": node_name,
+                            "labels": {"app.kubernetes.io/part-of": "lwt-operator"}}
+    if node_uid:
+        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node_name,
+                                    "uid": node_uid}]
+    return {"apiVersion": schema.API_VERSION, "kind": schema.NODE_STATE_KIND, "metadata": meta}
+
+
+def entries_by_policy(states: Iterable[Mapping[str, Any]]
+                      ) -> dict[tuple[str, str], dict[str, Mapping[str, Any]]]:
+    """{(namespace, name): {node: entry}} from LwtNodeState objects (the operator's view)."""
+    out: dict[tuple[str, str], dict[str, Mapping[str, Any]]] = {}
+    for state in states:
+        node = str((state.get("metadata") or {}).get("name") or "")
+        for entry in ((state.get("status") or {}).get("policies") or ()):
+            if isinstance(entry, Mapping):
+                out.setdefault(policy_key(entry), {})[node] = entry
+    return out
+
+
+@dataclass(frozen=True)
+class NodeProblem:
+    """Why a node is not ready for a generation: a reason of schema.NODE_PROBLEM_REASONS."""
+
+    reason: str
+    message: str
+
+
+ERROR, BEHIND, ATTACHING, NO_REPORT = schema.NODE_PROBLEM_REASONS
+
+
+def node_problem(entry: Mapping[str, Any] | None, generation: int) -> NodeProblem | None:
+    """Why a node entry is not ready for `generation` (None when it is; no entry: NoReport):
+    the one definition of a ready node, used by standalone mode and by the operator."""
+    if entry is None or entry.get("detached"):
+        return NodeProblem(NO_REPORT, "no report yet" if entry is None else "detached")
     observed = entry.get("observedGeneration")
     if observed != generation:
-        return f"at generation {observed}, not {generation}"
+        return NodeProblem(BEHIND, f"at generation {observed}, not {generation}")
     error = entry.get("lastError")
     if error:
         message = error.get("message") if isinstance(error, Mapping) else str(error)
-        return f"error: {message}"
+        return NodeProblem(ERROR, f"error: {message}")
     # Routes lost to a higher-priority policy (listed under `conflicts`) do not count.
     lost = sum(int(c.get("routes") or 0) for c in entry.get("conflicts") or ())
     targeted = int(entry.get("routes") or 0)
     attached = int(entry.get("attachedRoutes") or 0)
     if attached + lost < targeted:
-        return f"{attached}/{targeted} routes attached"
+        return NodeProblem(ATTACHING, f"{attached}/{targeted} routes attached")
     return None
+
+
+def entry_problem(entry: Mapping[str, Any], generation: int) -> str | None:
+    """`node_problem`'s message (None when the entry is ready)."""
+    problem = node_problem(entry, generation)
+    return None if problem is None else problem.message
+
+
+def not_ready_nodes(problems: Mapping[str, NodeProblem]) -> tuple[list[dict[str, str]], int]:
+    """`status.nodesNotReady` and `status.moreNodesNotReady`: errors first, then the others,
+    by name within each; at most MAX_LISTED_NODES listed, messages bounded."""
+    order = sorted(problems, key=lambda n: (problems[n].reason != ERROR, n))
+    listed = [{"node": name, "reason": problems[name].reason,
+               "message": contract.bounded(problems[name].message,
+                                           schema.MAX_NODE_PROBLEM_MESSAGE)}
+              for name in order[:MAX_LISTED_NODES]]
+    return listed, max(0, len(order) - MAX_LISTED_NODES)
 
 
 def node_is_ready(entry: Mapping[str, Any], generation: int) -> bool:
@@ -221,14 +327,19 @@ def render_conditions(
 
 def policy_status(nodes: Mapping[str, Mapping[str, Any]], generation: int,
                   now: dt.datetime | None = None) -> dict[str, Any]:
-    """A whole `status` (as standalone mode prints it): conditions, summary and nodes."""
+    """A whole policy `status` (as standalone mode prints it): conditions, summary and the
+    bounded list of nodes not ready; the entries themselves stay in the node states."""
     summary = summarize(nodes, generation)
-    ready = ready_condition({name: entry_problem(e, generation) for name, e in nodes.items()},
+    problems = {name: node_problem(e, generation) for name, e in nodes.items()}
+    ready = ready_condition({name: None if p is None else p.message
+                             for name, p in problems.items()},
                             generation, summary["attachedRoutes"], summary["routes"])
+    listed, more = not_ready_nodes({n: p for n, p in problems.items() if p is not None})
     return {
         "observedGeneration": generation,
         "conditions": render_conditions([ready], [], generation,
                                         now or dt.datetime.now(dt.UTC)),
         "summary": summary,
-        "nodes": {name: dict(entry) for name, entry in sorted(nodes.items())},
+        "nodesNotReady": listed,
+        "moreNodesNotReady": more,
     }

@@ -1,9 +1,11 @@
 """Aggregating the agents' per-node entries into conditions and a summary (pure).
 
-Inputs: the policy object (metadata.generation, deletionTimestamp, status.nodes, the current
-conditions), the operator's verdict on the spec, the cluster's nodes, and the agent settings
-(which nodes run an agent). Output: the status the operator should write, plus the node entries
-to prune. Nothing here talks to the API.
+Inputs: the policy object (metadata.generation, deletionTimestamp, the current conditions), its
+entries in the nodes' LwtNodeStates (by node name), the operator's verdict on the spec, the
+cluster's nodes, and the agent settings (which nodes run an agent). Output: the status the
+operator should write, O(1) in nodes (conditions, summary, at most MAX_LISTED_NODES nodes
+named). Nothing here talks to the API. Node states of deleted nodes are removed by the garbage
+collector (their ownerReference); entries of nodes that no longer exist are ignored meanwhile.
 
 Which nodes count. A node *should* carry the policy when it matches spec.nodeSelector and an
 agent runs there (the agent DaemonSet's nodeSelector, and its tolerations against the node's
@@ -25,10 +27,13 @@ from typing import Any
 from lwt_policy import contract
 from lwt_policy.selectors import LabelSelector
 from lwt_policy.status import (
+    ERROR,
     Condition,
-    entry_problem,
+    NodeProblem,
     node_names,
+    node_problem,
     node_problems,
+    not_ready_nodes,
     ready_condition,
     render_conditions,
     summarize,
@@ -94,13 +99,14 @@ class DesiredStatus:
     conditions: tuple[Condition, ...]
     summary: Mapping[str, Any]
     observed_generation: int
-    prune: frozenset[str]  # entries of nodes that no longer exist
     holding: frozenset[str]  # while deleting: existing nodes that have not detached yet
+    not_ready: tuple[Mapping[str, str], ...] = ()  # status.nodesNotReady
+    more_not_ready: int = 0
 
 
-def finalizer_holders(obj: Mapping[str, Any], nodes: Mapping[str, NodeInfo]) -> set[str]:
+def finalizer_holders(entries: Mapping[str, Mapping[str, Any]],
+                      nodes: Mapping[str, NodeInfo]) -> set[str]:
     """Existing nodes whose entry does not report `detached` (the finalizer waits for them)."""
-    entries = (obj.get("status") or {}).get("nodes") or {}
     return {
         name for name, entry in entries.items()
         if name in nodes and not (entry or {}).get("detached")
@@ -113,27 +119,29 @@ def desired_status(
     nodes: Mapping[str, NodeInfo],
     agent: AgentSettings,
     *,
+    entries: Mapping[str, Mapping[str, Any]],
     now: datetime.datetime,
     finalizer_timeout: float,
 ) -> DesiredStatus:
+    """`entries`: this policy's entry in each node's LwtNodeState, by node name."""
     meta = obj.get("metadata") or {}
     generation = int(meta.get("generation") or 0)
-    entries: Mapping[str, Any] = (obj.get("status") or {}).get("nodes") or {}
-    prune = frozenset(name for name in entries if name not in nodes)
     live = {name: entry or {} for name, entry in entries.items() if name in nodes}
     reporting = {name for name, entry in live.items() if not entry.get("detached")}
     expected = expected_nodes(obj, nodes, agent)
     counted = expected | reporting
-    not_ready = {
-        name: entry_problem(live[name], generation) if name in live else "no report yet"
-        for name in counted
-    }
-    not_ready = {name: why for name, why in not_ready.items() if why}
-    errors = {name: why for name, why in not_ready.items() if why.startswith("error:")}
-    behind = {name for name, why in not_ready.items() if not why.startswith("error:")}
+    problems: dict[str, NodeProblem] = {}
+    for name in counted:
+        problem = node_problem(live.get(name), generation)
+        if problem is not None:
+            problems[name] = problem
+    not_ready = {name: p.message for name, p in problems.items()}
+    errors = {name: p.message for name, p in problems.items() if p.reason == ERROR}
+    behind = {name for name, p in problems.items() if p.reason != ERROR}
     summary = summarize(live, generation, expected)
     accepted = Condition(contract.ACCEPTED, verdict.accepted, verdict.reason, verdict.message)
-    holding = frozenset(finalizer_holders(obj, nodes))
+    holding = frozenset(finalizer_holders(entries, nodes))
+    listed, more = not_ready_nodes(problems) if verdict.accepted else ([], 0)
 
     deletion = contract.parse_time(meta.get("deletionTimestamp"))
     if deletion is not None:
@@ -177,8 +185,9 @@ def desired_status(
         conditions=(accepted, ready_c, degraded, progressing),
         summary=summary,
         observed_generation=generation,
-        prune=prune,
         holding=holding,
+        not_ready=tuple(listed),
+        more_not_ready=more,
     )
 
 
@@ -196,6 +205,10 @@ def status_patch(
         patch["summary"] = dict(desired.summary)
     if desired.observed_generation != status.get("observedGeneration"):
         patch["observedGeneration"] = desired.observed_generation
-    if desired.prune:
-        patch["nodes"] = {name: None for name in sorted(desired.prune)}
+    if list(desired.not_ready) != list(status.get("nodesNotReady") or []):
+        patch["nodesNotReady"] = [dict(n) for n in desired.not_ready]
+    if desired.more_not_ready != status.get("moreNodesNotReady"):
+        patch["moreNodesNotReady"] = desired.more_not_ready
+    if "nodes" in status:
+        patch["nodes"] = None  # per-node entries of an older version: now in LwtNodeStates
     return patch

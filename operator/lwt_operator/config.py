@@ -13,6 +13,9 @@ class Timings:
 
     resync: float = 30.0  # periodic re-check of every policy and of the DaemonSet (seconds)
     finalizer_poll: float = 5.0  # retry interval of the deletion handler while nodes hold it
+    # Node-state changes are folded into a policy's status at most this often (debounce: one
+    # status write per policy per period, however many nodes reported in it).
+    aggregate: float = 1.0
     watch_server_timeout: float = 300.0  # watch requests end after this and reconnect
     watch_client_timeout: float = 330.0
     connect_timeout: float = 10.0
@@ -23,7 +26,7 @@ class Timings:
     @classmethod
     def fast(cls) -> Timings:
         """For tests against the emulator: everything within a second."""
-        return cls(resync=0.5, finalizer_poll=0.2, watch_server_timeout=5,
+        return cls(resync=0.5, finalizer_poll=0.2, aggregate=0.2, watch_server_timeout=5,
                    watch_client_timeout=10, connect_timeout=1, request_timeout=5,
                    error_backoffs=(0.1, 0.2, 0.3, 0.5), worker_idle=1.0)
 

@@ -1,8 +1,11 @@
 """The kopf handlers: short and declarative; the decisions live in the pure modules.
 
 - every policy event and a periodic timer: judge the spec (validation.py), aggregate the node
-  entries (aggregate.py) and write conditions/summary/observedGeneration when they differ; prune
-  entries of nodes that no longer exist; a Warning Event when a generation is rejected;
+  entries (aggregate.py) and write conditions/summary/observedGeneration/nodesNotReady when
+  they differ; a Warning Event when a generation is rejected;
+- node states (LwtNodeState, one per node, written by its agent) are indexed by policy; a
+  change marks the policies whose entries changed, and a short per-policy timer folds them in
+  (debounced and batched: one status write per policy per `aggregate` period);
 - deletion: the finalizer stays until every existing node reports `detached`
   (kopf retries the handler every `finalizer_poll` seconds and removes the finalizer when it
   returns);
@@ -17,7 +20,8 @@ from typing import Any
 
 import kopf
 import kubernetes.client
-from lwt_policy import contract
+from lwt_policy import contract, schema
+from lwt_policy.status import policy_key
 
 from lwt_operator.aggregate import DesiredStatus, NodeInfo, desired_status, status_patch
 from lwt_operator.config import OperatorConfig
@@ -25,6 +29,7 @@ from lwt_operator.validation import Verdict, judge
 
 log = logging.getLogger(__name__)
 POLICIES = (contract.GROUP, contract.VERSION, contract.PLURAL)
+NODE_STATES = (schema.GROUP, schema.VERSION, schema.NODE_STATE_PLURAL)
 
 
 def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
@@ -94,6 +99,43 @@ def _nodes(index: kopf.Index[str, NodeInfo]) -> dict[str, NodeInfo]:
     return {name: next(iter(store)) for name, store in index.items()}
 
 
+Entry = tuple[str, dict[str, Any]]  # (node name, that node's entry for one policy)
+
+
+def _entries(index: kopf.Index[tuple[str, str], Entry] | None,
+             body: kopf.Body) -> dict[str, dict[str, Any]]:
+    if index is None:
+        return {}
+    key = (body.metadata.namespace or "", body.metadata.name or "")
+    return dict(index.get(key, ()))
+
+
+class Touched:
+    """Which policies' entries changed since their status was last aggregated: the node-state
+    index marks them, the aggregate timer takes them (kopf runs both in different threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: set[tuple[str, str]] = set()
+        self._seen: dict[str, dict[tuple[str, str], Any]] = {}
+
+    def node_state(self, node: str, entries: dict[tuple[str, str], dict[str, Any]]) -> None:
+        comparable = {k: {f: v for f, v in e.items() if f != "lastUpdateTime"}
+                      for k, e in entries.items()}
+        with self._lock:
+            before = self._seen.get(node, {})
+            self._keys |= {k for k in before.keys() | comparable.keys()
+                           if before.get(k) != comparable.get(k)}
+            self._seen[node] = comparable
+
+    def take(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            if key not in self._keys:
+                return False
+            self._keys.discard(key)
+            return True
+
+
 def build_registry(
     config: OperatorConfig, configuration: kubernetes.client.Configuration
 ) -> kopf.OperatorRegistry:
@@ -129,8 +171,11 @@ def build_registry(
             announced.add(occasion)
             return True
 
+    touched = Touched()
+
     def reconcile(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
-                  logger: Any, namespaces: Any = None) -> DesiredStatus | None:
+                  logger: Any, namespaces: Any = None,
+                  nodestates: Any = None) -> DesiredStatus | None:
         if contract.FINALIZER not in body.metadata.get("finalizers", []) and not body.meta.get(
                 "deletionTimestamp"):
             # kopf adds the finalizer first (the event it causes brings us back here). Writing
@@ -139,7 +184,8 @@ def build_registry(
             return None
         now = datetime.datetime.now(tz=datetime.UTC)
         verdict = verdict_for(body, namespaces)
-        desired = desired_status(body, verdict, _nodes(nodes), config.agent, now=now,
+        desired = desired_status(body, verdict, _nodes(nodes), config.agent,
+                                 entries=_entries(nodestates, body), now=now,
                                  finalizer_timeout=config.finalizer_timeout)
         changes = status_patch(body, desired, now)
         if changes:
@@ -156,9 +202,6 @@ def build_registry(
                 and first_time(("invalid", uid, verdict.generation))):
             kopf.warn(body, reason=contract.INVALID_SPEC, message=verdict.message)
             logger.warning("rejected generation %s: %s", verdict.generation, verdict.message)
-        if desired.prune:
-            log.info("%s/%s: pruned entries of nodes that no longer exist: %s",
-                     body.metadata.namespace, body.metadata.name, ", ".join(sorted(desired.prune)))
         return desired
 
     @kopf.on.login(id="login", registry=registry)
@@ -168,6 +211,13 @@ def build_registry(
     @kopf.index("v1", "nodes", id="nodes", registry=registry)
     def nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeInfo]:
         return {name: NodeInfo.from_node(body)}
+
+    @kopf.index(*NODE_STATES, id="nodestates", registry=registry)
+    def nodestates(name: str, status: Any, **_: Any) -> dict[tuple[str, str], Entry]:
+        entries = {policy_key(e): dict(e) for e in (status or {}).get("policies") or ()
+                   if isinstance(e, dict)}
+        touched.node_state(name, entries)
+        return {key: (name, entry) for key, entry in entries.items()}
 
     if custom.enabled:
         # Which namespaces the admin labelled for custom programs (only when they are on:
@@ -181,19 +231,29 @@ def build_registry(
                        nodes: kopf.Index[str, NodeInfo], logger: Any, **kw: Any) -> None:
         if type == "DELETED":
             return
-        reconcile(body, patch, nodes, logger, kw.get("namespaces"))
+        reconcile(body, patch, nodes, logger, kw.get("namespaces"), kw.get("nodestates"))
+
+    @kopf.timer(*POLICIES, id="aggregate", interval=config.timings.aggregate,
+                registry=registry)
+    def policy_aggregate(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
+                         logger: Any, **kw: Any) -> None:
+        # Only when an entry of this policy changed since the last pass: a rollout on 5,000
+        # nodes is a few status writes per policy, not 5,000.
+        if touched.take((body.metadata.namespace or "", body.metadata.name or "")):
+            reconcile(body, patch, nodes, logger, kw.get("namespaces"), kw.get("nodestates"))
 
     @kopf.timer(*POLICIES, id="resync", interval=config.timings.resync, registry=registry)
     def policy_resync(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
                       logger: Any, **kw: Any) -> None:
         # Level-triggered: nodes that appear, disappear or change labels affect every policy
         # (and namespace labels, when custom programs are on).
-        reconcile(body, patch, nodes, logger, kw.get("namespaces"))
+        reconcile(body, patch, nodes, logger, kw.get("namespaces"), kw.get("nodestates"))
 
     @kopf.on.delete(*POLICIES, id="detach", registry=registry)
     def policy_deleted(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
                        logger: Any, **kw: Any) -> None:
-        desired = reconcile(body, patch, nodes, logger, kw.get("namespaces"))
+        desired = reconcile(body, patch, nodes, logger, kw.get("namespaces"),
+                            kw.get("nodestates"))
         if desired is not None and desired.holding:
             raise kopf.TemporaryError(
                 f"waiting for nodes {', '.join(sorted(desired.holding))} to report detached",

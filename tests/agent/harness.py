@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.topology import Node, ip
 
 REPO = Path(__file__).resolve().parents[2]
+NODE_STATE = "LwtNodeState"  # statuses() key of the node state document
 
 
 def policy(name: str, hooks: Mapping[str, Any], *, namespace: str = "shop",
@@ -147,7 +148,7 @@ class AgentProcess:
 
     def statuses(self) -> dict[str, dict[str, Any] | None]:
         """Latest status document per policy (ns/name), in the order printed; None for a
-        policy reported as removed from the files."""
+        policy reported as removed from the files; the node's LwtNodeState under NODE_STATE."""
         latest: dict[str, dict[str, Any] | None] = {}
         for chunk in ("\n" + self.stdout()).split("\n--- ")[1:]:
             header, _, body = chunk.partition("\n")
@@ -159,14 +160,25 @@ class AgentProcess:
                 doc = yaml.safe_load(body)
             except yaml.YAMLError:
                 continue  # the last document may be half written
-            if isinstance(doc, dict) and "metadata" in doc:
+            if isinstance(doc, dict) and doc.get("kind") == "LwtNodeState":
+                latest[NODE_STATE] = doc
+            elif isinstance(doc, dict) and "metadata" in doc:
                 meta = doc["metadata"]
                 latest[f"{meta['namespace']}/{meta['name']}"] = doc
         return latest
 
     def entry(self, name: str) -> dict[str, Any] | None:
-        doc = self.statuses().get(name)
-        return None if doc is None else doc["status"]["nodes"][self.node_name]
+        """This node's entry for policy `name` (ns/name), from the LwtNodeState printed last
+        (None while the policy is not printed or was removed)."""
+        statuses = self.statuses()
+        state = statuses.get(NODE_STATE)
+        if statuses.get(name) is None or state is None:
+            return None
+        namespace, _, policy = name.partition("/")
+        for entry in state["status"]["policies"]:
+            if (entry["namespace"], entry["name"]) == (namespace, policy):
+                return entry
+        return None
 
     def wait_entry(self, name: str, check: Callable[[dict[str, Any]], bool],
                    timeout: float = 15, what: str = "") -> dict[str, Any]:

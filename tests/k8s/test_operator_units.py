@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -220,8 +221,12 @@ VALID = Verdict(2, ())
 
 
 def policy(nodes: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
+    """A policy, with its entries in the nodes' LwtNodeStates under ENTRIES (by node)."""
     return {"metadata": {"name": "p", "namespace": "shop", "generation": 2, **meta},
-            "spec": {}, "status": {"nodes": nodes or {}}}
+            "spec": {}, "status": {}, ENTRIES: nodes or {}}
+
+
+ENTRIES = "_entries"  # not a field of the object: what the node states hold for it
 
 
 def entry(generation: int = 2, routes: int = 3, attached: int = 3, **extra: Any) -> dict[str, Any]:
@@ -235,7 +240,8 @@ def conditions(status: Any) -> dict[str, tuple[bool, str]]:
 
 def compute(obj: dict[str, Any], verdict: Verdict = VALID,
             nodes: dict[str, NodeInfo] = NODES, timeout: float = 60) -> Any:
-    return desired_status(obj, verdict, nodes, AGENT, now=NOW, finalizer_timeout=timeout)
+    return desired_status(obj, verdict, nodes, AGENT, entries=obj.get(ENTRIES) or {}, now=NOW,
+                          finalizer_timeout=timeout)
 
 
 def test_all_nodes_ready() -> None:
@@ -245,7 +251,8 @@ def test_all_nodes_ready() -> None:
     assert conditions(status)[contract.DEGRADED] == (False, contract.NO_ERRORS)
     assert dict(status.summary) == {"nodes": 2, "readyNodes": 2, "nodesReady": "2/2",
                                     "routes": 5, "attachedRoutes": 5}
-    assert status.observed_generation == 2 and not status.prune
+    assert status.observed_generation == 2
+    assert status.not_ready == () and status.more_not_ready == 0
 
 
 def test_missing_and_stale_nodes_are_progressing() -> None:
@@ -282,12 +289,26 @@ def test_invalid_spec() -> None:
     assert status.conditions[0].message == "spec.x: bad"
 
 
-def test_entries_of_nodes_gone_are_pruned() -> None:
+def test_entries_of_nodes_gone_are_ignored_and_old_node_maps_dropped() -> None:
+    # The garbage collector deletes a gone node's LwtNodeState; until then it does not count.
     status = compute(policy({"n1": entry(), "n2": entry(), "gone": entry()}))
-    assert status.prune == frozenset({"gone"})
     assert status.summary["nodes"] == 2
-    patch = status_patch(policy({"gone": entry()}), status, NOW)
-    assert patch["nodes"] == {"gone": None}
+    old = policy()
+    old["status"]["nodes"] = {"gone": entry()}  # written into the policy by older agents
+    assert status_patch(old, status, NOW)["nodes"] is None
+
+
+def test_status_is_bounded_at_5000_failing_nodes() -> None:
+    nodes = {f"n{i:04}": NodeInfo(LINUX) for i in range(5000)}
+    failing = entry(attached=0, lastError={"message": "verifier: " + "x" * 4000,
+                                           "verifierLog": "v" * 4096})
+    obj = policy({name: failing for name in nodes})
+    status = compute(obj, nodes=nodes)
+    patch = status_patch(obj, status, NOW)
+    assert len(patch["nodesNotReady"]) == 10 and patch["moreNodesNotReady"] == 4990
+    assert {n["reason"] for n in patch["nodesNotReady"]} == {"Error"}
+    assert len(json.dumps(patch)) <= 16 * 1024
+    assert "verifierLog" not in json.dumps(patch)
 
 
 def test_expected_nodes_follow_node_selector_and_agent_placement() -> None:
@@ -317,7 +338,7 @@ def test_deletion_waits_for_detached_nodes_then_times_out() -> None:
     deleting = policy({"n1": entry(detached=True), "n2": entry(), "gone": entry()},
                       deletionTimestamp="2026-01-01T11:59:50Z")
     status = compute(deleting, timeout=60)
-    assert status.holding == frozenset({"n2"})  # "gone" does not hold it: pruned instead
+    assert status.holding == frozenset({"n2"})  # "gone" does not hold it: its state is GC'd
     assert conditions(status)[contract.READY] == (False, contract.DELETING)
     late = compute(deleting, timeout=5)
     assert conditions(late)[contract.READY] == (False, contract.FINALIZER_TIMEOUT)
@@ -332,9 +353,10 @@ def test_conditions_keep_transition_times_and_patches_are_minimal() -> None:
     status = compute(obj)
     earlier = NOW - datetime.timedelta(hours=1)
     first = render_conditions(status.conditions, [], 2, earlier)
-    obj["status"].update(conditions=first, summary=dict(status.summary), observedGeneration=2)
+    obj["status"].update(conditions=first, summary=dict(status.summary), observedGeneration=2,
+                         nodesNotReady=[], moreNodesNotReady=0)
     assert status_patch(obj, status, NOW) == {}  # nothing changed: no write, no event loop
-    obj["status"]["nodes"]["n2"]["observedGeneration"] = 1
+    obj[ENTRIES]["n2"]["observedGeneration"] = 1
     changed = status_patch(obj, compute(obj), NOW)
     ready = next(c for c in changed["conditions"] if c["type"] == contract.READY)
     accepted = next(c for c in changed["conditions"] if c["type"] == contract.ACCEPTED)

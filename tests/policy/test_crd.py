@@ -165,3 +165,33 @@ def test_every_spec_field_has_a_description() -> None:
         if path.endswith("[]") or path.endswith(".*"):
             continue
         assert node.get("description"), f"{path} has no description"
+
+
+NODE_STATE_CRD_PATH = REPO / "crds" / crd.NODE_STATE_CRD_FILE_NAME
+
+
+def test_node_state_crd_committed_valid_and_shaped() -> None:
+    assert NODE_STATE_CRD_PATH.read_text() == crd.render_node_state(), (
+        "crds/ is stale: run `.venv/bin/python -m lwt_policy.crd --write`")
+    obj = yaml.safe_load(NODE_STATE_CRD_PATH.read_text())
+    assert kubernetes_validate.validate(obj, latest_version(), strict=True)
+    spec = obj["spec"]
+    assert obj["metadata"]["name"] == "lwtnodestates.lwt.dev"
+    assert spec["scope"] == "Cluster" and spec["names"]["shortNames"] == ["lns"]
+    (version,) = spec["versions"]
+    assert version["subresources"] == {"status": {}}
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Policies", "Errors", "Routes", "Updated", "Age"]
+    # Per-node entries are not in the policy any more: its status is O(1) in nodes.
+    policy_status = committed_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+        "properties"]["status"]["properties"]
+    assert "nodes" not in policy_status
+    assert policy_status["nodesNotReady"]["maxItems"] == schema.MAX_LISTED_NODES
+
+
+def test_check_covers_every_generated_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(crd, "default_crd_path", lambda: tmp_path / crd.CRD_FILE_NAME)
+    assert crd.main(["--write"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(crd.rendered_files())
+    (tmp_path / crd.NODE_STATE_CRD_FILE_NAME).write_text("stale")
+    assert crd.main(["--check"]) == 1

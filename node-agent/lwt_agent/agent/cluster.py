@@ -8,11 +8,14 @@ Watches (list + watch, relist on 410 and after failures):
   `programs_gate.py`): the Namespaces matching the admin's selector, and one watch per
   ConfigMap an allowed policy names (fieldSelector metadata.name=<name>), never all of them.
 
-Every change (and every resync period) triggers a reconcile. The agent writes only
-`status.nodes.<node>` of each policy, with a JSON merge patch to the status subresource,
-when the entry differs from what the object holds (timestamps aside); a failed write is
-retried at the next pass. A Warning Event (reason AttachFailed) is posted when a policy's
-lastError on this node changes to a new error.
+Every change (and every resync period) triggers a reconcile. The agent writes nothing into
+policies: its entry for every policy goes into one object, the LwtNodeState named after its
+node (created on first need with an ownerReference to its Node, so the garbage collector
+removes it with the Node), as one JSON merge patch to the status subresource per pass that
+changed something (timestamps aside); a failed write is retried at the next pass. The API
+server lets an agent write only its own node's object (the chart's ValidatingAdmissionPolicy
+checks the token's node claim). A Warning Event (reason AttachFailed) is posted when a
+policy's lastError on this node changes to a new error.
 
 While the API is unreachable the caches keep their last contents: nothing is detached or
 changed because of an outage. When the watches come back they relist (seeing everything
@@ -33,7 +36,13 @@ from lwt_kube import ApiError, CredentialsError, Kube, api_path, load_configurat
 from lwt_policy import contract, schema
 from lwt_policy.custom_programs import CustomProgramRule
 from lwt_policy.model import PolicyRef
-from lwt_policy.status import NodeError, node_status, node_status_patch
+from lwt_policy.status import (
+    NodeError,
+    node_state_entry,
+    node_state_object,
+    node_state_status,
+    node_status,
+)
 from lwt_policy.targets import slim_node, slim_pod
 
 from .admission import PolicyBook, PolicyView
@@ -50,16 +59,15 @@ POLICIES = api_path(f"{schema.API_VERSION}/lwtroutepolicies")
 PODS = api_path("v1/pods")
 NODES = api_path("v1/nodes")
 CONFIGMAPS = api_path("v1/configmaps")
-VOLATILE = "lastUpdateTime"
+NODE_STATES = f"{schema.API_VERSION}/{schema.NODE_STATE_PLURAL}"  # api_path's resource
 POLICY_PAGE = 10
 
 
-def _status_path(ref: PolicyRef) -> str:
-    return api_path(f"{schema.API_VERSION}/lwtroutepolicies", ref.namespace, ref.name, "status")
-
-
-def _comparable(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    return None if entry is None else {k: v for k, v in entry.items() if k != VOLATILE}
+def _comparable(status: Mapping[str, Any] | None) -> Any:
+    if status is None:
+        return None
+    return [{k: v for k, v in e.items() if k != "lastUpdateTime"}
+            for e in status.get("policies") or ()]
 
 
 class ClusterAgent:
@@ -92,7 +100,8 @@ class ClusterAgent:
                                       self._dropped)
         self.configmaps = ReferencedConfigMaps(self.kube, self.dirty.set, self._dropped)
         self._errors_posted: dict[PolicyRef, str] = {}
-        self._unwritten: set[PolicyRef] = set()
+        self._written: dict[str, Any] | None = None  # the node state's status as last written
+        self._state_exists = False
 
     # --- loop ----------------------------------------------------------------------------
 
@@ -154,32 +163,60 @@ class ClusterAgent:
     # --- status --------------------------------------------------------------------------
 
     def _write_status(self, report: Report, objects: Mapping[tuple[str, str], Any]) -> None:
-        api_failed = False
+        entries = []
         for ref, result in report.results.items():
-            view = report.views[ref]
-            if _pending(view):
+            if _pending(report.views[ref]):
                 continue  # not judged by the operator yet: nothing to say for this node
-            obj = objects.get((ref.namespace, ref.name)) or {}
-            current = ((obj.get("status") or {}).get("nodes") or {}).get(self.node)
-            entry = node_status(result)
-            if ref not in self._unwritten and _comparable(current) == _comparable(entry):
-                continue
-            if api_failed:
-                self._unwritten.add(ref)
-                continue
-            try:
-                self.kube.merge_patch(_status_path(ref), node_status_patch(self.node, entry))
-                self._unwritten.discard(ref)
-            except ApiError as exc:
-                if exc.status == 404:
-                    continue  # deleted meanwhile
-                log.warning("cannot write the status of %s: %s (retrying)", ref, exc)
-                self.agent.metrics.errors.labels("api").inc()
-                self._unwritten.add(ref)
-                api_failed = exc.status == 0
-                continue
-            if view.error is None:  # the operator reports its own refusals
-                self._post_event(ref, obj, entry)
+            entries.append(node_state_entry(ref, node_status(result)))
+        try:
+            self._ensure_state()
+            previous = (self._written or {}).get("policies") or ()
+            status = node_state_status(entries, previous)
+            if self._written is not None and _comparable(status) == _comparable(self._written):
+                return
+            self.kube.merge_patch(api_path(NODE_STATES, None, self.node, "status"),
+                                  {"status": status})
+        except ApiError as exc:
+            if exc.status == 404:
+                self._state_exists = False  # deleted meanwhile: created again next pass
+            log.warning("cannot write this node's LwtNodeState %s: %s (retrying)", self.node,
+                        exc)
+            self.agent.metrics.errors.labels("api").inc()
+            return
+        self._written = status
+        for entry in status["policies"]:
+            ref = PolicyRef(entry["namespace"], entry["name"])
+            view = report.views.get(ref)
+            if view is not None and view.error is None:  # the operator reports its refusals
+                self._post_event(ref, objects.get((ref.namespace, ref.name)) or {}, entry)
+
+    def _ensure_state(self) -> None:
+        """Find this node's LwtNodeState (what it holds is what the next write compares
+        with), or create it, owned by the Node so the garbage collector removes it with it."""
+        if self._state_exists:
+            return
+        path = api_path(NODE_STATES, None, self.node)
+        try:
+            self._written = self.kube.get(path).get("status") or {}
+            self._state_exists = True
+            return
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        uid = None
+        try:
+            uid = (self.kube.get(api_path("v1/nodes", None, self.node)).get("metadata")
+                   or {}).get("uid")
+        except ApiError as exc:
+            log.warning("cannot read Node %s (%s): its LwtNodeState gets no owner and stays "
+                        "after the Node is deleted", self.node, exc)
+        try:
+            self.kube.create(api_path(NODE_STATES), node_state_object(self.node, uid))
+        except ApiError as exc:
+            if exc.status != 409:  # created meanwhile
+                raise
+        self._written = None
+        self._state_exists = True
 
     def _post_event(self, ref: PolicyRef, obj: Mapping[str, Any],
                     entry: Mapping[str, Any]) -> None:

@@ -34,12 +34,8 @@ def slim_policy(obj: dict[str, Any], node: str) -> dict[str, Any]:
     }
     conditions = [_slim_condition(c) for c in status.get("conditions") or []
                   if isinstance(c, dict)]
-    own = (status.get("nodes") or {}).get(node) if isinstance(status.get("nodes"), dict) \
-        else None
-    if conditions or own is not None:
+    if conditions:
         slim["status"] = {"conditions": conditions}
-        if own is not None:
-            slim["status"]["nodes"] = {node: own}
     return slim
 
 

@@ -6,8 +6,10 @@ triggers a reconcile; a periodic reconcile also retries what failed (a route the
 not created yet, a program the kernel refused). A file that cannot be read keeps the last
 good contents of its group in force: a typo never detaches anything.
 
-Status goes to stdout as YAML documents, one per policy whose status changed, in the
-LwtRoutePolicy status shape (what `kubectl get lrp -o yaml` shows in a cluster).
+Status goes to stdout as YAML documents, as a cluster would hold them: one per policy whose
+status changed, in the LwtRoutePolicy status shape (`kubectl get lrp -o yaml`), then this
+node's LwtNodeState (`kubectl get lns <node> -o yaml`: its entry for every policy) when an
+entry changed.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from lwt_policy import schema
 from lwt_policy.errors import ManifestError
 from lwt_policy.manifests import assume_scheduled_here, load_cluster_objects
 from lwt_policy.model import LwtRoutePolicy, PolicyRef
-from lwt_policy.status import node_status, policy_status
+from lwt_policy.status import node_state_entry, node_state_status, node_status, policy_status
 from lwt_policy.targets import slim_node, slim_pod
 
 from .admission import PolicyBook, PolicyView
@@ -112,6 +114,7 @@ class StatusPrinter:
         self.node_name = node_name
         self.out = out
         self._last: dict[PolicyRef, str] = {}
+        self._last_state: dict[str, Any] = {}
 
     def documents(self, report: Report) -> dict[PolicyRef, dict[str, Any]]:
         docs: dict[PolicyRef, dict[str, Any]] = {}
@@ -127,7 +130,20 @@ class StatusPrinter:
             }
         return docs
 
+    def node_state(self, report: Report) -> dict[str, Any]:
+        """This node's LwtNodeState as cluster mode writes it."""
+        entries = [node_state_entry(ref, node_status(result))
+                   for ref, result in report.results.items()]
+        status = node_state_status(entries, self._last_state.get("policies") or ())
+        return {"apiVersion": schema.API_VERSION, "kind": schema.NODE_STATE_KIND,
+                "metadata": {"name": self.node_name}, "status": status}
+
     def print(self, report: Report) -> None:
+        state = self.node_state(report)
+        if _without(state["status"], VOLATILE) != _without(self._last_state, VOLATILE):
+            self._last_state = state["status"]
+        else:
+            state = {}
         docs = self.documents(report)
         for ref, doc in docs.items():
             key = yaml.safe_dump(_without(doc, VOLATILE), sort_keys=True)
@@ -140,6 +156,9 @@ class StatusPrinter:
             del self._last[ref]
             self.out.write(f"--- # {schema.KIND} {ref}: no longer in the policy files, "
                            "detached\n")
+        if state:
+            self.out.write(f"--- # {schema.NODE_STATE_KIND} {self.node_name}\n")
+            self.out.write(yaml.safe_dump(state, sort_keys=False, default_flow_style=False))
         self.out.flush()
 
 
