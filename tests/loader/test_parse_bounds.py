@@ -96,3 +96,17 @@ def test_too_large_a_file_is_refused_before_reading(tmp_path: Path) -> None:
         ObjectSpec.from_file(big)
     with pytest.raises(LimitError, match="MAX_OBJECT_BYTES"):
         ObjectSpec.from_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * limits.MAX_OBJECT_BYTES)
+
+
+def test_docs_state_the_bounds_the_code_has() -> None:
+    doc = (REPO / "docs" / "loader.md").read_text()
+    rules = doc[doc.index("**Bounded parsing**"):doc.index("**Fuzzed in CI**")]
+    rules = " ".join(rules.split())
+    assert f"at most {limits.MAX_OBJECT_BYTES >> 20} MiB per object" in rules
+    for value, what in ((limits.MAX_SECTIONS, "sections"), (limits.MAX_SYMBOLS, "symbols"),
+                        (limits.MAX_RELOCATIONS, "relocations"),
+                        (limits.MAX_BTF_TYPES, "BTF types"),
+                        (limits.MAX_BTF_MEMBERS, "members"),
+                        (limits.MAX_BTF_EXT_RECORDS, "`.BTF.ext` records")):
+        assert f"{value:,} {what}" in rules, what
+    assert f"names of at most {limits.MAX_NAME} bytes" in rules
