@@ -192,3 +192,11 @@ def test_map_name_escaping_the_pin_dir_cannot_reuse_another_tenants_pin(
             for entry in sub.iterdir():
                 entry.unlink()
             sub.rmdir()
+
+
+def test_allowlist_has_no_kernel_memory_or_printing_helpers() -> None:
+    for name in LWT_ALLOWED:
+        assert name in HELPER_IDS, name
+        assert not name.startswith(("probe_", "get_current_", "trace_", "snprintf",
+                                    "copy_from_user", "skc_to_", "per_cpu", "this_cpu",
+                                    "tail_call", "sys_", "kallsyms", "d_path")), name
