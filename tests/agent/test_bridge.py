@@ -47,13 +47,16 @@ def test_owned_routes_and_pod_subnets_on_a_bridge_node(tmp_path, bridge_node: No
         agent.start()
         agent.wait_ready("shop/deny")
         entry = agent.wait_ready("lwt-system/subnet-counters")
-        assert entry["routes"] == 1
+        # The pod-CIDR route, and web's owned /32 split from it, which inherits the admin's
+        # in hook (tests/security/test_admin_inheritance.py).
+        assert entry["routes"] == entry["attachedRoutes"] == 2
         refused = agent.wait_entry("shop/tenant-subnet", lambda e: e["lastError"] is not None)
         assert "spec.podSubnets" in refused["lastError"]["message"]
 
         web, db = node.pods
         routes = _routes(node)
         assert "proto 76" in routes[web.ipv4] and "lwt/shop/deny/out/" in routes[web.ipv4]
+        assert "lwt/lwt-system/subnet-counters/in/" in routes[web.ipv4]
         assert "lwt/lwt-system/subnet-counters/in/" in routes["10.213.2.0/24"]
         assert db.ipv4 not in routes  # no policy on it: no owned route
         listener = node.tcp_listen(web.ns, web.ipv4, 8080)
