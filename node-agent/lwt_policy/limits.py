@@ -41,23 +41,20 @@ class LimitError(ValueError):
 def nesting_depth(value: Any, limit: int = MAX_DEPTH) -> int:
     """Depth of nested dicts/lists in `value` (a scalar is 0, `{}` is 1), counted without
     recursion. Stops early: returns `limit + 1` as soon as the depth passes `limit`."""
+    # No need to look at strings for the TOO_DEEP marker: `loads` puts it only below
+    # MAX_DEPTH + 8 containers, so an object holding one is too deep by this count already.
+    if not isinstance(value, Mapping | list):
+        return 0
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, Mapping):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        elif isinstance(node, str) and node == TOO_DEEP:
-            return limit + 1
-        else:
-            continue
         if depth > limit:
             return limit + 1
         deepest = max(deepest, depth)
+        children = node.values() if isinstance(node, Mapping) else node
         stack.extend((child, depth + 1) for child in children
-                     if isinstance(child, Mapping | list | str))
+                     if isinstance(child, Mapping | list))
     return deepest
 
 
