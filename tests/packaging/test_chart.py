@@ -72,6 +72,7 @@ def test_template_renders_every_expected_kind(value_set: str) -> None:
         "ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
         "CustomResourceDefinition", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Role",
         "RoleBinding", "Service", "ServiceAccount",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
     }
     if value_set == "full":
         expected.add("ServiceMonitor")
@@ -174,14 +175,33 @@ def _permissions_of(rendered: Rendered, service_account: str) -> set[tuple[str, 
 
 
 @value_sets
-def test_agent_cannot_touch_secrets_and_writes_only_status_and_events(value_set: str) -> None:
+def test_agent_cannot_touch_secrets_and_writes_only_its_node_state_and_events(value_set: str) -> None:
     rendered = render(value_set)
     agent_sa = rendered.agent_settings()["serviceAccountName"]
     granted = _permissions_of(rendered, agent_sa)
     assert granted, "no RBAC bound to the agent's ServiceAccount"
     assert not any(resource.startswith("secrets") for _, resource, _ in granted)
     writes = {g for g in granted if g[2] not in ("get", "list", "watch")}
-    assert writes == {("lwt.dev", "lwtroutepolicies/status", "patch"), ("", "events", "create")}
+    # Its own LwtNodeState only (which one: the chart's ValidatingAdmissionPolicy, tested on a
+    # real API server in tests/k8s/test_node_restriction.py); nothing of any policy.
+    assert writes == {("lwt.dev", "lwtnodestates", "create"),
+                      ("lwt.dev", "lwtnodestates/status", "patch"), ("", "events", "create")}
+    assert not {g for g in granted if g[1].startswith("lwtroutepolicies/")}
+
+
+@value_sets
+def test_node_restriction_policy_binds_the_agent_service_account(value_set: str) -> None:
+    rendered = render(value_set)
+    agent_sa = rendered.agent_settings()["serviceAccountName"]
+    (policy,) = [d for d in rendered.documents if d["kind"] == "ValidatingAdmissionPolicy"]
+    (binding,) = [d for d in rendered.documents
+                  if d["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    (condition,) = policy["spec"]["matchConditions"]
+    assert f":{agent_sa}'" in condition["expression"]
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["lwtnodestates", "lwtnodestates/status"]
 
 
 @value_sets

@@ -154,6 +154,7 @@ class ProgramStore:
         try:
             spec = ObjectSpec.from_bytes(request.object_bytes, source=request.origin)
             prog_name = pins.program_pin_name(kernel_name(spec.program(request.section).name))
+            pins.check_segments(key.policy.namespace, key.policy.name, key.hook, key.digest)
             pin_dir = key.path(self.root)
             pins.check_under(self.root, pin_dir)  # the policy's own directory, nothing else
         except MalformedObjectError as exc:

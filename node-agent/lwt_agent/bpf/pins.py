@@ -116,6 +116,16 @@ def pin_path(directory: str | os.PathLike[str], map_spec_name: str) -> str:
     return child_path(directory, pin_name(map_spec_name))
 
 
+def check_segments(*parts: str) -> None:
+    """Refuse any part that is not exactly one path component (a namespace, policy name,
+    hook or digest becoming a directory): '/', '.', '..', empty or NUL would let the
+    directory land elsewhere, even inside the pin root."""
+    for part in parts:
+        if not part or part in (".", "..") or "/" in part or "\0" in part:
+            raise PinNameError(f"{part[:64]!r} cannot name a pin directory (it must be one "
+                               "path component)")
+
+
 def check_under(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     """Refuse ``path`` unless it resolves to ``root`` or below (a policy's pin directory
     under the agent's pin root)."""
