@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lwt_agent.netns import Namespaces, NetnsError
+
 from benchmarks import shell
 from benchmarks.errors import BenchError, CommandError
 from benchmarks.settings import Settings
@@ -113,11 +115,11 @@ def _obj_per_route(count: int, progress: Callable[[str], None]) -> dict[str, Any
     if not obj.is_file():
         result["error"] = f"{obj} missing: run `make -C bpf`"
         return result
-    netns = f"{NETNS_PREFIX}-{os.getpid()}-{secrets.token_hex(3)}-cp"
-    shell.run(["ip", "netns", "add", netns])
+    nets = Namespaces(f"{NETNS_PREFIX}-{os.getpid()}-{secrets.token_hex(3)}")
     try:
-        shell.run(["ip", "-n", netns, "link", "add", "h0", "type", "veth", "peer", "name", "p0"])
-        shell.run(["ip", "-n", netns, "link", "set", "h0", "up"])
+        node = nets.add("cp")
+        node.veth("h0", "p0")
+        netns = node.name
         dsts = [f"10.100.{i // 250}.{i % 250 + 1}/32" for i in range(count)]
         plain = "".join(f"route add {d} dev h0 scope link\n" for d in dsts)
         started = time.perf_counter()
@@ -142,8 +144,8 @@ def _obj_per_route(count: int, progress: Callable[[str], None]) -> dict[str, Any
         )
         progress(f"control plane: `ip route … encap bpf obj` {count / obj_s:.0f} routes/s "
                  f"({count} programs loaded), plain ip -batch {count / plain_s:.0f} routes/s")
-    except (BenchError, CommandError) as e:
+    except (BenchError, CommandError, NetnsError) as e:
         result["error"] = str(e)
     finally:
-        shell.run(["ip", "netns", "del", netns], check=False)
+        nets.close()
     return result

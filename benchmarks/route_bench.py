@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "node-agent"))
 
 from lwt_agent.bpf import Hook, LoadedProgram, ObjectSpec  # noqa: E402
+from lwt_agent.netns import Namespaces  # noqa: E402
 from lwt_agent.route import ProgramRef, RouteEngine, labels  # noqa: E402
 
 OBJECT = REPO / "bpf" / "build" / "testobj" / "route_out.o"
@@ -57,20 +58,17 @@ def main() -> int:
     if not OBJECT.exists():
         print(f"{OBJECT} missing: run `make -C bpf`", file=sys.stderr)
         return 2
-    netns = f"lwtR{uuid.uuid4().hex[:8]}"
     spec = ObjectSpec.from_file(OBJECT)
-    sh(["ip", "netns", "add", netns])
+    # the namespace (and its routes) goes before the programs they hold
     with spec.load("lwt_out/drop_a", Hook.OUT) as loaded_a, \
-            spec.load("lwt_out/drop_b", Hook.OUT) as loaded_b:
-        try:
-            return _run(args, netns, program(loaded_a), program(loaded_b))
-        finally:
-            subprocess.run(["ip", "netns", "del", netns], check=False)
+            spec.load("lwt_out/drop_b", Hook.OUT) as loaded_b, \
+            Namespaces(f"lwtR{uuid.uuid4().hex[:8]}") as nets:
+        node = nets.add("bench")
+        node.veth("h0", "p0")
+        return _run(args, node.name, program(loaded_a), program(loaded_b))
 
 
 def _run(args: argparse.Namespace, netns: str, prog_a: ProgramRef, prog_b: ProgramRef) -> int:
-    sh(["ip", "-n", netns, "link", "add", "h0", "type", "veth", "peer", "name", "p0"])
-    sh(["ip", "-n", netns, "link", "set", "h0", "up"])
     dsts = destinations(args.routes)
     runs: dict[str, list[float]] = {}
 
