@@ -148,7 +148,11 @@ int lwt_encap(struct __sk_buff *skb)
 		LWT_ADD(stats->unconfigured, 1);
 		return BPF_DROP;
 	}
-	if (bpf_skb_load_bytes(skb, 0, &first, 1) < 0) {
+	/* the IP version nibble: directly when the header is linear (a helper call costs more
+	 * than the rest of this program's own work) */
+	if (LWT_DATA(skb) + 1 <= LWT_DATA_END(skb))
+		first = *(__u8 *)LWT_DATA(skb);
+	else if (bpf_skb_load_bytes(skb, 0, &first, 1) < 0) {
 		LWT_ADD(stats->errors, 1);
 		return BPF_DROP;
 	}
