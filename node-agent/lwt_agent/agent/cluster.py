@@ -91,9 +91,10 @@ class ClusterAgent:
                                  transform=functools.partial(slim_policy, node=self.node))
         self.pods = Informer(self.kube, PODS, self.dirty.set,
                              field_selector=f"spec.nodeName={self.node}", name="pods",
-                             transform=slim_pod, on_drop=self._dropped)
+                             transform=slim_pod, on_drop=self._dropped, check_depth=False)
         self.nodes = Informer(self.kube, NODES, self.dirty.set, name="nodes",
-                              transform=slim_node, on_drop=self._dropped)
+                              transform=slim_node, on_drop=self._dropped,
+                              check_depth=False)
         # Programs from ConfigMaps: only where the admin allows them (checked here too, not
         # only by the operator), and only the ConfigMaps allowed policies reference.
         self.gate = CustomProgramGate(CustomProgramRule.from_env(), self.kube, self.dirty.set,

@@ -35,8 +35,12 @@ class Informer:
                  field_selector: str = "", name: str = "",
                  transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  label_selector: str = "", page_size: int = 500,
-                 on_drop: Callable[[str], None] | None = None) -> None:
+                 on_drop: Callable[[str], None] | None = None,
+                 check_depth: bool = True) -> None:
         self.kube = kube
+        # Built-in kinds (pods, nodes) have the API server's fixed schemas, which bound their
+        # depth: walking every one of them would only cost time. Custom resources do not.
+        self.check_depth = check_depth
         self.transform = transform or (lambda obj: obj)
         self.path = path
         self.field_selector = field_selector
@@ -100,7 +104,8 @@ class Informer:
     def _admit(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """The cache entry for `obj`, or None when it is dropped (see the class doc)."""
         key = object_key(obj)
-        reason = limits.depth_problem(obj, f"{self.name} {key[0]}/{key[1]}")
+        reason = (limits.depth_problem(obj, f"{self.name} {key[0]}/{key[1]}")
+                  if self.check_depth else None)
         if reason is None:
             try:
                 entry = self.transform(obj)
