@@ -381,7 +381,7 @@ def test_a_bad_encap_allowlist_entry_is_refused_by_the_operator() -> None:
     from lwt_operator.errors import SettingsError
     from lwt_operator.settings import AgentSettings
 
-    with pytest.raises(SettingsError, match="encapAllowedRemotes.*'10.0.0.0/33'"):
+    with pytest.raises(SettingsError, match=r"encapAllowedRemotes.*'10\.0\.0\.0/33'"):
         AgentSettings.from_mapping({"encapAllowedRemotes": ["10.0.0.0/33"]})
     with pytest.raises(SettingsError, match="one per list item"):
         AgentSettings.from_mapping({"encapAllowedRemotes": ["10.0.0.0/8,10.1.0.0/16"]})
