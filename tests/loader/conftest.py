@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from lwt_agent.bpf import KernelError, syscall
+from lwt_agent.netns import Namespaces
 
 NETNS_PREFIX = "lwtL"
 
@@ -118,16 +119,11 @@ def builtin_tags() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def netns() -> Iterator[str]:
     """A private netns with a veth pair (v0 up, 10.77.0.1/24) for reference route loads."""
-    name = f"{NETNS_PREFIX}{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for cmd in (["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
-                    ["link", "set", "v0", "up"], ["link", "set", "v1", "up"],
-                    ["addr", "add", "10.77.0.1/24", "dev", "v0"]):
-            subprocess.run(["ip", "-n", name, *cmd], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    with Namespaces(f"{NETNS_PREFIX}{secrets.token_hex(4)}") as nets:
+        net = nets.add("ref")
+        net.veth("v0", "v1")
+        net.addr("v0", "10.77.0.1/24")
+        yield net.name
 
 
 @pytest.fixture(scope="module")
