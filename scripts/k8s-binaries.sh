@@ -91,7 +91,15 @@ import (
 )
 EOF
     go mod tidy -e >/dev/null 2>&1 || true
-    go build -trimpath -ldflags="$LDFLAGS" -o "$BIN/" \
+    # Stamp the version (the release build does it with ldflags too): helm checks the chart's
+    # kubeVersion against it and kubectl reports it; unstamped, it reads v0.0.0-master.
+    local minor=${KUBERNETES_VERSION#v1.} stamp="" pkg
+    minor=${minor%%.*}
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      stamp+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+      stamp+=" -X $pkg.gitTreeState=clean"
+    done
+    go build -trimpath -ldflags="$LDFLAGS$stamp" -o "$BIN/" \
       k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager \
       k8s.io/kubernetes/cmd/kubectl

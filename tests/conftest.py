@@ -19,6 +19,9 @@ CLONE_NEWNS = 0x00020000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 
+# The real Kubernetes control plane (session fixture `control_plane`).
+pytest_plugins = ["tests.k8s.fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 BPF_BUILD = REPO / "bpf" / "build"
 ORIGINAL_MNT_NS = pytest.StashKey[str]()
