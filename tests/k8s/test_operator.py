@@ -1,7 +1,8 @@
 """The operator against the emulated API, in one process: kopf runs in a thread.
 
-The agents are simulated here: they write `status.nodes.<node>` with a JSON merge patch, as the
-real agents do (the agents' own end-to-end suite runs them for real on netns "nodes").
+The agents are simulated here: each writes its node's LwtNodeState (its entry for every policy)
+with a JSON merge patch on /status, as the real agents do (the agents' own end-to-end suite
+runs them for real on netns "nodes"); nothing is written into policies but by the operator.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from lwt_kube import ApiError, Kube, api_path
 from lwt_operator.config import OperatorConfig, Timings
 from lwt_operator.settings import AgentSettings
 from lwt_policy import contract
+from lwt_policy.status import node_state_object
 
-from tests.k8s.conftest import POLICIES
+from tests.k8s.conftest import NODE_STATES, POLICIES
 from tests.k8s.emulator import EmulatedApiServer
 from tests.k8s.harness import RunningOperator, wait_for
 
@@ -67,8 +69,20 @@ def path_of(obj: dict[str, Any], subresource: str | None = None) -> str:
 
 
 def report(kube: Kube, obj: dict[str, Any], node: str, **fields: Any) -> None:
-    """What an agent writes: its own node's entry, by JSON merge patch on /status."""
-    kube.merge_patch(path_of(obj, "status"), {"status": {"nodes": {node: fields}}})
+    """What an agent writes: its node's LwtNodeState with this policy's entry (created when
+    missing; the whole list of entries by JSON merge patch on /status)."""
+    meta = obj["metadata"]
+    try:
+        current = kube.get(api_path(NODE_STATES, name=node))
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        current = kube.create(api_path(NODE_STATES), node_state_object(node, None))
+    entries = [e for e in (current.get("status") or {}).get("policies") or []
+               if (e["namespace"], e["name"]) != (meta["namespace"], meta["name"])]
+    entries.append({"namespace": meta["namespace"], "name": meta["name"], **fields})
+    kube.merge_patch(api_path(NODE_STATES, name=node, subresource="status"),
+                     {"status": {"policies": entries}})
 
 
 def attached(generation: int, routes: int) -> dict[str, Any]:
@@ -175,7 +189,7 @@ def test_node_reports_become_ready_with_a_summary(operator: RunningOperator,
     assert status["summary"] == {"nodes": 2, "readyNodes": 2, "nodesReady": "2/2",
                                  "routes": 5, "attachedRoutes": 5}
     assert status["observedGeneration"] == 1
-    assert set(status["nodes"]) == {"node-a", "node-b"}  # the operator kept the agents' keys
+    assert "nodes" not in status and status["nodesNotReady"] == []  # O(1) in nodes
 
     # A spec change: the generation moves on and Ready follows it.
     kube.merge_patch(path_of(policy), {"spec": {"failurePolicy": "FailClosed"}})
@@ -190,17 +204,16 @@ def test_node_reports_become_ready_with_a_summary(operator: RunningOperator,
     assert condition(kube, policy, contract.DEGRADED)["status"] == "False"  # type: ignore
 
 
-def test_entries_of_deleted_nodes_are_pruned(operator: RunningOperator,
-                                            kube: Kube) -> None:
+def test_entries_of_deleted_nodes_stop_counting(operator: RunningOperator,
+                                               kube: Kube) -> None:
     add_node(kube, "node-a")
     add_node(kube, "node-b")
     policy = apply_example(kube)
     report(kube, policy, "node-a", **attached(1, 1))
     report(kube, policy, "node-b", **attached(1, 1))
     wait_condition(kube, policy, contract.READY, "True")
+    # (On a real cluster the garbage collector then deletes node-b's LwtNodeState.)
     kube.delete(api_path(NODES, name="node-b"))
-    wait_for(lambda: set(kube.get(path_of(policy))["status"]["nodes"]) == {"node-a"},
-             what="node-b's entry pruned")
     status = wait_for(lambda: (s := kube.get(path_of(policy))["status"])["summary"]["nodes"] == 1
                       and s, what="the summary without node-b")
     assert status["summary"]["nodesReady"] == "1/1"
@@ -253,7 +266,7 @@ def test_a_node_that_is_gone_does_not_hold_the_finalizer(operator: RunningOperat
     add_node(kube, "node-a")
     policy = apply_example(kube)
     report(kube, policy, "node-a", **attached(1, 1))
-    report(kube, policy, "node-z", **attached(1, 1))  # no Node object: pruned
+    report(kube, policy, "node-z", **attached(1, 1))  # no Node object: does not count
     wait_condition(kube, policy, contract.READY, "True")
     kube.delete(path_of(policy))
     wait_condition(kube, policy, contract.READY, "False", contract.DELETING)
@@ -277,6 +290,7 @@ def test_converges_after_an_api_server_restart(k8s_api: EmulatedApiServer,
     add_node(kube, "node-a")
     policy = apply_example(kube)
     wait_condition(kube, policy, contract.READY, "False", contract.NODES_NOT_READY)
+    kube.create(api_path(NODE_STATES), node_state_object("node-a", None))
     k8s_api.stop_listening()
     # While the API is down nothing can be written; the emulator's store is like etcd: it stays.
     assert k8s_api.emulator is not None
@@ -310,15 +324,16 @@ def _write_entry_behind_the_apis_back(api: EmulatedApiServer, policy: dict[str, 
     """A change committed while clients are disconnected: they must see it when they resume."""
     emulator = api.emulator
     assert emulator is not None
-    key = (emulator.resource(POLICIES), policy["metadata"]["namespace"],
-           policy["metadata"]["name"])
+    key = (emulator.resource(NODE_STATES), None, "node-a")
+    meta = policy["metadata"]
 
     async def write() -> None:
         async with emulator._lock:
             old = emulator._current(key)
             assert old is not None
             new = copy.deepcopy(old)
-            new.setdefault("status", {}).setdefault("nodes", {})["node-a"] = attached(1, 4)
+            new["status"] = {"policies": [{"namespace": meta["namespace"],
+                                           "name": meta["name"], **attached(1, 4)}]}
             await emulator._commit(key, "MODIFIED", new, old)
 
     return write
