@@ -184,13 +184,20 @@ class AgentProcess:
         return self.log_path.read_text()
 
     def statuses(self) -> dict[str, dict[str, Any]]:
-        """The latest status document of each policy (ns/name -> document)."""
+        """The latest status document of each policy (ns/name -> document), each with this
+        node's entry for it (from the LwtNodeState printed last) under "entry"."""
         latest: dict[str, dict[str, Any]] = {}
+        entries: dict[str, dict[str, Any]] = {}
         with contextlib.suppress(yaml.YAMLError):
             for doc in yaml.safe_load_all(self.status_path.read_text()):
-                if doc:
+                if doc and doc.get("kind") == "LwtNodeState":
+                    entries = {f"{e['namespace']}/{e['name']}": e
+                               for e in doc["status"]["policies"]}
+                elif doc:
                     meta = doc["metadata"]
                     latest[f"{meta['namespace']}/{meta['name']}"] = doc
+        for name, doc in latest.items():
+            doc["entry"] = entries.get(name)
         return latest
 
     def wait_ready(self, names: Sequence[str], generation: dict[str, int] | None = None,
@@ -228,9 +235,11 @@ def _die_with_parent() -> None:
 def _ready(doc: dict[str, Any] | None, generation: int | None) -> bool:
     if not doc:
         return False
-    status = doc["status"]
+    status, entry = doc["status"], doc.get("entry")
     ready = status["conditions"][0]["status"] == "True"
-    return ready and (generation is None or status["observedGeneration"] == generation)
+    return (ready and entry is not None
+            and entry["observedGeneration"] == status["observedGeneration"]
+            and (generation is None or status["observedGeneration"] == generation))
 
 
 def metric_values(text: str, name: str) -> dict[tuple[str, str, str], float]:
@@ -327,7 +336,7 @@ def _show_routes(out: Out, box: Sandbox) -> None:
 
 def _program_ids(docs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {name: entry for name, doc in docs.items()
-            for entry in [next(iter(doc["status"]["nodes"].values()))["programs"]]}
+            for entry in [doc["entry"]["programs"]]}
 
 
 def _traffic(out: Out, box: Sandbox, agent: AgentProcess) -> None:
@@ -416,11 +425,11 @@ def _config_change(out: Out, box: Sandbox, agent: AgentProcess, workdir: Path,
 
 
 def _show_status(out: Out, docs: dict[str, dict[str, Any]]) -> None:
-    out.heading("7. Status (the CRD's status shape, printed by the agent on stdout)")
+    out.heading("7. Status (policies and this node's LwtNodeState, printed by the agent on stdout)")
     rows = []
     for name, doc in sorted(docs.items()):
         status = doc["status"]
-        entry = next(iter(status["nodes"].values()))
+        entry = doc["entry"]
         programs = ", ".join(f"{h}: id {p['id']}" for h, p in entry["programs"].items())
         rows.append([name, status["observedGeneration"], status["conditions"][0]["status"],
                      entry["routes"], entry["attachedRoutes"], programs,

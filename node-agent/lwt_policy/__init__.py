@@ -7,6 +7,6 @@
 - `targets`: which programs belong on which routes of one node (priorities, conflicts).
 - `configmap`: configMap program sources to object bytes (sha256 checked).
 - `manifests`: Kubernetes-format input files for standalone mode; `check` validates them.
-- `status`: `status.nodes.<node>` entries, summary and conditions.
+- `status`: each node's entries (its LwtNodeState), the policy's summary and conditions.
 - `catalogue`, `program_config`: the built-in programs and their typed configuration.
 """

@@ -18,18 +18,23 @@ its Accepted condition says (deletion bumps metadata.generation, so the conditio
 
 Per-node entries (written by agents, read by the operator)
 ---------------------------------------------------------
-Each agent writes only `status.nodes.<its node name>` with a JSON merge patch to the `/status`
-subresource; the fields are declared in the CRD (lwt_policy.schema): observedGeneration, routes
-(targeted), attachedRoutes, programs, conflicts, lastError {message, verifierLog} or null,
-detached, lastUpdateTime. When a policy is being deleted, an agent detaches everything of it
-and then writes `detached: true` into its entry; the operator's finalizer waits for that from
-every node that still exists. A node that stops being targeted (spec.nodeSelector no longer
-matches it) detaches and removes its entry (merge patch `{<node>: null}`) or marks it
-`detached: true`; detached entries do not count as reporting. The operator removes entries of
-nodes that no longer exist.
+Agents write nothing into policies. Each agent owns one cluster-scoped LwtNodeState named after
+its node (created by the agent with an ownerReference to its Node, so the garbage collector
+removes it with the Node) and writes its `status` with a JSON merge patch to the `/status`
+subresource: `policies`, one entry per policy it acts on (namespace, name, observedGeneration,
+routes (targeted), attachedRoutes, programs, conflicts, lastError {message, verifierLog} or
+null, detached, lastUpdateTime; fields declared in lwt_policy.schema), plus a summary. The API
+server lets an agent write only the LwtNodeState of the node its token is bound to (the
+chart's ValidatingAdmissionPolicy). When a policy is being deleted, an agent detaches
+everything of it and then reports `detached: true` in its entry; the operator's finalizer
+waits for that from every node that still exists. A node that stops being targeted detaches
+and drops its entry (or marks it `detached: true`); detached entries do not count as
+reporting. Entries of nodes that no longer exist do not count.
 
-The operator owns `status.conditions` (Accepted, Ready, Degraded, Progressing),
-`status.summary` and `status.observedGeneration`.
+The operator owns the policy's whole status, O(1) in nodes: `status.conditions` (Accepted,
+Ready, Degraded, Progressing), `status.summary`, `status.nodesNotReady` (at most
+MAX_LISTED_NODES nodes with a reason), `status.moreNodesNotReady` and
+`status.observedGeneration`. It aggregates from the LwtNodeStates (watched, debounced).
 
 Both sides write times with `rfc3339` and bound every human-readable message they write
 (conditions, lastError, Events) with `bounded`, to `MAX_MESSAGE` characters.
@@ -67,8 +72,8 @@ ROLLED_OUT = "RolledOut"
 DELETING = "Deleting"
 FINALIZER_TIMEOUT = "FinalizerTimeout"
 
-# One bound for every message written to the API: a node entry's lastError is repeated per
-# node (thousands of nodes must stay under etcd's object size limit), and kubectl shows an
+# One bound for every message written to the API: a node state holds a lastError per policy
+# (hundreds of policies must stay under etcd's object size limit), and kubectl shows an
 # Event's message cut at 1 KiB anyway.
 MAX_MESSAGE = 1024
 

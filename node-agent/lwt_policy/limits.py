@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-# A valid LwtRoutePolicy nests at most ~8 containers (status.nodes.<n>.conflicts[i]...), and
+# A valid LwtRoutePolicy nests at most ~8 containers (status.conditions[i]...), and
 # metadata.managedFields mirrors that shape a few levels deeper. Everything past this is junk.
 MAX_DEPTH = 32
 # The largest spec the CRD admits (three hooks of port-filter at every list's maxItems) is

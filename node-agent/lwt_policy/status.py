@@ -82,7 +82,8 @@ def bounded_tail(text: str, limit: int) -> str:
 
 
 def node_status(result: NodeResult) -> dict[str, Any]:
-    """The `status.nodes.<node>` entry (every field present; lastError may be null)."""
+    """This node's entry for one policy, without which policy (`node_state_entry` adds it);
+    every field present, lastError may be null."""
     error: dict[str, Any] | None = None
     if result.last_error is not None:
         error = {"message": contract.bounded(result.last_error.message)}

@@ -12,7 +12,7 @@ One pass:
    nothing wants any more; the guard is paused meanwhile (route events caused by this
    pass are not CNI churn) and then guards the new state;
 5. programs nothing uses are dropped (after the routes stopped using them);
-6. each policy gets its `status.nodes.<node>` entry (lwt_policy.status shape).
+6. each policy gets this node's entry (lwt_policy.status shape, in its LwtNodeState).
 
 The decisions of steps 4 and 6 (route intents, node entries, what is attached where) are the
 pure functions of `steps.py`; this module does the I/O around them.

@@ -81,7 +81,7 @@ def node_result(
     errors: Mapping[PolicyRef, NodeError], failures: Mapping[Destination, RouteError],
     still_attached: bool, now: dt.datetime,
 ) -> NodeResult:
-    """This node's `status.nodes.<node>` entry for one policy. A route counts as attached
+    """This node's entry for one policy (in its LwtNodeState). A route counts as attached
     when every hook the policy won on it carries the policy's own program (not the drop-all
     fallback) and the engine did not fail it. The first error says why not: the view's
     (refused version), the program's, else the first failed route's."""
