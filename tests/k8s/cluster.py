@@ -56,6 +56,13 @@ class ControlPlaneError(RuntimeError):
     """A component did not start; the message carries the tail of its log."""
 
 
+class CommandFailed(subprocess.CalledProcessError):
+    """kubectl or helm failed; unlike CalledProcessError, the message shows what it said."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-3000:]}"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -300,7 +307,7 @@ class ControlPlane:
         cmd = [self.binary("kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout)
         if check and proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
+            raise CommandFailed(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc
 
     def kubectl_json(self, *args: str, **kwargs: Any) -> Any:
@@ -315,7 +322,7 @@ class ControlPlane:
         cmd = [self.binary("helm"), *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
         if check and proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
+            raise CommandFailed(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc
 
     def token(self, namespace: str, service_account: str,
