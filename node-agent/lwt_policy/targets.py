@@ -280,10 +280,17 @@ def _inherit_subnet_hooks(state: DesiredState,
             pod_prefixes.add(prefix)
         else:
             subnet_hooks[prefix][hook] = list(contenders)
+    # Covering subnets by (version, prefix length): one supernet lookup per length instead
+    # of pods x subnets subnet_of() calls (250 pods x 5,000 node pod CIDRs took 14 s).
+    order = {subnet: index for index, subnet in enumerate(subnets)}
+    by_length: dict[tuple[int, int], set[Prefix]] = defaultdict(set)
+    for subnet in subnets:
+        by_length[(subnet.version, subnet.prefixlen)].add(subnet)
     for pod in sorted(pod_prefixes, key=str):
-        for subnet in subnets:
-            if pod.version != subnet.version or not pod.subnet_of(subnet):  # type: ignore[arg-type]
-                continue
+        covering = [supernet for (version, length), nets in by_length.items()
+                    if version == pod.version and length <= pod.prefixlen
+                    and (supernet := pod.supernet(new_prefix=length)) in nets]
+        for subnet in sorted(covering, key=order.__getitem__):
             for hook, contenders in subnet_hooks[subnet].items():
                 here = candidates[(pod, hook)]
                 for attachment in contenders:
