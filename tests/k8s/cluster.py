@@ -40,8 +40,10 @@ from tests.k8s.binaries import bin_dir
 
 # Enough to run what our chart makes: the agent DaemonSet's pods, the operator Deployment's
 # ReplicaSet and pods, garbage collection of everything ownerReferences tie together, namespace
-# deletion, and every namespace's `default` ServiceAccount (pods need it).
+# deletion, every namespace's `default` ServiceAccount (pods need it), and the chart's tenant
+# roles folded into the built-in admin/edit/view ClusterRoles (aggregation).
 CONTROLLERS = ("daemonset-controller", "deployment-controller", "replicaset-controller",
+               "clusterrole-aggregation-controller",
                "garbage-collector-controller", "namespace-controller",
                "serviceaccount-controller", "serviceaccount-token-controller")
 ADMISSION = ("NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,Priority,"
