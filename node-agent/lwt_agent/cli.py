@@ -12,7 +12,8 @@ import sys
 from types import ModuleType
 
 # Verb modules, in --help order. Add a verb by adding its module here.
-COMMANDS: tuple[str, ...] = ("inspect", "load", "attach", "detach", "status", "run", "cleanup")
+COMMANDS: tuple[str, ...] = ("inspect", "load", "attach", "detach", "status", "run", "cleanup",
+                             "validate")
 
 EXIT_USAGE = 2
 

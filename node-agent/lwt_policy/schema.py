@@ -190,7 +190,7 @@ ALL_CEL_RULES: tuple[CelRule, ...] = (
 
 def rule_by_message(message: str) -> CelRule:
     """The rule whose CRD `message` this is (what the API server reports back)."""
-    for rule in (*ALL_CEL_RULES, *builtin_config_rules()):
+    for rule in (*ALL_CEL_RULES, *builtin_config_rules(), *builtin_hook_rules()):
         if rule.message == message:
             return rule
     raise KeyError(f"no CEL rule has the message {message!r}")
@@ -335,6 +335,42 @@ def builtin_config_rules() -> tuple[CelRule, ...]:
     return tuple(rules)
 
 
+# --- which built-ins exist and on which hooks they run, generated from the catalogue --------
+
+
+@functools.cache
+def builtin_names() -> tuple[str, ...]:
+    """The built-ins, in catalogue order: `program.builtin`'s enum."""
+    from lwt_policy.catalogue import CATALOGUE
+
+    return tuple(CATALOGUE)
+
+
+def builtin_hook_rule(builtin: str, hook: str) -> CelRule | None:
+    """The rule refusing `builtin` on `hook` (None when the built-in runs there)."""
+    from lwt_policy.catalogue import CATALOGUE
+
+    allowed = CATALOGUE[builtin].hooks
+    if hook in allowed:
+        return None
+    return CelRule(
+        name=f"builtin-hook-{builtin}-{hook}",
+        rule=f"!has(self.builtin) || self.builtin != '{builtin}'",
+        message=f"builtin {builtin} cannot run on the {hook} hook: it runs on "
+        f"{', '.join(h for h in HOOKS if h in allowed)} (docs/builtins.md)",
+        # A real API server accepts only FieldValueInvalid/Forbidden/Required/Duplicate here.
+        reason="FieldValueInvalid",
+        field_path=".builtin",
+    )
+
+
+@functools.cache
+def builtin_hook_rules() -> tuple[CelRule, ...]:
+    """Every (built-in, hook) the kernel refuses, as a CEL rule on that hook's `program`."""
+    return tuple(rule for hook in HOOKS for builtin in builtin_names()
+                 if (rule := builtin_hook_rule(builtin, hook)) is not None)
+
+
 # --- building blocks -----------------------------------------------------------------------
 
 
@@ -412,14 +448,19 @@ def label_selector_schema(description: str) -> dict[str, Any]:
     )
 
 
-def program_schema() -> dict[str, Any]:
+def program_schema(hook: str | None = None) -> dict[str, Any]:
+    """A hook's `program`; with `hook`, the rules refusing the built-ins that cannot run on
+    it are attached (the API server reports them at `...program.builtin`)."""
+    hook_rules = tuple(rule for builtin in builtin_names()
+                       if hook is not None
+                       and (rule := builtin_hook_rule(builtin, hook)) is not None)
     return _object(
         "Where the BPF program comes from: exactly one of builtin or configMap.",
         {
             "builtin": _string(
-                "Name of a built-in program shipped with the agent "
-                "(counters, port-filter, sampler, encap, drop-all; see docs/builtins.md).",
+                "Name of a built-in program shipped with the agent (see docs/builtins.md).",
                 maxLength=63,
+                enum=list(builtin_names()),
             ),
             "configMap": _object(
                 "A BPF ELF object stored in binaryData of a ConfigMap of the policy's own "
@@ -446,6 +487,7 @@ def program_schema() -> dict[str, Any]:
             SECTION_ONLY_WITH_CONFIGMAP,
             SHA256_ONLY_WITH_CONFIGMAP,
             SHA256_FORMAT,
+            *hook_rules,
         ),
     )
 
@@ -467,7 +509,7 @@ def hook_schema(hook: str) -> dict[str, Any]:
     return _object(
         _HOOK_DESCRIPTIONS[hook],
         {
-            "program": program_schema(),
+            "program": program_schema(hook),
             "config": builtin_config_schema(),
             "headroom": _integer(
                 f"xmit only: bytes of headroom (0..{MAX_HEADROOM}) reserved for headers the "

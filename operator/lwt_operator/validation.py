@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lwt_policy import contract
-from lwt_policy.custom_programs import CustomProgramRule, custom_program_problems
+from lwt_policy.admission import policy_problems
+from lwt_policy.custom_programs import CustomProgramRule
 from lwt_policy.errors import Problem
-from lwt_policy.model import validate_policy
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,8 @@ def judge(obj: Mapping[str, Any], *, admin_namespace: str,
     """Validate the policy's identity and spec (status is the agents' and operator's output,
     not something to judge), and whether its namespace may run programs from ConfigMaps
     (`custom_programs`, off by default; `namespace_labels`: the labels of its namespace)."""
-    subject = {k: v for k, v in obj.items() if k != "status"}
     generation = int((obj.get("metadata") or {}).get("generation") or 0)
-    problems = validate_policy(subject, admin_namespace=admin_namespace)
-    problems += custom_program_problems(subject, custom_programs or CustomProgramRule(),
-                                        namespace_labels)
+    problems = policy_problems(obj, admin_namespace=admin_namespace,
+                               custom_programs=custom_programs,
+                               namespace_labels=namespace_labels)
     return Verdict(generation, tuple(problems))

@@ -29,7 +29,8 @@ from tests.policy.test_validation import CASES, Mutation
 # create and delete `shop` and `lwt-system` on the same server).
 NAMESPACES = {"shop": "val-shop", ADMIN_NS: "val-admin"}
 # Checked by the API server: the openAPIV3Schema, the CEL rules, the API identity.
-CEL_RULES = {r.name: r for r in (*schema.ALL_CEL_RULES, *schema.builtin_config_rules())}
+CEL_RULES = {r.name: r for r in (*schema.ALL_CEL_RULES, *schema.builtin_config_rules(),
+                                  *schema.builtin_hook_rules())}
 
 
 def server_side(rule: str) -> bool:

@@ -37,7 +37,7 @@ def test_invalid_policy_is_refused_alone(tmp_path: Path) -> None:
     assert refusal.location.document == 1
     text = str(refusal)
     assert text.startswith(f"{path}, document 1: LwtRoutePolicy shop/bad is invalid:")
-    assert "spec.hooks.out.program.builtin: unknown builtin 'no-such-program'" in text
+    assert "spec.hooks.out.program.builtin: unsupported value 'no-such-program'" in text
 
 
 def test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

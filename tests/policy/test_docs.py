@@ -28,6 +28,9 @@ def test_every_cel_rule_is_documented() -> None:
         assert f"`{prefix}-<builtin>`" in DOC, prefix
     for rule in schema.builtin_config_rules():
         assert rule.name.startswith(("config-fields-", "config-required-")), rule.name
+    assert "`builtin-hook-<builtin>-<hook>`" in DOC
+    for rule in schema.builtin_hook_rules():
+        assert rule.name.startswith("builtin-hook-"), rule.name
 
 
 def test_every_semantic_rule_is_documented() -> None:

@@ -108,11 +108,11 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     # --- semantic checks --------------------------------------------------------------------
     ("wrong apiVersion", lambda p: p.update(apiVersion="lwt.dev/v1"), "identity", "apiVersion"),
     ("unknown builtin", _set_hook("out", {"program": {"builtin": "firewall"}}),
-     "builtin-exists", "spec.hooks.out.program.builtin"),
+     "schema:enum", "spec.hooks.out.program.builtin"),
     ("builtin on a hook it does not support", _set_hook("out", {
         "program": {"builtin": "encap"}, "config": {"remote": "192.0.2.1",
                                                     "source": "192.0.2.2"}}),
-     "builtin-hook", "spec.hooks.out.program.builtin"),
+     "builtin-hook-encap-out", "spec.hooks.out.program.builtin"),
     ("port out of range", lambda p: _spec(p)["hooks"]["out"].update(
         config={"denyTCPPorts": [70000]}),
      "schema:maximum", "spec.hooks.out.config.denyTCPPorts[0]"),
