@@ -38,9 +38,6 @@ from lwt_agent.netns import (
     in_netns,
     routed_link,
     socket_in,
-    tcp_connects,
-    tcp_listen,
-    udp_receiver,
 )
 from lwt_agent.netns import drain as drain_udp
 
@@ -102,14 +99,14 @@ class Node:
         return icmp_echo(src_ns, dst, count, timeout) == count
 
     def tcp_listen(self, ns: str, address: str, port: int) -> socket.socket:
-        return tcp_listen(ns, address, port)
+        return netns.tcp_listen(ns, address, port)
 
     def tcp_connects(self, src_ns: str, dst: str, port: int, timeout: float = 1.0) -> bool:
         """True when a TCP handshake to dst:port completes from src_ns."""
-        return tcp_connects(src_ns, dst, port, timeout)
+        return netns.tcp_connects(src_ns, dst, port, timeout)
 
     def udp_receiver(self, ns: str, address: str, port: int) -> socket.socket:
-        return udp_receiver(ns, address, port)
+        return netns.udp_receiver(ns, address, port)
 
     def udp_sender(self, ns: str, dst: str) -> socket.socket:
         return socket_in(ns, family_of(dst), socket.SOCK_DGRAM)

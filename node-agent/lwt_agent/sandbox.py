@@ -31,7 +31,6 @@ from lwt_agent.netns import (
     calico_pod,
     drain,
     family_of,
-    in_netns,
     routed_link,
     socket_in,
     tcp_connects,
@@ -173,7 +172,6 @@ __all__ = [
     "build_sandbox",
     "drain",
     "family_of",
-    "in_netns",
     "ip",
     "socket_in",
 ]
