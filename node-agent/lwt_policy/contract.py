@@ -56,7 +56,13 @@ ACCEPTED = "Accepted"
 READY = "Ready"
 DEGRADED = "Degraded"
 PROGRESSING = "Progressing"
-CONDITION_TYPES = (ACCEPTED, READY, DEGRADED, PROGRESSING)
+# kstatus' abnormal-true conditions (sigs.k8s.io/cli-utils/pkg/kstatus), read by Flux and by
+# the Argo CD health check of docs/install.md: Reconciling=True while the current generation
+# is on its way to the nodes (InProgress), Stalled=True when it will not get there without a
+# change by someone (Failed); both False when Ready. Never both True.
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+CONDITION_TYPES = (ACCEPTED, READY, DEGRADED, PROGRESSING, RECONCILING, STALLED)
 
 # Reasons (CamelCase, as Kubernetes conditions use them).
 VALID = "Valid"

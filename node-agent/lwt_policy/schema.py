@@ -574,7 +574,8 @@ def spec_schema() -> dict[str, Any]:
 def condition_schema() -> dict[str, Any]:
     """metav1.Condition, as Kubernetes publishes it."""
     return _object(
-        "One aspect of the policy's state (Accepted, Ready, Degraded, Progressing).",
+        "One aspect of the policy's state (Accepted, Ready, Degraded, Progressing, Reconciling, "
+        "Stalled).",
         {
             "type": _string("Condition type.", maxLength=316),
             "status": _string("True, False or Unknown.", enum=["True", "False", "Unknown"]),

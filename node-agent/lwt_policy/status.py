@@ -299,6 +299,32 @@ def ready_condition(problems: Mapping[str, str | None], generation: int,
                      f"generation {generation}")
 
 
+# Ready=False for these reasons will not change without someone acting (a spec fix, a node
+# selector that matches an agent's node, an agent brought back): kstatus Failed, not
+# InProgress.
+STALLED_READY_REASONS = frozenset({contract.INVALID_SPEC, contract.NO_NODES,
+                                   contract.FINALIZER_TIMEOUT})
+
+
+def kstatus_conditions(ready: Condition, node_errors: str | None = None
+                       ) -> tuple[Condition, Condition]:
+    """Reconciling and Stalled, from Ready and the nodes' errors (`node_problems` of the
+    nodes reporting one, None when none does: such a node is stuck until the policy or the
+    node changes). Exactly one is True while Ready is False; neither when Ready is True.
+    Together with status.observedGeneration this is what kstatus reads."""
+    if ready.status:
+        return (Condition(contract.RECONCILING, False, ready.reason, "nothing left to do"),
+                Condition(contract.STALLED, False, ready.reason, "not stalled"))
+    if ready.reason in STALLED_READY_REASONS or node_errors:
+        reason, message = ((ready.reason, ready.message) if ready.reason in
+                           STALLED_READY_REASONS else (contract.NODE_ERRORS, node_errors or ""))
+        return (Condition(contract.RECONCILING, False, reason,
+                          "no progress without a change; see Stalled"),
+                Condition(contract.STALLED, True, reason, message))
+    return (Condition(contract.RECONCILING, True, ready.reason, ready.message),
+            Condition(contract.STALLED, False, ready.reason, "not stalled"))
+
+
 def render_conditions(
     desired: Iterable[Condition],
     current: Iterable[Mapping[str, Any]],
@@ -336,10 +362,12 @@ def policy_status(nodes: Mapping[str, Mapping[str, Any]], generation: int,
                              for name, p in problems.items()},
                             generation, summary["attachedRoutes"], summary["routes"])
     listed, more = not_ready_nodes({n: p for n, p in problems.items() if p is not None})
+    errors = node_problems({n: p.message for n, p in problems.items()
+                            if p is not None and p.reason == ERROR}) or None
     return {
         "observedGeneration": generation,
-        "conditions": render_conditions([ready], [], generation,
-                                        now or dt.datetime.now(dt.UTC)),
+        "conditions": render_conditions([ready, *kstatus_conditions(ready, errors)], [],
+                                        generation, now or dt.datetime.now(dt.UTC)),
         "summary": summary,
         "nodesNotReady": listed,
         "moreNodesNotReady": more,

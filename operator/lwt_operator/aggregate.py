@@ -30,6 +30,7 @@ from lwt_policy.status import (
     ERROR,
     Condition,
     NodeProblem,
+    kstatus_conditions,
     node_names,
     node_problem,
     node_problems,
@@ -182,7 +183,8 @@ def desired_status(
             f"waiting for {node_names(behind)} to apply generation {generation}" if behind
             else f"every node applied generation {generation}")
     return DesiredStatus(
-        conditions=(accepted, ready_c, degraded, progressing),
+        conditions=(accepted, ready_c, degraded, progressing,
+                    *kstatus_conditions(ready_c, node_problems(errors) if errors else None)),
         summary=summary,
         observed_generation=generation,
         holding=holding,

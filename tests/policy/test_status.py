@@ -193,9 +193,13 @@ def test_summary_and_whole_status() -> None:
     assert summary == {"nodes": 3, "readyNodes": 1, "nodesReady": "1/3",
                        "routes": 42, "attachedRoutes": 31}
     status = policy_status(nodes, 3, NOW)
-    (ready,) = status["conditions"]
+    ready, reconciling, stalled = status["conditions"]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False",
                                                                  "NodesNotReady")
+    # node-c's error will not go away by itself: kstatus Failed (docs/install.md).
+    assert (reconciling["type"], reconciling["status"]) == ("Reconciling", "False")
+    assert (stalled["type"], stalled["status"], stalled["reason"]) == ("Stalled", "True",
+                                                                       "NodeErrors")
     assert "node-b: at generation 2" in ready["message"]
     assert "node-c: error: boom" in ready["message"]
     assert [(n["node"], n["reason"]) for n in status["nodesNotReady"]] == [
@@ -214,10 +218,11 @@ def test_every_message_written_is_bounded_and_times_round_trip() -> None:
     entry = node_status(result(last_error=NodeError(long)))
     assert len(entry["lastError"]["message"]) == contract.MAX_MESSAGE
     flooded = {f"node-{i:03}": entry for i in range(50)}
-    (ready,) = policy_status(flooded, 3, NOW)["conditions"]
+    ready, _, stalled = policy_status(flooded, 3, NOW)["conditions"]
     assert len(ready["message"]) == contract.MAX_MESSAGE
+    assert len(stalled["message"]) <= contract.MAX_MESSAGE
     behind = {f"node-{i:03}": node_status(result(observed_generation=2)) for i in range(50)}
-    (ready,) = policy_status(behind, 3, NOW)["conditions"]
+    ready, _, _ = policy_status(behind, 3, NOW)["conditions"]
     assert "node-009" in ready["message"] and "node-010" not in ready["message"]
     text = contract.rfc3339(NOW)
     assert text == "2026-11-26T01:02:03Z" == entry["lastUpdateTime"]
