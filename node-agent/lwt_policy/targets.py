@@ -12,10 +12,13 @@ API returns them. Rules:
 - policies being deleted (deletionTimestamp set) attach nothing: the agent detaches them;
 - podSelector: every IP in status.podIPs (IPv4 -> /32, IPv6 -> /128) of the Running,
   non-hostNetwork pods of the policy's own namespace scheduled to this node whose labels match;
+  a ClusterLwtRoutePolicy's podSelector looks at the pods of every namespace its
+  namespaceSelector matches (`namespaces`: namespace name -> labels);
 - podSubnets `local`: this Node's spec.podCIDRs; `remote`: every other Node's spec.podCIDRs;
-  accepted only from the admin namespace (others are listed in `excluded`);
-- two policies on the same destination and hook: the lower priority number wins, ties go to
-  the namespace/name that sorts first; each loser is listed with the winner and the reason;
+  accepted from a ClusterLwtRoutePolicy or the admin namespace (others are in `excluded`);
+- two policies on the same destination and hook (`precedence`): the lower priority number
+  wins, at equal priority a cluster policy wins over a namespaced one, then the name that
+  sorts first; each loser is listed with the winner and the reason;
 - a pod destination inside a podSubnets destination (a bridge/host-gw CNI's pod CIDR, where a
   pod policy gets an owned /32 that longest-prefix match prefers) inherits the subnet
   policies' hooks: they contend on the pod route by the same rules, per hook, so an admin's
@@ -166,25 +169,37 @@ def _name(obj: Mapping[str, Any]) -> str:
     return (obj.get("metadata") or {}).get("name", "")
 
 
+def _namespace_matches(policy: LwtRoutePolicy, namespace: str,
+                       namespaces: Mapping[str, Mapping[str, str]] | None) -> bool:
+    if not policy.ref.cluster:
+        return namespace == policy.namespace
+    selector = policy.spec.namespace_selector
+    if selector is None or selector.is_empty:
+        return True
+    return namespaces is not None and selector.matches(namespaces.get(namespace) or {})
+
+
 def _policy_destinations(
     policy: LwtRoutePolicy,
     pods: list[Mapping[str, Any]],
     this_node: Mapping[str, Any],
     other_nodes: list[Mapping[str, Any]],
     node_name: str,
+    namespaces: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Target]:
     spec = policy.spec
     found: list[Target] = []
     if spec.pod_selector is not None:
         for pod in pods:
             meta = pod.get("metadata") or {}
-            if (meta.get("namespace") or "default") != policy.namespace:
+            namespace = meta.get("namespace") or "default"
+            if not _namespace_matches(policy, namespace, namespaces):
                 continue
             if not pod_is_attachable(pod, node_name):
                 continue
             if not spec.pod_selector.matches(_labels(pod)):
                 continue
-            ref = PodRef(policy.namespace, meta.get("name", ""))
+            ref = PodRef(namespace, meta.get("name", ""))
             found += [Target(p, "pod", pod=ref) for p in pod_prefixes(pod)]
     if "local" in spec.pod_subnets:
         found += [Target(p, "local-subnet", node=node_name)
@@ -196,12 +211,27 @@ def _policy_destinations(
     return found
 
 
+def precedence(attachment: Attachment) -> tuple[int, bool, PolicyRef]:
+    """Sort key of the contenders for one hook of one route: the first one wins. Lower
+    priority number first; at equal priority cluster policies (platform teams) before
+    namespaced ones (tenants); then by name (namespace/name), for a stable, node-independent
+    result."""
+    return (attachment.priority, not attachment.policy.cluster, attachment.policy)
+
+
+def _kind(ref: PolicyRef) -> str:
+    return f"ClusterLwtRoutePolicy {ref}" if ref.cluster else f"LwtRoutePolicy {ref}"
+
+
 def _loss_reason(winner: Attachment, loser: Attachment) -> str:
     if winner.priority < loser.priority:
-        return (f"{winner.policy} has priority {winner.priority}, lower (stronger) than "
+        return (f"{_kind(winner.policy)} has priority {winner.priority}, lower (stronger) than "
                 f"{loser.priority}")
-    return (f"{winner.policy} has the same priority {winner.priority} and sorts first by "
-            "namespace/name")
+    if winner.policy.cluster and not loser.policy.cluster:
+        return (f"{_kind(winner.policy)} has the same priority {winner.priority} and cluster "
+                "policies win over namespaced ones (set a lower priority number to win)")
+    return (f"{_kind(winner.policy)} has the same priority {winner.priority} and sorts first "
+            "by name")
 
 
 def desired_attachments(
@@ -210,8 +240,12 @@ def desired_attachments(
     nodes: Iterable[Mapping[str, Any]],
     node_name: str,
     admin_namespace: str,
+    namespaces: Mapping[str, Mapping[str, str]] | None = None,
 ) -> DesiredState:
-    """The attachments this node should have, the losers of conflicts, and the exclusions."""
+    """The attachments this node should have, the losers of conflicts, and the exclusions.
+
+    `namespaces` (namespace name -> labels) is needed only by cluster policies with a
+    namespaceSelector; without it they are excluded, never guessed."""
     pods = list(pods)
     nodes = list(nodes)
     this_node: Mapping[str, Any] = next((n for n in nodes if _name(n) == node_name), {})
@@ -223,16 +257,25 @@ def desired_attachments(
         if policy.deleting:
             state.excluded.append(Excluded(policy.ref, "being deleted: detaching"))
             continue
-        if policy.spec.pod_subnets and policy.namespace != admin_namespace:
+        if (policy.spec.pod_subnets and not policy.ref.cluster
+                and policy.namespace != admin_namespace):
             state.excluded.append(Excluded(
                 policy.ref, f"podSubnets targets are accepted only in the admin namespace "
                 f"{admin_namespace!r}"))
+            continue
+        selector = policy.spec.namespace_selector
+        if (policy.ref.cluster and namespaces is None and selector is not None
+                and not selector.is_empty):
+            state.excluded.append(Excluded(
+                policy.ref, "namespaceSelector needs the namespaces' labels, which this agent "
+                "was not given"))
             continue
         if not policy.spec.node_selector.matches(_labels(this_node)):
             state.excluded.append(Excluded(policy.ref, "nodeSelector does not match this node"))
             continue
         targeted = state.targeted.setdefault(policy.ref, set())
-        for dest in _policy_destinations(policy, pods, this_node, other_nodes, node_name):
+        for dest in _policy_destinations(policy, pods, this_node, other_nodes, node_name,
+                                         namespaces):
             state.destinations.setdefault(dest.prefix, dest)
             if dest.prefix in targeted:
                 continue
@@ -252,7 +295,7 @@ def desired_attachments(
 
     _inherit_subnet_hooks(state, candidates)
     for (prefix, hook), contenders in candidates.items():
-        contenders.sort(key=lambda a: (a.priority, a.policy))
+        contenders.sort(key=precedence)
         winner, *losers = contenders
         state.attachments.setdefault(prefix, {})[hook] = winner
         state.losers += [Loser(lost.policy, hook, prefix, winner.policy,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lwt_policy import schema
+from lwt_policy import cluster_schema, schema
 
 from tests.agent.harness import wait_for
 from tests.k8s.cluster import ControlPlane
@@ -63,7 +63,7 @@ def tenants(control_plane: ControlPlane) -> Iterator[Tenants]:
     release, home, other = f"rb{suffix}", f"lwt-rb-{suffix}-x", f"lwt-rb-{suffix}-y"
     cp.kubectl("apply", "--server-side", "-f", str(CRDS))
     cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-               f"crd/{schema.CRD_NAME}")
+               f"crd/{schema.CRD_NAME}", f"crd/{cluster_schema.CRD_NAME}")
     rendered = cp.helm("template", release, str(CHART), "--namespace", home,
                        "--kube-version", cp.server_version.lstrip("v"),
                        "--show-only", TEMPLATE).stdout
@@ -117,6 +117,22 @@ def test_namespace_editor_manages_policies_of_their_namespace_only(tenants: Tena
     assert proc.returncode != 0 and "Forbidden" in proc.stderr, proc.stderr
     tenants.cp.kubectl("delete", schema.PLURAL, "alice-web", "-n", tenants.home,
                        kubeconfig=tenants.editor)
+
+
+def test_only_cluster_admins_create_cluster_policies(tenants: Tenants) -> None:
+    body = {"apiVersion": schema.API_VERSION, "kind": cluster_schema.KIND,
+            "metadata": {"name": f"{tenants.home}-platform"},
+            "spec": {"podSelector": {}, "hooks": {"in": {"program": {"builtin": "counters"}}}}}
+    for user in (tenants.editor, tenants.viewer):
+        ok, err = _create(tenants, user, body)
+        assert not ok and "Forbidden" in err and cluster_schema.PLURAL in err, err
+    # The built-in admin role (what namespace owners get) has no rule for the cluster kind.
+    for role in ("admin", "edit", "view"):
+        rules = tenants.cp.kubectl_json("get", "clusterrole", role).get("rules") or []
+        assert not any(cluster_schema.PLURAL in r.get("resources", []) for r in rules), role
+    # The API server itself accepts the object (the kind is served) from a cluster admin.
+    tenants.cp.kubectl("create", "-f", "-", input=json.dumps(body))
+    tenants.cp.kubectl("delete", cluster_schema.PLURAL, body["metadata"]["name"])
 
 
 def test_namespace_viewer_reads_but_cannot_write(tenants: Tenants) -> None:

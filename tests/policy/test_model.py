@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 import yaml
-from lwt_policy import schema
+from lwt_policy import cluster_schema, schema
 from lwt_policy.model import (
+    CLUSTER_SPEC_FIELDS,
     CONFIGMAP_PROGRAM_FIELDS,
     HOOK_FIELDS,
     SPEC_FIELDS,
@@ -31,7 +32,11 @@ SHA = "0123456789abcdef" * 4
 def test_spec_fields_agree_with_schema_and_dataclass() -> None:
     spec = schema.spec_schema()
     assert set(SPEC_FIELDS) == set(spec["properties"])
-    assert set(SPEC_FIELDS.values()) == {f.name for f in dataclasses.fields(PolicySpec)}
+    assert set(SPEC_FIELDS.values()) | set(CLUSTER_SPEC_FIELDS.values()) == {
+        f.name for f in dataclasses.fields(PolicySpec)}
+    cluster = cluster_schema.cluster_spec_schema()
+    assert set(CLUSTER_SPEC_FIELDS) == set(cluster["properties"])
+    assert cluster["properties"]["hooks"] == spec["properties"]["hooks"]
     for hook in schema.HOOKS:
         hook_schema = spec["properties"]["hooks"]["properties"][hook]
         assert set(HOOK_FIELDS) == set(hook_schema["properties"])

@@ -1,0 +1,159 @@
+"""ClusterLwtRoutePolicy (issue 16): validation of the kind, its targets and the precedence
+between cluster and namespaced policies, all pure (no API server, no kernel)."""
+from __future__ import annotations
+
+from ipaddress import ip_network
+from typing import Any
+
+import pytest
+from lwt_policy import cluster_schema, crd, schema
+from lwt_policy.model import LwtRoutePolicy, PolicyRef, parse_policy, validate_policy
+from lwt_policy.targets import desired_attachments
+
+from tests.policy.conftest import ADMIN_NS
+from tests.policy.test_targets import NODE, node, pod, policy
+
+COUNTERS = {"in": {"program": {"builtin": "counters"}}}
+
+
+def cluster_obj(name: str = "platform", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": schema.API_VERSION, "kind": cluster_schema.KIND,
+            "metadata": {"name": name, "uid": f"uid-{name}", "generation": 1},
+            "spec": {"hooks": COUNTERS, **spec}}
+
+
+def cluster(name: str = "platform", **spec: Any) -> LwtRoutePolicy:
+    return parse_policy(cluster_obj(name, **spec), admin_namespace=ADMIN_NS)
+
+
+def rules(obj: dict[str, Any]) -> list[str]:
+    return [p.rule for p in validate_policy(obj, admin_namespace=ADMIN_NS)]
+
+
+# --- the kind -------------------------------------------------------------------------------
+
+
+def test_cluster_policy_parses_without_a_namespace() -> None:
+    obj = cluster_obj(podSelector={"matchLabels": {"app": "web"}},
+                      namespaceSelector={"matchLabels": {"team": "a"}})
+    obj["metadata"]["namespace"] = "ignored"  # the API server drops it for cluster scope
+    parsed = parse_policy(obj, admin_namespace=ADMIN_NS)
+    assert parsed.ref == PolicyRef("", "platform") and parsed.ref.cluster
+    assert str(parsed.ref) == "platform"
+    assert parsed.spec.namespace_selector is not None
+    assert parsed.spec.priority == schema.DEFAULT_PRIORITY
+
+
+def test_pod_subnets_need_no_admin_namespace_in_the_cluster_kind() -> None:
+    assert rules(cluster_obj(podSubnets=["local", "remote"])) == []
+
+
+@pytest.mark.parametrize(("spec", "rule"), [
+    ({}, cluster_schema.CLUSTER_EXACTLY_ONE_TARGET),
+    ({"podSelector": {}, "podSubnets": ["local"]}, cluster_schema.CLUSTER_EXACTLY_ONE_TARGET),
+    ({"namespaceSelector": {}, "podSubnets": ["local"]},
+     cluster_schema.NAMESPACE_SELECTOR_NEEDS_POD_SELECTOR),
+])
+def test_target_rules(spec: dict[str, Any], rule: schema.CelRule) -> None:
+    problems = validate_policy(cluster_obj(**spec), admin_namespace=ADMIN_NS)
+    assert rule.message in [p.message for p in problems]
+
+
+def test_namespaced_kind_has_no_namespace_selector() -> None:
+    obj = cluster_obj(podSelector={}, namespaceSelector={})
+    obj["kind"] = schema.KIND
+    obj["metadata"]["namespace"] = "shop"
+    (problem,) = validate_policy(obj, admin_namespace=ADMIN_NS)
+    assert (problem.path, problem.rule) == ("spec.namespaceSelector", "schema:unknown-field")
+
+
+def test_configmap_programs_are_refused_in_cluster_policies_for_now() -> None:
+    obj = cluster_obj(podSelector={})
+    obj["spec"]["hooks"] = {"in": {"program": {"configMap": {"name": "p", "key": "o"},
+                                               "section": "lwt_in"}}}
+    assert rules(obj) == ["cluster-builtin-only"]
+
+
+def test_bad_namespace_selector_syntax_is_refused() -> None:
+    obj = cluster_obj(podSelector={}, namespaceSelector={"matchLabels": {"-bad": "x"}})
+    assert "label-selector-syntax" in rules(obj)
+
+
+def test_generated_crd_is_cluster_scoped_and_shares_the_hooks() -> None:
+    obj = crd.cluster_crd_object()
+    assert obj["spec"]["scope"] == "Cluster"
+    assert obj["spec"]["names"]["shortNames"] == ["clrp"]
+    spec = obj["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["hooks"] == schema.spec_schema()["properties"]["hooks"]
+    assert obj["spec"]["versions"][0]["additionalPrinterColumns"] == schema.printer_columns()
+
+
+# --- targets and precedence -----------------------------------------------------------------
+
+NS_LABELS = {"shop": {"team": "a"}, "blog": {"team": "a"}, "bank": {"team": "b"}}
+PODS = [pod("web-1", ["10.244.1.11"], ns="shop"), pod("web-2", ["10.244.1.12"], ns="blog"),
+        pod("web-3", ["10.244.1.13"], ns="bank")]
+NODES = [node(NODE, ["10.244.1.0/24"]), node("node-b", ["10.244.2.0/24"])]
+
+
+def test_namespace_selector_picks_pods_of_several_namespaces() -> None:
+    clrp = cluster(podSelector={"matchLabels": {"app": "web"}},
+                   namespaceSelector={"matchLabels": {"team": "a"}})
+    state = desired_attachments([clrp], PODS, NODES, NODE, ADMIN_NS, namespaces=NS_LABELS)
+    assert state.routes_of(clrp.ref) == {ip_network("10.244.1.11/32"),
+                                         ip_network("10.244.1.12/32")}
+
+
+def test_without_namespace_labels_a_namespace_selector_attaches_nothing() -> None:
+    clrp = cluster(podSelector={}, namespaceSelector={"matchLabels": {"team": "a"}})
+    state = desired_attachments([clrp], PODS, NODES, NODE, ADMIN_NS)
+    assert not state.attachments
+    assert [e.policy for e in state.excluded] == [clrp.ref]
+
+
+def test_no_namespace_selector_means_every_namespace() -> None:
+    clrp = cluster(podSelector={})
+    state = desired_attachments([clrp], PODS, NODES, NODE, ADMIN_NS)
+    assert len(state.routes_of(clrp.ref)) == 3
+
+
+def test_equal_priority_cluster_wins_and_both_are_told() -> None:
+    clrp = cluster(podSelector={})
+    tenant = policy("web", ns="shop", hooks=COUNTERS)
+    state = desired_attachments([tenant, clrp], PODS, NODES, NODE, ADMIN_NS)
+    dest = ip_network("10.244.1.11/32")
+    assert state.attachments[dest]["in"].policy == clrp.ref
+    (loser,) = state.losers
+    assert (loser.policy, loser.winner) == (tenant.ref, clrp.ref)
+    assert "cluster policies win" in loser.reason
+    assert state.conflicts_of(tenant.ref)[0][1] == clrp.ref
+
+
+def test_a_lower_priority_number_lets_the_tenant_win() -> None:
+    clrp = cluster(podSelector={})
+    tenant = policy("web", ns="shop", hooks=COUNTERS, priority=10)
+    state = desired_attachments([tenant, clrp], PODS, NODES, NODE, ADMIN_NS)
+    assert state.attachments[ip_network("10.244.1.11/32")]["in"].policy == tenant.ref
+    (loser,) = state.losers
+    assert (loser.policy, loser.winner) == (clrp.ref, tenant.ref)
+    assert "priority 10" in loser.reason
+
+
+def test_precedence_is_per_hook() -> None:
+    clrp = cluster(podSelector={})
+    tenant = policy("web", ns="shop", hooks={**COUNTERS, "out": {
+        "program": {"builtin": "counters"}}})
+    state = desired_attachments([tenant, clrp], PODS, NODES, NODE, ADMIN_NS)
+    hooks = state.attachments[ip_network("10.244.1.11/32")]
+    assert (hooks["in"].policy, hooks["out"].policy) == (clrp.ref, tenant.ref)
+
+
+def test_remote_subnets_and_owned_pod_route_keep_the_cluster_hooks() -> None:
+    clrp = cluster(podSubnets=["local", "remote"])
+    tenant = policy("web", ns="shop", hooks={"out": {"program": {"builtin": "counters"}}})
+    state = desired_attachments([tenant, clrp], PODS, NODES, NODE, ADMIN_NS)
+    assert state.attachments[ip_network("10.244.2.0/24")]["in"].policy == clrp.ref
+    # web-1's owned /32 inside the local subnet: the tenant's out hook, the cluster's in hook.
+    pod_route = state.attachments[ip_network("10.244.1.11/32")]
+    assert (pod_route["in"].policy, pod_route["out"].policy) == (clrp.ref, tenant.ref)
+    assert not state.losers
