@@ -64,6 +64,11 @@ RECONCILING = "Reconciling"
 STALLED = "Stalled"
 CONDITION_TYPES = (ACCEPTED, READY, DEGRADED, PROGRESSING, RECONCILING, STALLED)
 
+# Reasons of the operator's Normal Events (`kubectl describe lrp`), besides Accepted: once per
+# generation that every node attached, and once when every node detached a deleted policy.
+EVENT_ATTACHED = "Attached"
+EVENT_DETACHED = "Detached"
+
 # Reasons (CamelCase, as Kubernetes conditions use them).
 VALID = "Valid"
 INVALID_SPEC = "InvalidSpec"

@@ -2,7 +2,8 @@
 
 - every policy event and a periodic timer: judge the spec (validation.py), aggregate the node
   entries (aggregate.py) and write conditions/summary/observedGeneration/nodesNotReady when
-  they differ; a Warning Event when a generation is rejected;
+  they differ; a Warning Event when a generation is rejected; Normal Events when one is
+  accepted, when every node attached it and when every node detached a deleted policy;
 - node states (LwtNodeState, one per node, written by its agent) are indexed by policy; a
   change marks the policies whose entries changed, and a short per-policy timer folds them in
   (debounced and batched: one status write per policy per `aggregate` period);
@@ -40,7 +41,9 @@ def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
         prefix=contract.ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=contract.ANNOTATION_PREFIX, key="last-handled-configuration")
-    settings.posting.level = logging.WARNING  # Events for warnings and errors only
+    # Log records become Events from WARNING up; the Normal Events (normal_events) are
+    # posted explicitly, once per occasion.
+    settings.posting.level = logging.WARNING
     settings.watching.server_timeout = timings.watch_server_timeout
     settings.watching.client_timeout = timings.watch_client_timeout
     settings.watching.connect_timeout = timings.connect_timeout
@@ -108,6 +111,33 @@ def _entries(index: kopf.Index[tuple[str, str], Entry] | None,
         return {}
     key = (body.metadata.namespace or "", body.metadata.name or "")
     return dict(index.get(key, ()))
+
+
+def normal_events(body: Any, verdict: Verdict, desired: DesiredStatus
+                  ) -> list[tuple[str, str]]:
+    """(reason, message) of the Normal Events this reconcile is the occasion of, judged against
+    the stored status, so an operator restart does not repeat them: the generation accepted,
+    then attached on every node that should carry it, then (deleting) detached everywhere."""
+    generation = verdict.generation
+    ready = next(c for c in desired.conditions if c.type == contract.READY)
+    stored = contract.find_condition(body, contract.READY) or {}
+    events: list[tuple[str, str]] = []
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        if not desired.holding:
+            events.append((contract.EVENT_DETACHED, "detached from every node; releasing "
+                           f"finalizer {contract.FINALIZER}"))
+        return events
+    if verdict.accepted and not contract.is_accepted(body):
+        events.append((contract.ACCEPTED, f"generation {generation} is valid; the agents of "
+                       "matching nodes attach it"))
+    if (ready.status and ready.reason == contract.ALL_NODES_READY
+            and not (stored.get("status") == "True" and stored.get("reason") == ready.reason
+                     and stored.get("observedGeneration") == generation)):
+        summary = desired.summary
+        events.append((contract.EVENT_ATTACHED,
+                       f"attached on {summary.get('readyNodes', 0)} node(s), "
+                       f"{summary.get('attachedRoutes', 0)} route(s), generation {generation}"))
+    return events
 
 
 class Touched:
@@ -202,6 +232,9 @@ def build_registry(
                 and first_time(("invalid", uid, verdict.generation))):
             kopf.warn(body, reason=contract.INVALID_SPEC, message=verdict.message)
             logger.warning("rejected generation %s: %s", verdict.generation, verdict.message)
+        for reason, message in normal_events(body, verdict, desired):
+            if first_time((reason, uid, verdict.generation)):
+                kopf.event(body, type="Normal", reason=reason, message=message)
         return desired
 
     @kopf.on.login(id="login", registry=registry)
