@@ -44,7 +44,9 @@ def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     # Log records become Events from WARNING up; the Normal Events (normal_events) are
     # posted explicitly, once per occasion.
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = timings.watch_server_timeout
+    # kopf sends it as the watch's timeoutSeconds as is: a real API server refuses "300.0"
+    # (400, strconv.ParseInt) and the operator never sees an event; whole seconds only.
+    settings.watching.server_timeout = int(timings.watch_server_timeout)
     settings.watching.client_timeout = timings.watch_client_timeout
     settings.watching.connect_timeout = timings.connect_timeout
     settings.networking.connect_timeout = timings.connect_timeout
