@@ -11,9 +11,9 @@ The operator refuses such a policy (Accepted=False, reason InvalidSpec, rule
 `custom-programs-allowed`) and every agent refuses it again on its own (it never loads the
 object, whatever the operator said). Standalone mode is the host admin's own files: no rule.
 
-Cluster-scoped policies (issue 16) only cluster admins can create; `allowed()` takes
-`namespace=None` for them, and `cluster_policies` says whether they may run custom programs
-(yes once the feature is on: creating one is itself the admin's choice).
+ClusterLwtRoutePolicies only cluster admins can create; they are judged with
+`namespace=None`, and `cluster_policies` says whether they may run custom programs (yes once
+the feature is on: creating one is itself the admin's choice).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lwt_policy.cluster_schema import KIND as CLUSTER_KIND
 from lwt_policy.errors import Problem
 from lwt_policy.selectors import LabelSelector, Requirement, label_key_error, label_value_error
 
@@ -85,11 +86,11 @@ class CustomProgramRule:
             return self.cluster_policies
         return parse_selector(self.namespace_selector).matches(labels or {})
 
-    def refusal(self, namespace: str) -> str:
-        if not self.enabled:
+    def refusal(self, namespace: str | None) -> str:
+        if not self.enabled or namespace is None:
             return ("programs from ConfigMaps (your own BPF bytecode) are disabled in this "
                     "cluster: use a builtin, or ask the cluster admin to enable them (chart "
-                    "value agent.configMapPrograms) for this namespace")
+                    "value agent.configMapPrograms)")
         return (f"namespace {namespace!r} may not run programs from ConfigMaps (your own BPF "
                 f"bytecode): the cluster admin allows them only in namespaces labelled "
                 f"{self.namespace_selector} (kubectl label namespace {namespace} "
@@ -110,7 +111,9 @@ def custom_program_problems(obj: Mapping[str, Any], rule: CustomProgramRule,
                             namespace_labels: Mapping[str, str] | None) -> list[Problem]:
     """A problem per configMap hook of `obj` the rule does not allow ([] otherwise)."""
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
-    namespace = str(meta.get("namespace") or "default")
+    # A cluster-scoped policy has no namespace: only cluster admins can create one.
+    namespace = None if obj.get("kind") == CLUSTER_KIND else str(
+        meta.get("namespace") or "default")
     hooks = custom_hooks(obj.get("spec"))
     if not hooks or rule.allowed(namespace, namespace_labels):
         return []

@@ -169,3 +169,13 @@ def test_the_running_operator_follows_namespace_labels(k8s_api, kube: Kube) -> N
         assert contract.is_rejected(kube.get(path_of(created)))
     finally:
         running.stop()
+
+
+def test_cluster_policies_are_the_admins_own_choice() -> None:
+    """A ClusterLwtRoutePolicy (cluster-scoped, cluster admins only) may run a custom program
+    whenever the feature is on; never while it is off."""
+    obj = {**cm_policy("unused"), "kind": "ClusterLwtRoutePolicy",
+           "metadata": {"name": "platform"}}
+    assert custom_programs.custom_program_problems(obj, CustomProgramRule(True), None) == []
+    (problem,) = custom_programs.custom_program_problems(obj, CustomProgramRule(), None)
+    assert "disabled in this cluster" in problem.message
