@@ -81,9 +81,10 @@ class CustomProgramGate:
         allowed = self.allowed_namespaces()
         out: list[PolicyView] = []
         for view in views:
-            namespace = view.ref.namespace
-            if uses_configmap(view) and not self.rule.allowed(namespace,
-                                                             allowed.get(namespace)):
+            # "" is a ClusterLwtRoutePolicy's: the rule judges those without a namespace.
+            namespace = view.ref.namespace or None
+            labels = allowed.get(namespace) if namespace is not None else None
+            if uses_configmap(view) and not self.rule.allowed(namespace, labels):
                 view = dataclasses.replace(view, policy=None, error=NodeError(
                     f"refused by this agent: {self.rule.refusal(namespace)}"))
             out.append(view)
