@@ -66,7 +66,7 @@ def test_owned_routes_and_pod_subnets_on_a_bridge_node(tmp_path, bridge_node: No
             listener.close()
         assert node.ping(node.client, db.ipv4, count=3)
         assert agent.metric("lwt_route_packets_total", policy="subnet-counters",
-                            pod="") >= 3  # subnet destinations have no pod
+                            pod_name="") >= 3  # subnet destinations have no pod
 
         assert agent.signal(signal.SIGTERM) == 0
         routes = _routes(node)

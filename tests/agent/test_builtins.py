@@ -67,8 +67,9 @@ def test_every_builtin_with_real_traffic(agent: AgentProcess, node: Node) -> Non
             for sock in listeners:
                 sock.close()
         assert agent.metric("lwt_route_dropped_packets_total", policy="deny",
-                            pod="shop/pod-0") >= 1
-        assert agent.metric("lwt_route_packets_total", policy="deny", pod="shop/pod-0") >= 3
+                            pod_namespace="shop", pod_name="pod-0") >= 1
+        assert agent.metric("lwt_route_packets_total", policy="deny",
+                            pod_namespace="shop", pod_name="pod-0") >= 3
 
         # counters (in) and sampler (out) on the db pod: 25 UDP datagrams
         rx = node.udp_receiver(db.ns, db.ipv4, 7000)
@@ -80,9 +81,16 @@ def test_every_builtin_with_real_traffic(agent: AgentProcess, node: Node) -> Non
             rx.close()
         wait_for(lambda: agent.metric("lwt_agent_samples_total", policy="sample") == 25, 5,
                  "25 samples")
-        assert agent.metric("lwt_route_packets_total", policy="count", pod="shop/pod-1") == 25
-        assert agent.metric("lwt_route_bytes_total", policy="count",
-                            pod="shop/pod-1") == 25 * (20 + 8 + 64)
+        pod1 = {"policy": "count", "pod_namespace": "shop", "pod_name": "pod-1"}
+        assert agent.metric("lwt_route_packets_total", **pod1) == 25
+        assert agent.metric("lwt_route_bytes_total", **pod1) == 25 * (20 + 8 + 64)
+        # the length histogram: 92-byte packets are in (63, 127], as a Prometheus histogram
+        length = "lwt_route_packet_length_bytes"
+        assert agent.metric(f"{length}_bucket", le="63.0", **pod1) == 0
+        assert agent.metric(f"{length}_bucket", le="127.0", **pod1) == 25
+        assert agent.metric(f"{length}_bucket", le="+Inf", **pod1) == 25
+        assert agent.metric(f"{length}_count", **pod1) == 25
+        assert agent.metric(f"{length}_sum", **pod1) == 25 * (20 + 8 + 64)
         samples = [line for line in agent.log().splitlines() if '"event": "sample"' in line]
         assert len(samples) == 25
         assert f'"dst": "{db.ipv4}"' in samples[0] and '"dstPort": 7000' in samples[0]
@@ -104,8 +112,7 @@ def test_every_builtin_with_real_traffic(agent: AgentProcess, node: Node) -> Non
         inner = carried[0]
         assert inner[0] >> 4 == 4 and socket.inet_ntoa(inner[16:20]) == legacy.ipv4
         assert struct.unpack_from("!H", inner, 22)[0] == 5432
-        assert agent.metric("lwt_program_events_total", policy="tunnel",
-                            counter="packets") == 5
+        assert agent.metric("lwt_encap_packets_total", policy="tunnel") == 5
 
         # one program per (policy, hook): 4 loaded, whatever the number of routes
         assert agent.metric("lwt_agent_programs") == 4

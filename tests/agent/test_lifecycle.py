@@ -51,8 +51,10 @@ def test_config_change_rewrites_maps_without_reattach(agent: AgentProcess, node:
     before = agent.wait_ready("shop/deny")
     routes_before = encap_labels(node)
     assert not _reaches(node, 0, 8080) and _reaches(node, 0, 8081)
-    passed = agent.metric("lwt_route_packets_total", policy="deny", pod="shop/pod-0")
-    dropped = agent.metric("lwt_route_dropped_packets_total", policy="deny", pod="shop/pod-0")
+    passed = agent.metric("lwt_route_packets_total", policy="deny",
+                          pod_namespace="shop", pod_name="pod-0")
+    dropped = agent.metric("lwt_route_dropped_packets_total", policy="deny",
+                           pod_namespace="shop", pod_name="pod-0")
     assert passed > 0 and dropped > 0
 
     write_docs(agent.policies, [_deny([8081])])
@@ -60,9 +62,10 @@ def test_config_change_rewrites_maps_without_reattach(agent: AgentProcess, node:
     assert after["programs"] == before["programs"]  # same id, tag and label
     assert encap_labels(node) == routes_before  # no route was touched
     assert _reaches(node, 0, 8080) and not _reaches(node, 0, 8081)
-    assert agent.metric("lwt_route_packets_total", policy="deny", pod="shop/pod-0") > passed
+    assert agent.metric("lwt_route_packets_total", policy="deny",
+                        pod_namespace="shop", pod_name="pod-0") > passed
     assert agent.metric("lwt_route_dropped_packets_total", policy="deny",
-                        pod="shop/pod-0") > dropped
+                        pod_namespace="shop", pod_name="pod-0") > dropped
     assert "rewritten in place" in agent.log()
 
 
@@ -174,7 +177,8 @@ def test_sigterm_detaches_keep_on_exit_keeps_restart_adopts(
     agent.wait_ready("shop/deny")
     for _ in range(3):
         node.ping(node.client, node.pods[1].ipv4)
-    counted = agent.metric("lwt_route_packets_total", policy="count", pod="shop/pod-1")
+    counted = agent.metric("lwt_route_packets_total", policy="count",
+                           pod_namespace="shop", pod_name="pod-1")
     assert counted >= 3
     attached = encap_labels(node)
     assert agent.signal(signal.SIGTERM) == 0
@@ -201,7 +205,8 @@ def test_sigterm_detaches_keep_on_exit_keeps_restart_adopts(
             "fd00:213:1:" in line] == []
     assert "adopted" in agent.log()
     # the adopted maps kept counting across the restart
-    assert agent.metric("lwt_route_packets_total", policy="count", pod="shop/pod-1") >= counted
+    assert agent.metric("lwt_route_packets_total", policy="count",
+                        pod_namespace="shop", pod_name="pod-1") >= counted
 
     # SIGINT without --keep-on-exit: everything detached, pins removed.
     assert agent.signal(signal.SIGINT) == 0

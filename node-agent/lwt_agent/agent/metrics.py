@@ -2,10 +2,17 @@
 
 Datapath counters are read from the built-ins' maps at scrape time (no copy kept in the
 agent): per policy, pod and hook packets, bytes and drops (`counters`, `port-filter`,
-`drop-all` count per destination; an address that is no pod of the policy — a subnet
-target — is reported with pod=""), and the program-wide counters of `sampler` and `encap`.
+`drop-all` count per destination; an address that is no pod of the policy, a subnet target,
+is reported with empty pod labels), the packet-length histogram of `counters`, and the
+program-wide counters of `sampler`, `encap` and `counters`, one metric per meaning.
 Agent metrics: reconcile duration, reconciles, route re-applies by the guard, errors by
 kind, samples read from ring buffers.
+
+Naming follows Prometheus' conventions: base units in the name (`_bytes`, `_seconds`),
+counters end in `_total`, packets and bytes are separate metrics. Labels never reuse the
+target labels Prometheus adds (`namespace`, `pod`, `node`, `instance`, `job`, ...): a policy
+is `policy_namespace`/`policy`, a pod `pod_namespace`/`pod_name`, so nothing is renamed to
+`exported_*` on ingestion.
 """
 from __future__ import annotations
 
@@ -17,13 +24,19 @@ from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from lwt_policy.catalogue import HIST_BUCKETS
 from lwt_policy.program_config import (
     PER_DESTINATION_MAP,
     read_destination_counters,
     read_program_counters,
 )
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -31,7 +44,48 @@ from .steps import Attached
 
 log = logging.getLogger(__name__)
 
-LABELS = ("namespace", "policy", "hook", "pod")
+POLICY_LABELS = ("policy_namespace", "policy", "hook")
+LABELS = (*POLICY_LABELS, "pod_namespace", "pod_name")
+
+# One metric per (built-in, program-wide counter) of `read_program_counters`: (name without
+# `_total`, help). tests/agent/test_metrics.py checks every counter a built-in has is here.
+PROGRAM_COUNTERS: dict[tuple[str, str], tuple[str, str]] = {
+    ("counters", "notIP"): ("lwt_counters_non_ip_packets",
+                            "Packets the counters built-in could not attribute: not IP."),
+    ("counters", "tableFull"): ("lwt_counters_table_full_packets",
+                                "Packets not counted per destination: the table was full."),
+    ("sampler", "seen"): ("lwt_sampler_seen_packets", "Packets the sampler saw."),
+    ("sampler", "sampled"): ("lwt_sampler_sampled_packets",
+                             "Packets the sampler copied into its ring buffer."),
+    ("sampler", "ringFull"): ("lwt_sampler_ring_full_packets",
+                              "Samples lost because the ring buffer was full."),
+    ("encap", "packets"): ("lwt_encap_packets", "Packets encapsulated."),
+    ("encap", "bytes"): ("lwt_encap_bytes", "Bytes of the packets encapsulated (inner)."),
+    ("encap", "unconfigured"): ("lwt_encap_unconfigured_dropped_packets",
+                                "Packets dropped because encap had no configuration yet."),
+    ("encap", "errors"): ("lwt_encap_failed_packets",
+                          "Packets the kernel refused to encapsulate (dropped)."),
+}
+
+
+def histogram_buckets(buckets: Sequence[int]) -> list[tuple[str, float]]:
+    """`counters`' log2 length buckets (bucket i: 2^i <= length < 2^(i+1), the last one open)
+    as a Prometheus histogram's cumulative `le` buckets; lengths are whole bytes, so the
+    bound of bucket i is 2^(i+1) - 1."""
+    out: list[tuple[str, float]] = []
+    total = 0
+    for i, n in enumerate(buckets):
+        total += n
+        last = i == len(buckets) - 1
+        out.append(("+Inf" if last else str(float((1 << (i + 1)) - 1)), float(total)))
+    return out
+
+
+def pod_labels(pod: str) -> list[str]:
+    """"ns/name" (how the reconciler names a destination's pod) as [pod_namespace, pod_name];
+    ["", ""] for a destination that is no pod."""
+    namespace, _, name = pod.partition("/")
+    return [namespace, name] if name else ["", ""]
 
 
 class DatapathCollector(Collector):
@@ -43,23 +97,27 @@ class DatapathCollector(Collector):
         self._lock = lock
 
     def collect(self) -> Iterator[Metric]:
-        packets = CounterMetricFamily(
-            "lwt_route_packets", "Packets seen by a policy's program on the routes of a pod "
-            "(counters: all; port-filter: passed).", labels=LABELS)
-        octets = CounterMetricFamily(
-            "lwt_route_bytes", "Bytes seen by a policy's program on the routes of a pod "
-            "(counters: all; port-filter: passed).", labels=LABELS)
-        drops = CounterMetricFamily(
-            "lwt_route_dropped_packets", "Packets dropped by a policy's program (port-filter, "
-            "drop-all under FailClosed) on the routes of a pod.", labels=LABELS)
-        dropped_bytes = CounterMetricFamily(
-            "lwt_route_dropped_bytes", "Bytes dropped by a policy's program on the routes of a "
-            "pod.", labels=LABELS)
-        program_counters = CounterMetricFamily(
-            "lwt_program_events", "Program-wide counters of a built-in (sampler: seen, "
-            "sampled, ringFull; encap: packets, bytes, unconfigured, errors; counters: "
-            "notIP, tableFull).",
-            labels=("namespace", "policy", "hook", "builtin", "counter"))
+        per_pod = _PerPod(
+            packets=CounterMetricFamily(
+                "lwt_route_packets", "Packets seen by a policy's program on the routes of a "
+                "pod (counters: all; port-filter: passed).", labels=LABELS),
+            octets=CounterMetricFamily(
+                "lwt_route_bytes", "Bytes seen by a policy's program on the routes of a pod "
+                "(counters: all; port-filter: passed).", labels=LABELS),
+            drops=CounterMetricFamily(
+                "lwt_route_dropped_packets", "Packets dropped by a policy's program "
+                "(port-filter, drop-all under FailClosed) on the routes of a pod.",
+                labels=LABELS),
+            dropped_bytes=CounterMetricFamily(
+                "lwt_route_dropped_bytes", "Bytes dropped by a policy's program on the routes "
+                "of a pod.", labels=LABELS),
+            lengths=HistogramMetricFamily(
+                "lwt_route_packet_length_bytes", "Lengths of the packets the counters "
+                f"built-in saw on the routes of a pod ({HIST_BUCKETS} power-of-two buckets; "
+                "_sum is their bytes, _count their packets).", labels=LABELS),
+        )
+        program = {key: CounterMetricFamily(name, text, labels=POLICY_LABELS)
+                   for key, (name, text) in PROGRAM_COUNTERS.items()}
         programs = GaugeMetricFamily(
             "lwt_agent_programs", "Programs loaded by the agent (one per policy and hook).")
         reapplies = CounterMetricFamily(
@@ -70,40 +128,62 @@ class DatapathCollector(Collector):
             programs.add_metric([], len({a.program.key for a in attached}))
             reapplies.add_metric([], reapplied)
             for item in attached:
-                self._program(item, packets, octets, drops, dropped_bytes, program_counters)
-        yield from (packets, octets, drops, dropped_bytes, program_counters, programs,
-                    reapplies)
+                self._program(item, per_pod, program)
+        yield from (per_pod.packets, per_pod.octets, per_pod.drops, per_pod.dropped_bytes,
+                    per_pod.lengths, *program.values(), programs, reapplies)
 
     @staticmethod
-    def _program(item: Attached, packets: CounterMetricFamily, octets: CounterMetricFamily,
-                 drops: CounterMetricFamily, dropped_bytes: CounterMetricFamily,
-                 program_counters: CounterMetricFamily) -> None:
+    def _program(item: Attached, per_pod: _PerPod,
+                 program: dict[tuple[str, str], CounterMetricFamily]) -> None:
         builtin = item.program.builtin
         if builtin is None or item.program.fd < 0:
             return
         base = [item.policy.namespace, item.policy.name, item.hook]
         try:
             if builtin in PER_DESTINATION_MAP:
-                per_pod: dict[str, list[int]] = {}
+                sums: dict[str, list[int]] = {}
                 for address, counts in read_destination_counters(
                         builtin, item.program.maps).items():
-                    total = per_pod.setdefault(item.destinations.get(address, ""), [0, 0, 0, 0])
+                    total = sums.setdefault(item.destinations.get(address, ""),
+                                            [0] * (4 + HIST_BUCKETS))
                     total[0] += counts.packets
                     total[1] += counts.bytes
                     total[2] += counts.dropped_packets
                     total[3] += counts.dropped_bytes
-                for pod, (n, b, dn, db) in sorted(per_pod.items()):
-                    labels = [*base, pod]
-                    if builtin != "drop-all":
-                        packets.add_metric(labels, n)
-                        octets.add_metric(labels, b)
-                    if builtin != "counters":
-                        drops.add_metric(labels, dn)
-                        dropped_bytes.add_metric(labels, db)
+                    for i, n in enumerate(counts.histogram):
+                        total[4 + i] += n
+                for pod, values in sorted(sums.items()):
+                    per_pod.add(builtin, [*base, *pod_labels(pod)], values)
             for name, value in read_program_counters(builtin, item.program.maps).items():
-                program_counters.add_metric([*base, builtin, name], value)
+                family = program.get((builtin, name))
+                if family is None:
+                    log.debug("no metric for counter %s of %s", name, builtin)
+                    continue
+                family.add_metric(base, value)
         except OSError as exc:  # a program dropped meanwhile: skip it for this scrape
             log.debug("reading counters of %s: %s", item.program.label, exc)
+
+
+class _PerPod:
+    """The per-pod families of one scrape."""
+
+    def __init__(self, packets: CounterMetricFamily, octets: CounterMetricFamily,
+                 drops: CounterMetricFamily, dropped_bytes: CounterMetricFamily,
+                 lengths: HistogramMetricFamily) -> None:
+        self.packets, self.octets = packets, octets
+        self.drops, self.dropped_bytes = drops, dropped_bytes
+        self.lengths = lengths
+
+    def add(self, builtin: str, labels: list[str], values: list[int]) -> None:
+        packets, octets, dropped, dropped_bytes = values[:4]
+        if builtin != "drop-all":
+            self.packets.add_metric(labels, packets)
+            self.octets.add_metric(labels, octets)
+        if builtin != "counters":
+            self.drops.add_metric(labels, dropped)
+            self.dropped_bytes.add_metric(labels, dropped_bytes)
+        else:
+            self.lengths.add_metric(labels, histogram_buckets(values[4:]), sum_value=octets)
 
 
 class AgentMetrics:
@@ -125,7 +205,7 @@ class AgentMetrics:
             registry=self.registry)
         self.samples = Counter(
             "lwt_agent_samples", "Packet samples read from the sampler's ring buffers.",
-            ["namespace", "policy", "hook", "pod"], registry=self.registry)
+            list(LABELS), registry=self.registry)
         for kind in ("policy", "route", "input", "api", "object"):
             self.errors.labels(kind)
 

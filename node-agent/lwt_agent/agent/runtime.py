@@ -20,7 +20,7 @@ from lwt_agent.route.guard import RouteGuard
 from lwt_agent.route.model import RT_TABLE_MAIN
 
 from .errors import StartupError
-from .metrics import AgentMetrics, DatapathCollector, Health, MetricsServer
+from .metrics import AgentMetrics, DatapathCollector, Health, MetricsServer, pod_labels
 from .node_addresses import local_addresses
 from .pin_root import prepare_pin_root
 from .reconciler import Attached, Inputs, Reconciler, Report
@@ -131,7 +131,7 @@ class Agent:
     def _on_sample(self, item: Attached, sample: Sample) -> None:
         pod = item.destinations.get(sample.destination, "")
         self.metrics.samples.labels(item.policy.namespace, item.policy.name, item.hook,
-                                    pod).inc()
+                                    *pod_labels(pod)).inc()
 
     # --- shutdown ------------------------------------------------------------------------
 
