@@ -7,7 +7,9 @@
         sock = socket_in(pod.name, socket.AF_INET, socket.SOCK_DGRAM)  # lives in the pod
 
 Built on pyroute2 (namespace creation and removal, veth pairs, addresses, links, routes):
-nothing here runs iproute2, and nothing forks (see `create`). `Namespaces.close()` removes
+nothing here runs iproute2, and nothing forks (see `create`). pyroute2 is imported only when
+something is built: entering a namespace (`entered`, the agent's ``--netns``) does not need
+it. `Namespaces.close()` removes
 every namespace it made (and with it every veth, route and the BPF programs those routes
 held); it runs on leaving the `with` block, on errors and Ctrl-C, and at the latest at
 interpreter exit (a finalizer). Processes started inside are their starter's to end.
@@ -29,12 +31,13 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pyroute2 import IPRoute
-from pyroute2 import netns as _pyroute2_netns
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 T = TypeVar("T")
+_libc = ctypes.CDLL(None, use_errno=True)
 
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -66,22 +69,32 @@ def netns_path(name: str) -> Path:
     return path
 
 
+def _setns(fd: int, what: str) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise NetnsError(f"cannot enter {what}: {os.strerror(err)} (needs root)") \
+            from OSError(err, os.strerror(err))
+
+
 @contextlib.contextmanager
 def entered(name: str) -> Iterator[None]:
     """This thread inside netns ``name`` for the block, back where it was after (also on
-    errors). Sockets made in the block stay in ``name``; processes started in it run there."""
+    errors). Sockets made in the block stay in ``name``; processes started in it run there.
+
+    setns(2) itself, not pyroute2's: the agent's ``--netns`` comes through here, and
+    importing pyroute2 would add 0.2-0.9 s to every such agent's start-up."""
     path = netns_path(name)
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _pyroute2_netns.setns(str(path), flags=0)
-        except OSError as exc:
-            raise NetnsError(f"cannot enter network namespace {name!r}: "
-                             f"{os.strerror(exc.errno or 0)} (needs root)") from exc
+            _setns(target, f"network namespace {name!r}")
+        finally:
+            os.close(target)
         try:
             yield
         finally:
-            _pyroute2_netns.setns(home, flags=0)
+            _setns(home, "the thread's own network namespace again")
     finally:
         os.close(home)
 
@@ -152,18 +165,24 @@ def drain(sock: socket.socket) -> list[bytes]:
 
 def names(prefix: str = "") -> list[str]:
     """The named network namespaces (``ip netns list``) that start with ``prefix``."""
-    return sorted(n for n in _pyroute2_netns.listnetns() if n.startswith(prefix))
+    from pyroute2 import netns as pyroute2_netns
+
+    return sorted(n for n in pyroute2_netns.listnetns() if n.startswith(prefix))
 
 
 def pids(name: str) -> list[int]:
     """The processes inside netns ``name``."""
-    return list(_pyroute2_netns.ns_pids().get(name, []))
+    from pyroute2 import netns as pyroute2_netns
+
+    return list(pyroute2_netns.ns_pids().get(name, []))
 
 
 def remove(name: str) -> None:
     """Remove netns ``name`` if it exists; it goes away once no process is left in it."""
+    from pyroute2 import netns as pyroute2_netns
+
     with contextlib.suppress(FileNotFoundError):
-        _pyroute2_netns.remove(name)
+        pyroute2_netns.remove(name)
 
 
 def create(name: str) -> None:
@@ -175,13 +194,15 @@ def create(name: str) -> None:
     short-lived thread moves itself alone into a new namespace and pyroute2 bind-mounts
     that thread's namespace at /run/netns/<name>; the mount keeps it alive after the
     thread ends."""
+    from pyroute2 import netns as pyroute2_netns
+
     failed: list[BaseException] = []
 
     def make() -> None:
         try:
-            if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET) != 0:
+            if _libc.unshare(CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
-            _pyroute2_netns.attach(name, f"{os.getpid()}/task/{threading.get_native_id()}")
+            pyroute2_netns.attach(name, f"{os.getpid()}/task/{threading.get_native_id()}")
         except BaseException as exc:  # handed to the caller's thread
             failed.append(exc)
 
@@ -199,6 +220,8 @@ def _prefix_of(address: str) -> int:
 
 
 def _iproute_in(name: str) -> IPRoute:
+    from pyroute2 import IPRoute
+
     with entered(name):
         ipr = IPRoute()
         ipr.link_lookup(ifname="lo")  # its socket is opened now, in here

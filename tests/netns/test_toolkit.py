@@ -7,6 +7,7 @@ import gc
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import uuid
 
@@ -135,3 +136,16 @@ def test_building_forks_nothing_that_could_run_our_signal_handlers() -> None:
                 {host.name, pod.name, client.name}
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_entering_a_namespace_does_not_import_pyroute2() -> None:
+    """The agent's --netns goes through `entered`: it must not pay pyroute2's import time
+    (0.2-0.9 s measured here), or every agent the tests and benchmarks start would."""
+    with Namespaces(_base()) as nets:
+        net = nets.add("x")
+        script = ("import sys, socket\n"
+                  "from lwt_agent.route.netlink import in_netns\n"
+                  f"sock = in_netns({net.name!r}, lambda: socket.socket())\n"
+                  "assert 'pyroute2' not in sys.modules, 'pyroute2 was imported'\n")
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr

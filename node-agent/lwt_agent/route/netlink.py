@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeVar
 
+from lwt_agent.netns import NetnsError, NetnsMissingError, entered
+
 from .errors import NetlinkError, NetnsNotFoundError
 from .model import (
     HOOK_ORDER,
@@ -83,10 +85,6 @@ def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     """Run ``fn`` with this thread inside ``netns`` (sockets keep the netns they are made in)."""
     if netns is None:
         return fn()
-    # Imported here: the toolkit's pyroute2 takes ~0.2 s to import, and only --netns (tests,
-    # the demo, benchmarks) needs it.
-    from lwt_agent.netns import NetnsError, NetnsMissingError, entered
-
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(entered(netns))
