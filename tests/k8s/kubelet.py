@@ -32,6 +32,7 @@ import datetime
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -91,7 +92,10 @@ class Container:
         if self.probe_url is None:
             return True
         try:
-            with urllib.request.urlopen(self.probe_url, timeout=1) as response:
+            # As the kubelet: an HTTPS probe does not verify the certificate.
+            context = ssl._create_unverified_context()
+            with urllib.request.urlopen(self.probe_url, timeout=1,
+                                        context=context) as response:
                 return 200 <= response.status < 400
         except OSError:
             return False
@@ -127,6 +131,8 @@ class Kubelet:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="kubelet", daemon=True)
         self._reported: dict[str, str] = {}
+        self._terminating: set[str] = set()
+        self._workers: list[threading.Thread] = []
 
     # --- nodes and workload pods ----------------------------------------------------------
 
@@ -182,6 +188,8 @@ class Kubelet:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
+        for worker in self._workers:
+            worker.join(40)
         for container in list(self.containers.values()):
             container.stop()
         self.containers.clear()
@@ -295,10 +303,15 @@ class Kubelet:
 
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")}
         for item in spec_container.get("env") or []:
-            if "value" in item:
-                value = str(item["value"])
+            source = item.get("valueFrom")
+            if source is None:  # an empty value is left out of the serialized object
+                value = str(item.get("value") or "")
+            elif "fieldRef" in source:
+                value = _field(pod, source["fieldRef"]["fieldPath"])
             else:
-                value = _field(pod, item["valueFrom"]["fieldRef"]["fieldPath"])
+                self.errors.append(f"pod {meta['namespace']}/{meta['name']}: env "
+                                   f"{item['name']}: only value and fieldRef are played here")
+                return None
             env[item["name"]] = ports.get(value, _rewrite(value, rewrites))
         if spec.get("automountServiceAccountToken", True) is not False:
             token = self.cp.token(meta["namespace"], spec["serviceAccountName"],
@@ -315,7 +328,8 @@ class Kubelet:
         if probe:
             port = probe["port"]
             host_port = named.get(port) if isinstance(port, str) else ports.get(str(port))
-            probe_url = f"http://127.0.0.1:{host_port}{probe.get('path', '/')}"
+            scheme = str(probe.get("scheme") or "HTTP").lower()
+            probe_url = f"{scheme}://127.0.0.1:{host_port}{probe.get('path', '/')}"
         return Container(f"{meta['namespace']}/{meta['name']}",
                          [str(PROGRAMS[command[0]]), *args], env,
                          poddir / f"{spec_container['name']}.log", probe_url, named)
@@ -363,15 +377,31 @@ class Kubelet:
         self._reported[meta["uid"]] = digest
 
     def _terminate(self, pod: dict[str, Any]) -> None:
+        """Graceful deletion, in a thread of its own (a slow SIGTERM must not hold up the
+        other pods): stop the process, then remove the pod for good."""
         meta = pod["metadata"]
+        if meta["uid"] in self._terminating:
+            return
+        self._terminating.add(meta["uid"])
         container = self.containers.pop(meta["uid"], None)
-        if container is not None:
-            container.stop(float(pod["spec"].get("terminationGracePeriodSeconds") or 30))
         self._reported.pop(meta["uid"], None)
-        with contextlib.suppress(ApiException):
-            self.core.delete_namespaced_pod(
-                meta["name"], meta["namespace"], grace_period_seconds=0,
-                body={"preconditions": {"uid": meta["uid"]}})
+        grace = float(pod["spec"].get("terminationGracePeriodSeconds") or 30)
+
+        def finish() -> None:
+            if container is not None:
+                container.stop(grace)
+            try:
+                # In the body: a DELETE with a body ignores its query parameters.
+                self.core.delete_namespaced_pod(meta["name"], meta["namespace"], body={
+                    "gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}})
+            except ApiException as exc:
+                if exc.status != 404:
+                    self.errors.append(f"deleting pod {meta['name']}: {exc.status} {exc.reason}")
+            finally:
+                self._terminating.discard(meta["uid"])
+        thread = threading.Thread(target=finish, name=f"terminate-{meta['name']}", daemon=True)
+        self._workers.append(thread)
+        thread.start()
 
 
 def _affinity_node(pod: dict[str, Any]) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ AGENT_LABELS = "app.kubernetes.io/name=lwt-agent,app.kubernetes.io/component=age
 # short resync so convergence after faults is seconds, not half a minute.
 TEST_VALUES: dict[str, Any] = {
     "operator": {"replicas": 1, "extraArgs": ["--resync=3", "--finalizer-timeout=20"]},
+    # The tests scrape the agents without a token (the chart's default, kubernetes, is
+    # tested in tests/k8s/test_metrics_auth.py).
+    "agent": {"metricsAuth": "none"},
 }
 
 
@@ -93,6 +97,22 @@ class Stand:
         return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
             "lwt.dev", "v1alpha1", namespace, "lwtroutepolicies", name)
 
+    def node_entry(self, node: str, name: str, namespace: str = "shop"
+                   ) -> dict[str, Any] | None:
+        """Node `node`'s entry for policy namespace/name, from its LwtNodeState (None when the
+        node state or the entry is not there)."""
+        try:
+            state = self.custom.get_cluster_custom_object(
+                "lwt.dev", "v1alpha1", "lwtnodestates", node)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        for entry in (state.get("status") or {}).get("policies") or []:
+            if (entry["namespace"], entry["name"]) == (namespace, name):
+                return entry  # type: ignore[no-any-return]
+        return None
+
     def agent_pods(self) -> list[dict[str, Any]]:
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=AGENT_LABELS)
         return self.api_client.sanitize_for_serialization(pods)["items"]  # type: ignore[no-any-return]
@@ -142,7 +162,7 @@ def apply_crds(cp: ControlPlane) -> None:
     """`kubectl apply --server-side -f crds/` and wait until the API serves them."""
     cp.kubectl("apply", "--server-side", "-f", str(CRDS))
     cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-               "crd/lwtroutepolicies.lwt.dev")
+               "crd/lwtroutepolicies.lwt.dev", "crd/lwtnodestates.lwt.dev")
 
 
 def create_namespace(cp: ControlPlane, name: str, level: str | None) -> None:
@@ -186,14 +206,38 @@ def installed_stand(cp: ControlPlane, bpffs: Path, *, release: str = "lwt",
         stand = Stand(cp, kubelet, nodes, release, namespace, workdir)
         stack.callback(stand.close)
         values_file = stand.values_file({**TEST_VALUES, **(values or {})})
-        stand.helm("install", release, str(CHART), "--namespace", namespace,
-                   "--values", str(values_file), "--wait", "--timeout", "180s")
+        t0 = time.monotonic()
+        try:
+            stand.helm("install", release, str(CHART), "--namespace", namespace,
+                       "--values", str(values_file), "--wait", "--timeout", "180s")
+        except Exception:
+            print(diagnose(stand), flush=True)
+            raise
+        print(f"helm install --wait: {time.monotonic() - t0:.1f} s", flush=True)
         stack.callback(stand.helm, "uninstall", release, "--namespace", namespace,
                        "--wait", "--timeout", "120s", check=False)
         wait_for(lambda: _exists(stand, namespace, stand.daemonset), 60,
                  "the operator's agent DaemonSet")
-        stand.wait_agents()
+        try:
+            stand.wait_agents()
+        except Exception:
+            print(diagnose(stand), flush=True)
+            raise
+        print(f"installed, every agent Ready: {time.monotonic() - t0:.1f} s", flush=True)
         yield stand
+
+
+def diagnose(stand: Stand) -> str:
+    """What a failed install looked like: pods, the harness's errors, the programs' logs."""
+    lines = [stand.cp.kubectl("get", "pods,ds,deploy,rs", "-A", "-o", "wide",
+                              check=False).stdout,
+             f"kubelet errors: {stand.kubelet.errors[-5:]}"]
+    for container in list(stand.kubelet.containers.values()):
+        tail = container.log.read_text(errors="replace")[-3000:] if container.log.exists() \
+            else "(no log)"
+        lines.append(f"--- {container.pod_key} (running: {container.running()}, ready probe "
+                     f"{container.probe_url}):\n{tail}")
+    return "\n".join(lines)
 
 
 def _exists(stand: Stand, namespace: str, name: str) -> bool:
