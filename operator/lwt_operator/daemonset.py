@@ -62,9 +62,13 @@ def build_daemonset(
     pin_dir = agent_pin_dir(bpffs)
     port = settings.metricsPort
 
+    # With metricsAuth kubernetes the agent serves HTTPS only (a self-signed certificate: the
+    # kubelet does not verify probe certificates); the probes need no token.
+    scheme = "HTTPS" if settings.metricsAuth == "kubernetes" else "HTTP"
+
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
-        return {"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": period,
-                "timeoutSeconds": 5, "failureThreshold": failures}
+        return {"httpGet": {"path": path, "port": "metrics", "scheme": scheme},
+                "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures}
 
     container: dict[str, Any] = {
         "name": "agent",
@@ -79,6 +83,7 @@ def build_daemonset(
              "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "LWT_ADMIN_NAMESPACE", "value": admin_namespace},
             {"name": "LWT_METRICS_PORT", "value": str(port)},
+            {"name": "LWT_METRICS_AUTH", "value": settings.metricsAuth},
             {"name": "LWT_BPFFS", "value": bpffs},
             {"name": "LWT_LOG_LEVEL", "value": settings.logLevel},
             # Who may run programs from ConfigMaps: empty = nobody (lwt_policy.custom_programs).

@@ -29,6 +29,9 @@ DEFAULT_CAPABILITIES = ("BPF", "NET_ADMIN")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+METRICS_AUTH = ("kubernetes", "none")
+
+
 @dataclass(frozen=True)
 class AgentSettings:
     image: str = DEFAULT_IMAGE
@@ -44,6 +47,9 @@ class AgentSettings:
     )
     priorityClassName: str = ""
     metricsPort: int = 9469
+    # Who may read the agents' /metrics: "kubernetes" (HTTPS, TokenReview + SubjectAccessReview;
+    # the chart's default) or "none" (plain HTTP, open; the default of a bare operator).
+    metricsAuth: str = "none"
     bpffsPath: str = "/sys/fs/bpf"
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     logLevel: str = "info"
@@ -99,6 +105,9 @@ class AgentSettings:
         if not isinstance(self.metricsPort, int) or not 1 <= self.metricsPort <= 65535:
             raise SettingsError(f"{source}: metricsPort must be a port number (1..65535), "
                                 f"got {self.metricsPort!r}")
+        if self.metricsAuth not in METRICS_AUTH:
+            raise SettingsError(f"{source}: metricsAuth must be one of "
+                                f"{', '.join(METRICS_AUTH)}, got {self.metricsAuth!r}")
         if not str(self.bpffsPath).startswith("/"):
             raise SettingsError(f"{source}: bpffsPath must be an absolute host path")
         if self.logLevel not in LOG_LEVELS:

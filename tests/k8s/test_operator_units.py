@@ -100,8 +100,15 @@ def test_daemonset_manifest_gives_the_agent_what_it_needs_and_no_more() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert env["LWT_METRICS_PORT"]["value"] == "9500"
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics",
+                                                     "scheme": "HTTP"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics",
+                                                      "scheme": "HTTP"}
+    assert env["LWT_METRICS_AUTH"]["value"] == "none"  # AgentSettings' default; the chart's:
+    secure = build_daemonset(AgentSettings(metricsAuth="kubernetes"), name="n", namespace="ns",
+                             admin_namespace="ns")["spec"]["template"]["spec"]["containers"][0]
+    assert secure["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert {e["name"]: e.get("value") for e in secure["env"]}["LWT_METRICS_AUTH"] == "kubernetes"
     assert container["ports"] == [{"name": "metrics", "containerPort": 9500, "protocol": "TCP"}]
     assert manifest["spec"]["updateStrategy"]["rollingUpdate"] == {"maxUnavailable": 2}
     assert pod["tolerations"] == [{"key": "a", "operator": "Exists"}]

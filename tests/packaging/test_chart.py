@@ -146,6 +146,14 @@ def test_rbac_has_no_wildcards(value_set: str) -> None:
                 assert "*" not in item, f"{role}: wildcard in {field}: {rule}"
 
 
+# Kubernetes' bootstrap ClusterRole the agents are bound to for secure metrics
+# (templates/metrics-rbac.yaml): it may ask who a token is and what it may do, nothing else.
+AUTH_DELEGATOR = {"rules": [
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+    {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
+     "verbs": ["create"]}]}
+
+
 def _permissions_of(rendered: Rendered, service_account: str) -> set[tuple[str, str, str]]:
     """(apiGroup, resource, verb) granted to a ServiceAccount through every binding."""
     roles = {
@@ -153,6 +161,7 @@ def _permissions_of(rendered: Rendered, service_account: str) -> set[tuple[str, 
         for doc in rendered.documents
         if doc["kind"] in ("ClusterRole", "Role")
     }
+    roles[("ClusterRole", "system:auth-delegator")] = AUTH_DELEGATOR
     granted: set[tuple[str, str, str]] = set()
     for binding in rendered.documents:
         if binding["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
@@ -184,8 +193,12 @@ def test_agent_cannot_touch_secrets_and_writes_only_its_node_state_and_events(va
     writes = {g for g in granted if g[2] not in ("get", "list", "watch")}
     # Its own LwtNodeState only (which one: the chart's ValidatingAdmissionPolicy, tested on a
     # real API server in tests/k8s/test_node_restriction.py); nothing of any policy.
+    reviews = ({("authentication.k8s.io", "tokenreviews", "create"),
+                ("authorization.k8s.io", "subjectaccessreviews", "create")}
+               if rendered.agent_settings()["metricsAuth"] == "kubernetes" else set())
     assert writes == {("lwt.dev", "lwtnodestates", "create"),
-                      ("lwt.dev", "lwtnodestates/status", "patch"), ("", "events", "create")}
+                      ("lwt.dev", "lwtnodestates/status", "patch"), ("", "events", "create"),
+                      *reviews}
     assert not {g for g in granted if g[1].startswith("lwtroutepolicies/")}
 
 
@@ -222,6 +235,8 @@ def test_operator_manages_daemonsets_only_in_its_namespace(value_set: str) -> No
     assert ("apps", "daemonsets", "create") in granted
     assert not any(resource.startswith("secrets") for _, resource, _ in granted)
     for binding in rendered.of_kind("ClusterRoleBinding"):
+        if binding["roleRef"]["name"] == "system:auth-delegator":
+            continue  # Kubernetes' own (AUTH_DELEGATOR): token and access reviews only
         role = rendered.one("ClusterRole", binding["roleRef"]["name"])
         assert not any("daemonsets" in rule["resources"] for rule in role["rules"])
 
@@ -254,7 +269,7 @@ def test_agent_settings_carry_every_contract_key(value_set: str) -> None:
     assert contract <= set(settings)
     assert set(settings) - contract == {"podLabels", "imagePullSecrets", "configMapPrograms",
                                         "configMapProgramNamespaceSelector",
-                                        "encapAllowedRemotes"}
+                                        "encapAllowedRemotes", "metricsAuth"}
 
 
 @value_sets

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +41,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from .metrics_auth import Decision
 from .steps import Attached
 
 log = logging.getLogger(__name__)
@@ -233,12 +235,25 @@ class Health:
         return time.monotonic() - self._tick < self.stale_after
 
 
-class MetricsServer:
-    """/metrics, /healthz and /readyz on host:port (port 0 picks a free port)."""
+Authorize = Callable[[str | None], Decision]  # Authorization header -> verdict
 
-    def __init__(self, metrics: AgentMetrics, health: Health, host: str, port: int) -> None:
-        handler = _handler(metrics, health)
+
+class MetricsServer:
+    """/metrics, /healthz and /readyz on host:port (port 0 picks a free port). With `tls`,
+    HTTPS only; with `authorize`, /metrics answers only scrapes it allows (401/403 otherwise:
+    metrics_auth.py); the probes stay open (they tell nothing but up/ready)."""
+
+    def __init__(self, metrics: AgentMetrics, health: Health, host: str, port: int,
+                 tls: ssl.SSLContext | None = None, authorize: Authorize | None = None
+                 ) -> None:
+        handler = _handler(metrics, health, authorize)
         self._server = ThreadingHTTPServer((host, port), handler)
+        if tls is not None:
+            # The handshake runs on the first read, in the request's own thread: a client
+            # that never completes it cannot stall the accept loop.
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
+        self.scheme = "https" if tls is not None else "http"
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever,
@@ -254,11 +269,19 @@ class MetricsServer:
         self._server.server_close()
 
 
-def _handler(metrics: AgentMetrics, health: Health) -> type[BaseHTTPRequestHandler]:
+def _handler(metrics: AgentMetrics, health: Health, authorize: Authorize | None
+             ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # seconds a client may take per read (TLS handshake included)
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
+                if authorize is not None:
+                    decision = authorize(self.headers.get("Authorization"))
+                    if decision.status != 200:
+                        self._send(decision.status, (decision.message + "\n").encode())
+                        return
                 self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 ok = health.alive()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,14 @@ from lwt_agent.route.guard import RouteGuard
 from lwt_agent.route.model import RT_TABLE_MAIN
 
 from .errors import StartupError
-from .metrics import AgentMetrics, DatapathCollector, Health, MetricsServer, pod_labels
+from .metrics import (
+    AgentMetrics,
+    Authorize,
+    DatapathCollector,
+    Health,
+    MetricsServer,
+    pod_labels,
+)
 from .node_addresses import local_addresses
 from .pin_root import prepare_pin_root
 from .reconciler import Attached, Inputs, Reconciler, Report
@@ -48,6 +56,8 @@ class AgentConfig:
     table: int = RT_TABLE_MAIN
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = None  # None: no HTTP endpoints
+    # (TLS context, token check) of --metrics-auth kubernetes; None: plain HTTP, open
+    metrics_secure: tuple[ssl.SSLContext, Authorize] | None = None
     guard_resync_seconds: float = 30.0
     # Where to mount a bpffs when pin_root is not on one (the default pin root's bpffs);
     # None (an explicit --pin-dir): refuse instead.
@@ -81,8 +91,9 @@ class Agent:
         self.server: MetricsServer | None = None
         if config.metrics_port is not None:
             try:
+                tls, authorize = config.metrics_secure or (None, None)
                 self.server = MetricsServer(self.metrics, self.health, config.metrics_host,
-                                            config.metrics_port)
+                                            config.metrics_port, tls, authorize)
             except OSError as exc:
                 self.guard.stop()
                 self.engine.close()
@@ -95,8 +106,8 @@ class Agent:
         self.samples.start()
         if self.server is not None:
             self.server.start()
-            log.info("metrics on http://%s:%d/metrics", self.config.metrics_host,
-                     self.server.port)
+            log.info("metrics on %s://%s:%d/metrics", self.server.scheme,
+                     self.config.metrics_host, self.server.port)
         return self
 
     def _encap_rules(self) -> EncapRules:

@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lwt_policy.model import admin_namespace_from_env
 
@@ -74,6 +74,12 @@ def register(parser: argparse.ArgumentParser) -> None:
                         ", standalone none)")
     parser.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDR",
                         help="address of the metrics endpoints (default 0.0.0.0)")
+    parser.add_argument("--metrics-auth", choices=("kubernetes", "none"), default=None,
+                        help="kubernetes: /metrics over HTTPS (self-signed), only for bearer "
+                        "tokens the API server authenticates (TokenReview) and allows to get "
+                        "/metrics (SubjectAccessReview); cluster mode only. none: plain HTTP, "
+                        "open (bind it to 127.0.0.1). Default $LWT_METRICS_AUTH (the DaemonSet "
+                        "sets it from the chart's agent.metricsAuth), else none")
     parser.add_argument("--admin-namespace", default=None, metavar="NS",
                         help="namespace whose policies may use podSubnets (default "
                         "$LWT_ADMIN_NAMESPACE, $POD_NAMESPACE, lwt-system)")
@@ -94,6 +100,16 @@ def _metrics_port(args: argparse.Namespace, cluster: bool) -> int | None:
     if env:
         return int(env)
     return DEFAULT_METRICS_PORT if cluster else None
+
+
+def _metrics_security(args: argparse.Namespace, node_name: str) -> Any:
+    """TLS context and token check of --metrics-auth kubernetes (agent/metrics_auth.py)."""
+    from lwt_kube import Kube, load_configuration
+
+    from lwt_agent.agent.metrics_auth import KubeAuthorizer, self_signed_context
+
+    kube = Kube(load_configuration(args.kubeconfig), timeout=5)
+    return self_signed_context(node_name), KubeAuthorizer(kube.create).check
 
 
 def _encap_allowed_remotes(args: argparse.Namespace, cluster: bool
@@ -156,7 +172,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lwt-agent run: {exc}", file=sys.stderr)
         return 2
+    auth = args.metrics_auth or os.environ.get("LWT_METRICS_AUTH") or "none"
+    if auth not in ("kubernetes", "none") or (auth == "kubernetes" and not cluster):
+        print(f"lwt-agent run: --metrics-auth {auth}: use kubernetes (cluster mode only) or "
+              "none", file=sys.stderr)
+        return 2
     config = AgentConfig(
+        metrics_secure=_metrics_security(args, node_name) if auth == "kubernetes" else None,
         encap_allowed_remotes=encap_remotes,
         node_name=node_name,
         admin_namespace=args.admin_namespace or admin_namespace_from_env(),
@@ -180,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         agent.start()
         if agent.server is not None:
-            print(f"# metrics: http://{config.metrics_host}:{agent.server.port}/metrics",
+            print(f"# metrics: {agent.server.scheme}://{config.metrics_host}:"
+                  f"{agent.server.port}/metrics",
                   file=sys.stderr, flush=True)
         if cluster:
             from lwt_agent.agent.cluster import ClusterAgent
