@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "share the top priority), else 0")
     parser.add_argument("--health-port", type=int, default=None, metavar="PORT",
                         help="serve /healthz on this port")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus metrics (/metrics) on this port (0: any free "
+                             "port; default: none)")
+    parser.add_argument("--metrics-address", default="127.0.0.1", metavar="ADDR",
+                        help="address of the metrics endpoint (default 127.0.0.1: only from "
+                             "inside the pod, e.g. kubectl port-forward)")
     parser.add_argument("--resync", type=float, default=30.0, metavar="SECONDS",
                         help="re-check every policy and the DaemonSet this often "
                              "(default: %(default)g)")
@@ -112,6 +118,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         standalone=args.peering is None,
         priority=peering_priority(args.priority, args.peering),
         health_port=args.health_port,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
         timings=Timings(resync=args.resync),
     )
 

@@ -46,4 +46,6 @@ class OperatorConfig:
     standalone: bool = True
     priority: int = 0
     health_port: int | None = None
+    metrics_port: int | None = None  # None: no metrics endpoint (lwt_operator.metrics)
+    metrics_address: str = "127.0.0.1"
     timings: Timings = field(default_factory=Timings)

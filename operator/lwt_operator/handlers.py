@@ -26,6 +26,7 @@ from lwt_policy.status import policy_key
 
 from lwt_operator.aggregate import DesiredStatus, NodeInfo, desired_status, status_patch
 from lwt_operator.config import OperatorConfig
+from lwt_operator.metrics import OperatorMetrics
 from lwt_operator.validation import Verdict, judge
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,11 @@ class Touched:
 
 
 def build_registry(
-    config: OperatorConfig, configuration: kubernetes.client.Configuration
+    config: OperatorConfig, configuration: kubernetes.client.Configuration,
+    metrics: OperatorMetrics | None = None,
 ) -> kopf.OperatorRegistry:
     install_log_filter()
+    metrics = metrics or OperatorMetrics()
     registry = kopf.OperatorRegistry()
     # By (uid, generation, labels of its namespace when they matter): a spec is judged once.
     verdicts: dict[tuple[str, int, str], Verdict] = {}
@@ -214,6 +217,12 @@ def build_registry(
             # Accepted before it exists would let agents attach to a policy whose deletion
             # would then not wait for them to detach.
             return None
+        metrics.reconciles.inc()
+        with metrics.reconcile_errors.count_exceptions():
+            return _reconcile(body, patch, nodes, logger, namespaces, nodestates)
+
+    def _reconcile(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
+                   logger: Any, namespaces: Any, nodestates: Any) -> DesiredStatus | None:
         now = datetime.datetime.now(tz=datetime.UTC)
         verdict = verdict_for(body, namespaces)
         desired = desired_status(body, verdict, _nodes(nodes), config.agent,
@@ -221,22 +230,31 @@ def build_registry(
                                  finalizer_timeout=config.finalizer_timeout)
         changes = status_patch(body, desired, now)
         if changes:
+            metrics.status_writes.inc()
             for key, value in changes.items():
                 patch.status[key] = value
         # Events once per occasion: the event, timer and deletion handlers may all see the same
         # transition before the status patch that records it comes back.
         ready = next(c for c in desired.conditions if c.type == contract.READY)
         uid = body.metadata.uid or ""
+        key = (body.metadata.namespace or "", body.metadata.name or "", uid)
+        if body.meta.get("deletionTimestamp") and not desired.holding:
+            metrics.forget(key)
+        else:
+            metrics.policy(key, ready.status, ready.reason)
         if ready.reason == contract.FINALIZER_TIMEOUT and first_time(("timeout", uid, 0)):
             kopf.warn(body, reason=contract.FINALIZER_TIMEOUT, message=ready.message)
+            metrics.events.labels("Warning", contract.FINALIZER_TIMEOUT).inc()
         if (not verdict.accepted and not contract.is_rejected(body)
                 and not body.meta.get("deletionTimestamp")
                 and first_time(("invalid", uid, verdict.generation))):
             kopf.warn(body, reason=contract.INVALID_SPEC, message=verdict.message)
+            metrics.events.labels("Warning", contract.INVALID_SPEC).inc()
             logger.warning("rejected generation %s: %s", verdict.generation, verdict.message)
         for reason, message in normal_events(body, verdict, desired):
             if first_time((reason, uid, verdict.generation)):
                 kopf.event(body, type="Normal", reason=reason, message=message)
+                metrics.events.labels("Normal", reason).inc()
         return desired
 
     @kopf.on.login(id="login", registry=registry)

@@ -14,6 +14,7 @@ from lwt_operator.config import OperatorConfig
 from lwt_operator.daemonset import build_daemonset
 from lwt_operator.handlers import build_registry, operator_settings
 from lwt_operator.keeper import DaemonSetKeeper
+from lwt_operator.metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,21 @@ async def run_operator(
     keeper_thread = threading.Thread(target=keeper.run, args=(keeper_stop,),
                                      name="daemonset-keeper", daemon=True)
     keeper_thread.start()
+    metrics = OperatorMetrics()
+    server = (metrics.serve(config.metrics_address, config.metrics_port)
+              if config.metrics_port is not None else None)
+    if server is not None:
+        log.info("metrics on http://%s:%d/metrics", config.metrics_address,
+                 server.server_address[1])
     options: dict[str, Any] = {}
     if config.health_port:
         options["liveness_endpoint"] = f"http://0.0.0.0:{config.health_port}/healthz"
     try:
-        await _run_kopf(config, configuration, stop_flag, ready_flag, options)
+        await _run_kopf(config, configuration, stop_flag, ready_flag, options, metrics)
     finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         keeper_stop.set()
         keeper_thread.join(config.timings.resync + 5)
         kube.close()
@@ -57,6 +67,7 @@ async def _run_kopf(
     stop_flag: asyncio.Event | threading.Event | None,
     ready_flag: asyncio.Event | threading.Event | None,
     options: dict[str, Any],
+    metrics: OperatorMetrics | None = None,
 ) -> None:
     """kopf.operator(), started again when it gives up on an unreachable API.
 
@@ -71,7 +82,7 @@ async def _run_kopf(
     while True:
         try:
             await kopf.operator(
-                registry=build_registry(config, configuration),
+                registry=build_registry(config, configuration, metrics),
                 settings=operator_settings(config),
                 clusterwide=True,
                 standalone=config.standalone,

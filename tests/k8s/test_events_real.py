@@ -1,14 +1,22 @@
-"""The operator's Normal Events on the real API server (issue 15): what `kubectl describe lrp`
-shows besides warnings: Accepted (once per generation), Attached on N nodes (once per
-generation that every node attached), Detached (once every node detached a deleted policy).
-Agents are played by the test, as in test_operator_real.py (whose fixtures this reuses)."""
+"""The operator's Normal Events and metrics on the real API server (issue 15).
+
+Events, what `kubectl describe lrp` shows besides warnings: Accepted (once per generation),
+Attached on N nodes (once per generation that every node attached), Detached (once every
+node detached a deleted policy). Metrics: reconciles, errors, status writes, Events, policies
+by Ready, on 127.0.0.1 only. Agents are played by the test, as in test_operator_real.py
+(whose fixtures this reuses)."""
 from __future__ import annotations
 
+import socket
 import time
+import urllib.request
 
+import pytest
 from lwt_policy import contract
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.k8s import test_operator_real as real
+from tests.k8s.cluster import free_port
 from tests.k8s.harness import wait_for
 from tests.k8s.test_operator_real import Case, attached
 
@@ -53,3 +61,32 @@ def test_normal_events_for_accepted_attached_and_detached(case: Case) -> None:
     detached = wait_for(lambda: _normal(case, contract.EVENT_DETACHED), 20,
                         "the Detached event")
     assert len(detached) == 1 and "detached from every node" in detached[0]["message"]
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_operator_metrics_on_localhost(case: Case) -> None:
+    port = free_port()
+    case.start_operator(metrics_port=port)
+    policy = case.apply_example()
+    case.wait_condition(policy, contract.READY, "False", contract.NO_NODES)
+    url = f"http://127.0.0.1:{port}/metrics"
+    samples = wait_for(lambda: (s := _scrape(url)) and s.get(
+        ("lwt_operator_policies", (("ready", "False"), ("reason", contract.NO_NODES))))
+        and s, 20, "the policy counted")
+    assert samples[("lwt_operator_reconciles_total", ())] >= 1
+    assert samples[("lwt_operator_reconcile_errors_total", ())] == 0
+    assert samples[("lwt_operator_status_writes_total", ())] >= 1
+    assert samples[("lwt_operator_events_total",
+                    (("reason", contract.ACCEPTED), ("type", "Normal")))] == 1
+    with pytest.raises(OSError):  # bound to 127.0.0.1 only
+        socket.create_connection(("127.0.0.2", port), timeout=2).close()
+    case.kube.delete(case.path(policy))
+    wait_for(lambda: case.gone(policy), 30, "the policy deleted")
+    wait_for(lambda: not any(n == "lwt_operator_policies" for n, _ in _scrape(url)), 20,
+             "the deleted policy no longer counted")
