@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lwt_kube import Kube, api_path
+from lwt_kube import ApiError, Kube, api_path
 
 from tests.agent.harness import wait_for
 from tests.e2e.harness import ClusterAgent, create_pod, policy_path
@@ -58,6 +58,8 @@ def schemaless_api(tmp_path: Path) -> Iterator[EmulatedApiServer]:
     server.start()
     server.register_resource("lwt.dev", "v1alpha1", "lwtroutepolicies", kind="LwtRoutePolicy",
                              namespaced=True, shortnames=["lrp"], status_subresource=True)
+    server.register_resource("lwt.dev", "v1alpha1", "lwtnodestates", kind="LwtNodeState",
+                             namespaced=False, shortnames=["lns"], status_subresource=True)
     try:
         yield server
     finally:
@@ -104,8 +106,12 @@ def test_fifty_oversized_policies_stay_under_the_agent_limit(
     agent = ClusterAgent("node-a", node, schemaless_api.kubeconfig, pin_dir, tmp_path)
     try:
         def attached() -> dict[str, Any] | None:
-            entry = ((kube.get(policy_path("good")).get("status") or {}).get("nodes") or {}
-                     ).get("node-a")
+            try:
+                state = kube.get(api_path("lwt.dev/v1alpha1/lwtnodestates", None, "node-a"))
+            except ApiError:
+                return None
+            entry = next((e for e in (state.get("status") or {}).get("policies") or []
+                          if e["name"] == "good"), None)
             return entry if entry and entry.get("attachedRoutes") == 1 else None
 
         wait_for(attached, 120, "the good policy attached while 50 bloated ones exist")
