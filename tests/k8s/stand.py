@@ -158,6 +158,17 @@ class Stand:
         self.api_client.close()
 
 
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Helm's merging of values files: mappings key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def apply_crds(cp: ControlPlane) -> None:
     """`kubectl apply --server-side -f crds/` and wait until the API serves them."""
     cp.kubectl("apply", "--server-side", "-f", str(CRDS))
@@ -205,7 +216,7 @@ def installed_stand(cp: ControlPlane, bpffs: Path, *, release: str = "lwt",
         kubelet.start()
         stand = Stand(cp, kubelet, nodes, release, namespace, workdir)
         stack.callback(stand.close)
-        values_file = stand.values_file({**TEST_VALUES, **(values or {})})
+        values_file = stand.values_file(merged(TEST_VALUES, values or {}))
         t0 = time.monotonic()
         try:
             stand.helm("install", release, str(CHART), "--namespace", namespace,
