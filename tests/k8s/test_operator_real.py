@@ -221,7 +221,8 @@ def test_bad_policy_is_rejected_with_a_condition_and_one_event(case: Case) -> No
     time.sleep(1.5)  # the timer and later events judge it again: still one Event
     assert len(case.events(contract.INVALID_SPEC)) == 1
     fixed = case.kube.merge_patch(case.path(bad), {"spec": {"hooks": {"out": {
-        "program": {"builtin": "port-filter"}, "config": {"denyTCPPorts": [8080]}}}}})
+        "program": {"builtin": "port-filter"},
+        "config": {"denyTCPPorts": [8080], "denySourceCIDRs": None}}}}})
     accepted = case.wait_condition(bad, contract.ACCEPTED, "True")
     assert accepted["observedGeneration"] == fixed["metadata"]["generation"] == 2
 
