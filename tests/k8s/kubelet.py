@@ -319,8 +319,16 @@ class Kubelet:
             kubeconfig = self.cp.kubeconfig_for(f"pod-{meta['name']}", token)
             env["KUBECONFIG"] = str(kubeconfig)
 
-        args = [_rewrite(_map_port(arg, ports), rewrites)
-                for arg in [*command[1:], *(spec_container.get("args") or [])]]
+        raw_args = [*command[1:], *(spec_container.get("args") or [])]
+        if not spec.get("hostNetwork"):
+            # A pod of its own network namespace has every port to itself, also those it
+            # listens on without declaring them (e.g. loopback-only metrics); here all pods
+            # share this machine's loopback, so each `--*-port=N` gets a port of its own.
+            for arg in raw_args:
+                head, sep, tail = arg.rpartition("=")
+                if sep and head.startswith("--") and head.endswith("-port") and tail.isdigit():
+                    ports.setdefault(tail, str(free_port()))
+        args = [_rewrite(_map_port(arg, ports), rewrites) for arg in raw_args]
         if spec.get("hostNetwork") and node.netns:
             args += ["--netns", node.netns, "--metrics-address", "127.0.0.1"]
         probe = (spec_container.get("readinessProbe") or {}).get("httpGet")
