@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lwt_policy import schema
+from lwt_policy.cluster_schema import CLUSTER_CEL_RULES
 from lwt_policy.custom_programs import CustomProgramRule, custom_program_problems
 from lwt_policy.errors import Problem
 from lwt_policy.model import DEFAULT_ADMIN_NAMESPACE, validate_policy
@@ -31,7 +32,8 @@ class Layer(enum.StrEnum):
 @functools.cache
 def _server_rules() -> frozenset[str]:
     return frozenset(rule.name for rule in (
-        *schema.ALL_CEL_RULES, *schema.builtin_config_rules(), *schema.builtin_hook_rules()))
+        *schema.ALL_CEL_RULES, *schema.builtin_config_rules(), *schema.builtin_hook_rules(),
+        *CLUSTER_CEL_RULES))
 
 
 def refused_by(rule: str) -> Layer:

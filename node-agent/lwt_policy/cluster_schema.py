@@ -22,11 +22,12 @@ SINGULAR = "clusterlwtroutepolicy"
 SHORT_NAMES = ("clrp",)
 CRD_NAME = f"{PLURAL}.{schema.GROUP}"
 
-CLUSTER_EXACTLY_ONE_TARGET = CelRule(
-    name="cluster-exactly-one-target",
-    rule="has(self.podSelector) != has(self.podSubnets)",
-    message="set exactly one target: podSelector (pods of the namespaces namespaceSelector "
-    "selects) or podSubnets (node pod-CIDR routes)",
+CLUSTER_AT_LEAST_ONE_TARGET = CelRule(
+    name="cluster-at-least-one-target",
+    rule="has(self.podSelector) || has(self.podSubnets)",
+    message="set a target: podSelector (pods of the namespaces namespaceSelector selects), "
+    "podSubnets (node pod-CIDR routes), or both",
+    reason="FieldValueRequired",
 )
 NAMESPACE_SELECTOR_NEEDS_POD_SELECTOR = CelRule(
     name="namespace-selector-needs-pod-selector",
@@ -36,7 +37,7 @@ NAMESPACE_SELECTOR_NEEDS_POD_SELECTOR = CelRule(
     reason="FieldValueRequired",
     field_path=".namespaceSelector",
 )
-CLUSTER_CEL_RULES = (CLUSTER_EXACTLY_ONE_TARGET, NAMESPACE_SELECTOR_NEEDS_POD_SELECTOR)
+CLUSTER_CEL_RULES = (CLUSTER_AT_LEAST_ONE_TARGET, NAMESPACE_SELECTOR_NEEDS_POD_SELECTOR)
 
 # The namespaced spec's fields a cluster policy takes as they are.
 SHARED_SPEC_FIELDS = ("nodeSelector", "failurePolicy", "priority", "hooks")

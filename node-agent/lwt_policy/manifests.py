@@ -2,10 +2,10 @@
 
 Accepted: multi-document YAML (or JSON), where a document is one object or a list object
 (`kind: List` as `kubectl get pods,configmaps -o yaml` prints it, or `PodList`,
-`LwtRoutePolicyList`...). Kinds used: Pod, ConfigMap, Node (v1) and LwtRoutePolicy
-(lwt.dev/v1alpha1); other kinds are skipped and listed in `ClusterObjects.ignored`, so a wider
-`kubectl get ... -o yaml` dump works as is. Every error names the file, the document (1-based)
-and, inside a list, the item.
+`LwtRoutePolicyList`...). Kinds used: Pod, ConfigMap, Node, Namespace (v1), LwtRoutePolicy and
+ClusterLwtRoutePolicy (lwt.dev/v1alpha1); other kinds are skipped and listed in
+`ClusterObjects.ignored`, so a wider `kubectl get ... -o yaml` dump works as is. Every error
+names the file, the document (1-based) and, inside a list, the item.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml_rs
 
-from lwt_policy import schema
+from lwt_policy import cluster_schema, schema
 from lwt_policy.errors import ManifestError
 from lwt_policy.objectmeta import identity_problems
 
@@ -40,9 +40,12 @@ KNOWN_KINDS: dict[str, str] = {
     "Pod": "v1",
     "ConfigMap": "v1",
     "Node": "v1",
+    "Namespace": "v1",  # labels, for cluster policies' namespaceSelector
     schema.KIND: schema.API_VERSION,
+    cluster_schema.KIND: schema.API_VERSION,
 }
-CLUSTER_SCOPED = frozenset({"Node"})
+CLUSTER_SCOPED = frozenset({"Node", "Namespace", cluster_schema.KIND})
+POLICY_KINDS = frozenset({schema.KIND, cluster_schema.KIND})
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class ClusterObjects:
     pods: list[dict[str, Any]] = field(default_factory=list)
     configmaps: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[dict[str, Any]] = field(default_factory=list)
+    namespaces: list[dict[str, Any]] = field(default_factory=list)
     policies: list[Located] = field(default_factory=list)
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (where, kind)
 
@@ -124,7 +128,7 @@ def _describe(message: str) -> str:
 
 # Kinds whose every key is read (sorted, joined into field paths, hashed into generations);
 # of the others (Pods, Nodes: thousands of them) only the metadata the agent reads.
-_DEEP_KEY_CHECK = frozenset({schema.KIND, "ConfigMap"})
+_DEEP_KEY_CHECK = POLICY_KINDS | {"ConfigMap"}
 
 
 def _check_keys(loc: Located) -> None:
@@ -191,7 +195,7 @@ def _check(loc: Located) -> None:
     if not isinstance(meta, dict) or not meta.get("name"):
         raise loc.error(f"{kind} has no metadata.name")
     problems = identity_problems(meta)
-    if kind == schema.KIND:
+    if kind in POLICY_KINDS:
         # A policy with a well-typed but invalid name is refused on its own (its status
         # says why) by the policy validation; only what it is keyed by must be strings.
         problems = [p for p in problems if "must be a string" in p.message]
@@ -245,6 +249,8 @@ def load_cluster_objects(paths: Iterable[str | Path]) -> ClusterObjects:
             result.configmaps.append(loc.obj)
         elif kind == "Node":
             result.nodes.append(loc.obj)
+        elif kind == "Namespace":
+            result.namespaces.append(loc.obj)
         else:
             result.policies.append(loc)
     return result

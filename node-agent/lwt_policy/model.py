@@ -29,6 +29,7 @@ from lwt_policy.validation import json_schema_problems, validate_object
 DEFAULT_ADMIN_NAMESPACE = "lwt-system"
 ADMIN_NAMESPACE_ENV = "LWT_ADMIN_NAMESPACE"
 DEFAULT_NAMESPACE = "default"  # what kubectl assumes for an object without a namespace
+CLUSTER_SCOPE = "_cluster"  # a cluster policy's directory where a namespace's would be
 FAIL_CLOSED_BUILTIN = "drop-all"
 
 
@@ -51,6 +52,12 @@ class PolicyRef:
     @property
     def cluster(self) -> bool:
         return self.namespace == ""
+
+    @property
+    def scope(self) -> str:
+        """One path component for the namespace part (pin directories): the namespace, or
+        CLUSTER_SCOPE, which no namespace can be named (DNS labels have no '_')."""
+        return CLUSTER_SCOPE if self.cluster else self.namespace
 
     def __str__(self) -> str:
         return self.name if self.cluster else f"{self.namespace}/{self.name}"

@@ -190,7 +190,10 @@ ALL_CEL_RULES: tuple[CelRule, ...] = (
 
 def rule_by_message(message: str) -> CelRule:
     """The rule whose CRD `message` this is (what the API server reports back)."""
-    for rule in (*ALL_CEL_RULES, *builtin_config_rules(), *builtin_hook_rules()):
+    from lwt_policy.cluster_schema import CLUSTER_CEL_RULES  # built from this module
+
+    for rule in (*ALL_CEL_RULES, *builtin_config_rules(), *builtin_hook_rules(),
+                 *CLUSTER_CEL_RULES):
         if rule.message == message:
             return rule
     raise KeyError(f"no CEL rule has the message {message!r}")
@@ -554,7 +557,8 @@ def spec_schema() -> dict[str, Any]:
             ),
             "priority": _integer(
                 "When two policies target the same route and hook, the lower number wins; "
-                "ties go to the policy whose namespace/name sorts first. The loser reports a "
+                "ties go to a ClusterLwtRoutePolicy, then to the policy whose namespace/name sorts "
+                "first. The loser reports a "
                 f"Conflict. {MIN_PRIORITY}..{MAX_PRIORITY}.",
                 default=DEFAULT_PRIORITY,
                 minimum=MIN_PRIORITY,
@@ -635,6 +639,23 @@ def node_status_schema() -> dict[str, Any]:
                         "reason": _string("Why it won."),
                     },
                     required=["hook", "winner", "routes"],
+                ),
+            },
+            "overrides": {
+                "type": "array",
+                "description": "Hooks on which this policy won routes another policy also "
+                "targets (that policy lists them under conflicts).",
+                "maxItems": 64,
+                "x-kubernetes-list-type": "atomic",
+                "items": _object(
+                    "Routes of one hook won over another policy.",
+                    {
+                        "hook": _string("The hook.", enum=list(HOOKS)),
+                        "loser": _string("The policy that lost (namespace/name, or the name "
+                                         "of a ClusterLwtRoutePolicy)."),
+                        "routes": _integer("Routes won over it.", minimum=0),
+                    },
+                    required=["hook", "loser", "routes"],
                 ),
             },
             "lastError": _object(

@@ -55,6 +55,15 @@ class Conflict:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class Override:
+    """Routes of `hook` this policy won over `loser` (who reports them as a Conflict)."""
+
+    hook: str
+    loser: str
+    routes: int
+
+
 @dataclass
 class NodeResult:
     """What the agent of one node did for one policy."""
@@ -64,6 +73,7 @@ class NodeResult:
     attached_routes: int = 0
     programs: Mapping[str, ProgramStatus] = field(default_factory=dict)
     conflicts: list[Conflict] = field(default_factory=list)
+    overrides: list[Override] = field(default_factory=list)
     last_error: NodeError | None = None
     detached: bool = False
     updated_at: dt.datetime | None = None
@@ -72,6 +82,10 @@ class NodeResult:
 def conflicts_from_desired(desired: DesiredState, policy: PolicyRef) -> list[Conflict]:
     return [Conflict(hook, str(winner), n, reason)
             for hook, winner, n, reason in desired.conflicts_of(policy)]
+
+
+def overrides_from_desired(desired: DesiredState, policy: PolicyRef) -> list[Override]:
+    return [Override(hook, str(loser), n) for hook, loser, n in desired.overrides_of(policy)]
 
 
 def bounded_tail(text: str, limit: int) -> str:
@@ -100,6 +114,8 @@ def node_status(result: NodeResult) -> dict[str, Any]:
             {"hook": c.hook, "winner": c.winner, "routes": c.routes, "reason": c.reason}
             for c in result.conflicts
         ],
+        "overrides": [{"hook": o.hook, "loser": o.loser, "routes": o.routes}
+                      for o in result.overrides],
         "lastError": error,
         "detached": result.detached,
         "lastUpdateTime": contract.rfc3339(result.updated_at or dt.datetime.now(dt.UTC)),

@@ -106,6 +106,14 @@ class DesiredState:
         return {prefix for prefix, hooks in self.attachments.items()
                 if any(a.policy == policy for a in hooks.values())}
 
+    def overrides_of(self, policy: PolicyRef) -> list[tuple[str, PolicyRef, int]]:
+        """(hook, loser, routes won over it) for `policy`: the winner's side of conflicts."""
+        counts: dict[tuple[str, PolicyRef], int] = defaultdict(int)
+        for loser in self.losers:
+            if loser.winner == policy:
+                counts[(loser.hook, loser.policy)] += 1
+        return [(hook, lost, n) for (hook, lost), n in sorted(counts.items())]
+
     def conflicts_of(self, policy: PolicyRef) -> list[tuple[str, PolicyRef, int, str]]:
         """(hook, winner, routes lost, reason) for `policy`, aggregated for status."""
         counts: dict[tuple[str, PolicyRef], list[Any]] = {}

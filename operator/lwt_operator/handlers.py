@@ -21,7 +21,7 @@ from typing import Any
 
 import kopf
 import kubernetes.client
-from lwt_policy import contract, schema
+from lwt_policy import cluster_schema, contract, schema
 from lwt_policy.status import policy_key
 
 from lwt_operator.aggregate import DesiredStatus, NodeInfo, desired_status, status_patch
@@ -31,6 +31,7 @@ from lwt_operator.validation import Verdict, judge
 
 log = logging.getLogger(__name__)
 POLICIES = (contract.GROUP, contract.VERSION, contract.PLURAL)
+CLUSTER_POLICIES = (schema.GROUP, schema.VERSION, cluster_schema.PLURAL)
 NODE_STATES = (schema.GROUP, schema.VERSION, schema.NODE_STATE_PLURAL)
 
 
@@ -279,38 +280,41 @@ def build_registry(
         def namespaces(name: str, labels: Any, **_: Any) -> dict[str, dict[str, str]]:
             return {name: dict(labels or {})}
 
-    @kopf.on.event(*POLICIES, id="status", registry=registry)
-    def policy_changed(type: str | None, body: kopf.Body, patch: kopf.Patch,
-                       nodes: kopf.Index[str, NodeInfo], logger: Any, **kw: Any) -> None:
-        if type == "DELETED":
-            return
-        reconcile(body, patch, nodes, logger, kw.get("namespaces"), kw.get("nodestates"))
-
-    @kopf.timer(*POLICIES, id="aggregate", interval=config.timings.aggregate,
-                registry=registry)
-    def policy_aggregate(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
-                         logger: Any, **kw: Any) -> None:
-        # Only when an entry of this policy changed since the last pass: a rollout on 5,000
-        # nodes is a few status writes per policy, not 5,000.
-        if touched.take((body.metadata.namespace or "", body.metadata.name or "")):
+    # LwtRoutePolicy and ClusterLwtRoutePolicy get the same handlers: a cluster policy's key
+    # is ("", name), as its node-state entries are written.
+    for resource in (POLICIES, CLUSTER_POLICIES):
+        @kopf.on.event(*resource, id="status", registry=registry)
+        def policy_changed(type: str | None, body: kopf.Body, patch: kopf.Patch,
+                           nodes: kopf.Index[str, NodeInfo], logger: Any, **kw: Any) -> None:
+            if type == "DELETED":
+                return
             reconcile(body, patch, nodes, logger, kw.get("namespaces"), kw.get("nodestates"))
 
-    @kopf.timer(*POLICIES, id="resync", interval=config.timings.resync, registry=registry)
-    def policy_resync(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
-                      logger: Any, **kw: Any) -> None:
-        # Level-triggered: nodes that appear, disappear or change labels affect every policy
-        # (and namespace labels, when custom programs are on).
-        reconcile(body, patch, nodes, logger, kw.get("namespaces"), kw.get("nodestates"))
+        @kopf.timer(*resource, id="aggregate", interval=config.timings.aggregate,
+                    registry=registry)
+        def policy_aggregate(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
+                             logger: Any, **kw: Any) -> None:
+            # Only when an entry of this policy changed since the last pass: a rollout on 5,000
+            # nodes is a few status writes per policy, not 5,000.
+            if touched.take((body.metadata.namespace or "", body.metadata.name or "")):
+                reconcile(body, patch, nodes, logger, kw.get("namespaces"), kw.get("nodestates"))
 
-    @kopf.on.delete(*POLICIES, id="detach", registry=registry)
-    def policy_deleted(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
-                       logger: Any, **kw: Any) -> None:
-        desired = reconcile(body, patch, nodes, logger, kw.get("namespaces"),
-                            kw.get("nodestates"))
-        if desired is not None and desired.holding:
-            raise kopf.TemporaryError(
-                f"waiting for nodes {', '.join(sorted(desired.holding))} to report detached",
-                delay=config.timings.finalizer_poll)
+        @kopf.timer(*resource, id="resync", interval=config.timings.resync, registry=registry)
+        def policy_resync(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
+                          logger: Any, **kw: Any) -> None:
+            # Level-triggered: nodes that appear, disappear or change labels affect every policy
+            # (and namespace labels, when custom programs are on).
+            reconcile(body, patch, nodes, logger, kw.get("namespaces"), kw.get("nodestates"))
+
+        @kopf.on.delete(*resource, id="detach", registry=registry)
+        def policy_deleted(body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index[str, NodeInfo],
+                           logger: Any, **kw: Any) -> None:
+            desired = reconcile(body, patch, nodes, logger, kw.get("namespaces"),
+                                kw.get("nodestates"))
+            if desired is not None and desired.holding:
+                raise kopf.TemporaryError(
+                    f"waiting for nodes {', '.join(sorted(desired.holding))} to report detached",
+                    delay=config.timings.finalizer_poll)
 
     return registry
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from lwt_policy import cluster_schema, crd, schema
+from lwt_policy.admission import Layer, refused_by
 from lwt_policy.model import LwtRoutePolicy, PolicyRef, parse_policy, validate_policy
 from lwt_policy.targets import desired_attachments
 
@@ -48,15 +49,19 @@ def test_pod_subnets_need_no_admin_namespace_in_the_cluster_kind() -> None:
     assert rules(cluster_obj(podSubnets=["local", "remote"])) == []
 
 
+def test_one_cluster_policy_may_target_pods_and_subnets() -> None:
+    assert rules(cluster_obj(podSelector={}, podSubnets=["remote"])) == []
+
+
 @pytest.mark.parametrize(("spec", "rule"), [
-    ({}, cluster_schema.CLUSTER_EXACTLY_ONE_TARGET),
-    ({"podSelector": {}, "podSubnets": ["local"]}, cluster_schema.CLUSTER_EXACTLY_ONE_TARGET),
+    ({}, cluster_schema.CLUSTER_AT_LEAST_ONE_TARGET),
     ({"namespaceSelector": {}, "podSubnets": ["local"]},
      cluster_schema.NAMESPACE_SELECTOR_NEEDS_POD_SELECTOR),
 ])
 def test_target_rules(spec: dict[str, Any], rule: schema.CelRule) -> None:
     problems = validate_policy(cluster_obj(**spec), admin_namespace=ADMIN_NS)
-    assert rule.message in [p.message for p in problems]
+    assert rule.name in [p.rule for p in problems]
+    assert refused_by(rule.name) is Layer.API_SERVER
 
 
 def test_namespaced_kind_has_no_namespace_selector() -> None:
@@ -157,3 +162,14 @@ def test_remote_subnets_and_owned_pod_route_keep_the_cluster_hooks() -> None:
     pod_route = state.attachments[ip_network("10.244.1.11/32")]
     assert (pod_route["in"].policy, pod_route["out"].policy) == (clrp.ref, tenant.ref)
     assert not state.losers
+
+
+def test_route_owner_of_a_cluster_policy_is_its_pin_scope() -> None:
+    from lwt_agent.route import labels
+    from lwt_policy.model import CLUSTER_SCOPE
+
+    assert labels.CLUSTER_SCOPE == CLUSTER_SCOPE
+    ref = PolicyRef("", "platform")
+    owner = labels.policy_owner(ref)
+    assert owner == f"{ref.scope}/platform" and labels.is_policy_owner(owner)
+    assert owner != labels.policy_owner(PolicyRef("platform", "x"))

@@ -13,7 +13,8 @@ def test_every_example_is_listed_with_its_namespace() -> None:
             for line in readme.splitlines() if line.startswith("| `")}
     for path in sorted(EXAMPLES.glob("*.yaml")):
         obj = yaml.safe_load(path.read_text())
-        assert rows.get(path.name) == obj["metadata"]["namespace"], path.name
+        namespace = obj["metadata"].get("namespace", "(cluster-scoped)")
+        assert rows.get(path.name) == namespace, path.name
     assert set(rows) == {p.name for p in EXAMPLES.glob("*.yaml")}
 
 

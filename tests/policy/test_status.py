@@ -17,6 +17,7 @@ from lwt_policy.status import (
     NodeError,
     NodeProblem,
     NodeResult,
+    Override,
     ProgramStatus,
     bounded_tail,
     conflicts_from_desired,
@@ -27,6 +28,7 @@ from lwt_policy.status import (
     node_state_status,
     node_status,
     not_ready_nodes,
+    overrides_from_desired,
     policy_status,
     summarize,
 )
@@ -68,7 +70,7 @@ def test_entry_shape_and_schema() -> None:
         "observedGeneration": 3, "routes": 14, "attachedRoutes": 14,
         "programs": {"out": {"id": 42, "tag": "0123456789abcdef",
                              "label": "lwt/shop/web/out/01234567"}},
-        "conflicts": [], "lastError": None, "detached": False,
+        "conflicts": [], "overrides": [], "lastError": None, "detached": False,
         "lastUpdateTime": "2026-11-26T01:02:03Z",
     }
     assert_valid_entry(entry)
@@ -99,6 +101,12 @@ def test_conflicts_from_targeting() -> None:
     entry = node_status(result(routes=2, attached_routes=0, programs={},
                                conflicts=conflicts))
     assert entry["conflicts"][0]["winner"] == "shop/alpha"
+    assert_valid_entry(entry)
+    # The winner's side: the same routes, as overrides.
+    overrides = overrides_from_desired(state, PolicyRef("shop", "alpha"))
+    assert overrides == [Override("out", "shop/beta", 2)]
+    entry = node_status(result(overrides=overrides))
+    assert entry["overrides"] == [{"hook": "out", "loser": "shop/beta", "routes": 2}]
     assert_valid_entry(entry)
 
 

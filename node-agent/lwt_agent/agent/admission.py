@@ -24,7 +24,13 @@ from typing import Any
 
 from lwt_policy import contract
 from lwt_policy.errors import PolicyValidationError, problems_text
-from lwt_policy.model import DEFAULT_NAMESPACE, LwtRoutePolicy, PolicyRef, parse_policy
+from lwt_policy.model import (
+    DEFAULT_NAMESPACE,
+    LwtRoutePolicy,
+    PolicyRef,
+    is_cluster_kind,
+    parse_policy,
+)
 from lwt_policy.status import NodeError
 
 
@@ -42,6 +48,8 @@ class PolicyView:
 
 def ref_of(obj: Mapping[str, Any]) -> PolicyRef:
     meta = obj.get("metadata") or {}
+    if is_cluster_kind(obj):
+        return PolicyRef("", str(meta.get("name", "")))
     return PolicyRef(meta.get("namespace") or DEFAULT_NAMESPACE, str(meta.get("name", "")))
 
 

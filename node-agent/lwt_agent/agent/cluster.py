@@ -1,7 +1,10 @@
 """Cluster mode: the API feeds the same reconciler as standalone mode.
 
 Watches (list + watch, relist on 410 and after failures):
-- LwtRoutePolicies in all namespaces, cached as slim views (`slim.py`), 10 per list page;
+- LwtRoutePolicies in all namespaces and ClusterLwtRoutePolicies, cached as slim views
+  (`slim.py`), 10 per list page (a cluster whose API does not serve the cluster kind yet has
+  none: its CRD comes with `kubectl apply -f crds/`, not with `helm upgrade`);
+- Namespaces, name and labels only (cluster policies' namespaceSelector);
 - the Pods of this node (fieldSelector spec.nodeName=<node>);
 - Nodes (this node's labels for nodeSelector, pod CIDRs for podSubnets);
 - only when the admin allows programs from ConfigMaps ($LWT_CUSTOM_PROGRAMS,
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from lwt_kube import ApiError, CredentialsError, Kube, api_path, load_configuration
-from lwt_policy import contract, schema
+from lwt_policy import cluster_schema, contract, schema
 from lwt_policy.custom_programs import CustomProgramRule
 from lwt_policy.model import PolicyRef
 from lwt_policy.status import (
@@ -45,7 +48,7 @@ from lwt_policy.status import (
 )
 from lwt_policy.targets import slim_node, slim_pod
 
-from .admission import PolicyBook, PolicyView
+from .admission import PolicyBook, PolicyView, ref_of
 from .errors import StartupError
 from .kube import Informer, wait_all
 from .programs_gate import CustomProgramGate, ReferencedConfigMaps
@@ -56,11 +59,25 @@ from .slim import slim_policy
 log = logging.getLogger(__name__)
 
 POLICIES = api_path(f"{schema.API_VERSION}/lwtroutepolicies")
+CLUSTER_POLICIES = api_path(f"{schema.API_VERSION}/{cluster_schema.PLURAL}")
+NAMESPACES = api_path("v1/namespaces")
 PODS = api_path("v1/pods")
 NODES = api_path("v1/nodes")
 CONFIGMAPS = api_path("v1/configmaps")
 NODE_STATES = f"{schema.API_VERSION}/{schema.NODE_STATE_PLURAL}"  # api_path's resource
 POLICY_PAGE = 10
+EVENT_NAMESPACE_OF_CLUSTER_OBJECTS = "default"
+
+
+def _slim_namespace(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    return {"metadata": {k: meta[k] for k in ("name", "labels") if k in meta}}
+
+
+def _as_kind(kind: str, obj: dict[str, Any], node: str) -> dict[str, Any]:
+    """The slim policy, its kind set from the resource it was listed from (list items may
+    omit it, and the kind decides whether a policy is namespaced)."""
+    return {**slim_policy(obj, node=node), "kind": kind}
 
 
 def _comparable(status: Mapping[str, Any] | None) -> Any:
@@ -88,7 +105,15 @@ class ClusterAgent:
         # policy stored before the CRD bounded config may be megabytes.
         self.policies = Informer(self.kube, POLICIES, self.dirty.set, name="policies",
                                  page_size=POLICY_PAGE, on_drop=self._dropped,
-                                 transform=functools.partial(slim_policy, node=self.node))
+                                 transform=functools.partial(_as_kind, schema.KIND,
+                                                             node=self.node))
+        self.cluster_policies = Informer(
+            self.kube, CLUSTER_POLICIES, self.dirty.set, name="cluster policies",
+            page_size=POLICY_PAGE, on_drop=self._dropped, optional=True,
+            transform=functools.partial(_as_kind, cluster_schema.KIND, node=self.node))
+        self.namespaces = Informer(self.kube, NAMESPACES, self.dirty.set, name="namespaces",
+                                   transform=_slim_namespace, on_drop=self._dropped,
+                                   check_depth=False)
         self.pods = Informer(self.kube, PODS, self.dirty.set,
                              field_selector=f"spec.nodeName={self.node}", name="pods",
                              transform=slim_pod, on_drop=self._dropped, check_depth=False)
@@ -107,7 +132,8 @@ class ClusterAgent:
     # --- loop ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        informers = [self.policies, self.pods, self.nodes, *self.gate.informers]
+        informers = [self.policies, self.cluster_policies, self.namespaces, self.pods,
+                     self.nodes, *self.gate.informers]
         for informer in informers:
             informer.start()
         self.agent.health.reason = "waiting for the API (policies, pods, nodes)"
@@ -144,26 +170,31 @@ class ClusterAgent:
             self.agent.health.beat()
 
     def _pass(self) -> None:
-        policies = self.policies.snapshot()
+        policies = self.policies.snapshot() + self.cluster_policies.snapshot()
         views = self.gate.apply(self.book.cluster(policies))
         views += [PolicyView(PolicyRef(ns or "default", name), None, 0,
                              NodeError(f"refused by this agent: {reason}"))
                   for (ns, name), reason in sorted(self.policies.rejections().items())]
+        views += [PolicyView(PolicyRef("", name), None, 0,
+                             NodeError(f"refused by this agent: {reason}"))
+                  for (_, name), reason in sorted(self.cluster_policies.rejections().items())]
+        namespaces = {(obj.get("metadata") or {}).get("name", ""):
+                      (obj.get("metadata") or {}).get("labels") or {}
+                      for obj in self.namespaces.snapshot()}
         self.configmaps.follow(views)
         if not self.configmaps.wait_synced(5):
             log.warning("ConfigMaps not listed yet: configMap programs wait")
         report = self.agent.run_pass(Inputs(
             views, self.pods.snapshot(), self.nodes.snapshot(),
-            self.configmaps.snapshot()))
-        self._write_status(report, {(p["metadata"].get("namespace") or "default",
-                                     p["metadata"]["name"]): p for p in policies})
+            self.configmaps.snapshot(), namespaces))
+        self._write_status(report, {ref_of(p): p for p in policies})
 
     def _dropped(self, reason: str) -> None:
         self.agent.metrics.errors.labels("object").inc()
 
     # --- status --------------------------------------------------------------------------
 
-    def _write_status(self, report: Report, objects: Mapping[tuple[str, str], Any]) -> None:
+    def _write_status(self, report: Report, objects: Mapping[PolicyRef, Any]) -> None:
         entries = []
         for ref, result in report.results.items():
             if _pending(report.views[ref]):
@@ -189,7 +220,7 @@ class ClusterAgent:
             ref = PolicyRef(entry["namespace"], entry["name"])
             view = report.views.get(ref)
             if view is not None and view.error is None:  # the operator reports its refusals
-                self._post_event(ref, objects.get((ref.namespace, ref.name)) or {}, entry)
+                self._post_event(ref, objects.get(ref) or {}, entry)
 
     def _ensure_state(self) -> None:
         """Find this node's LwtNodeState (what it holds is what the next write compares
@@ -229,14 +260,19 @@ class ClusterAgent:
             return
         meta = obj.get("metadata") or {}
         now = contract.rfc3339(dt.datetime.now(dt.UTC))
+        # Events of a cluster-scoped object live in `default`, as Kubernetes puts them.
+        namespace = EVENT_NAMESPACE_OF_CLUSTER_OBJECTS if ref.cluster else ref.namespace
+        involved = {"apiVersion": schema.API_VERSION,
+                    "kind": cluster_schema.KIND if ref.cluster else schema.KIND,
+                    "name": ref.name, "uid": meta.get("uid", ""),
+                    "resourceVersion": meta.get("resourceVersion", "")}
+        if not ref.cluster:
+            involved["namespace"] = ref.namespace
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": f"{ref.name}.{uuid.uuid4().hex[:12]}",
-                         "namespace": ref.namespace},
-            "involvedObject": {"apiVersion": schema.API_VERSION, "kind": schema.KIND,
-                               "name": ref.name, "namespace": ref.namespace,
-                               "uid": meta.get("uid", ""),
-                               "resourceVersion": meta.get("resourceVersion", "")},
+                         "namespace": namespace},
+            "involvedObject": involved,
             "reason": "AttachFailed", "type": "Warning",
             "message": contract.bounded(f"node {self.node}: {error}"),
             "source": {"component": "lwt-agent", "host": self.node},
@@ -244,7 +280,7 @@ class ClusterAgent:
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
         try:
-            self.kube.create(api_path("v1/events", ref.namespace), event)
+            self.kube.create(api_path("v1/events", namespace), event)
             self._errors_posted[ref] = error
         except ApiError as exc:
             log.warning("cannot post an Event for %s: %s", ref, exc)

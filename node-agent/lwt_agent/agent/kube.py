@@ -13,6 +13,7 @@ from lwt_kube import ApiError, Kube
 from lwt_policy import limits
 
 log = logging.getLogger(__name__)
+OPTIONAL_RETRY = 30.0  # seconds between lists of a resource the API does not serve
 
 
 def object_key(obj: dict[str, Any]) -> tuple[str, str]:
@@ -36,8 +37,12 @@ class Informer:
                  transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  label_selector: str = "", page_size: int = 500,
                  on_drop: Callable[[str], None] | None = None,
-                 check_depth: bool = True) -> None:
+                 check_depth: bool = True, optional: bool = False) -> None:
         self.kube = kube
+        # An optional resource may not be served (its CRD not installed yet, e.g. after a
+        # `helm upgrade`, which adds no CRDs): that is an empty, synced cache, re-listed
+        # every OPTIONAL_RETRY seconds, not an agent that never gets ready.
+        self.optional = optional
         # Built-in kinds (pods, nodes) have the API server's fixed schemas, which bound their
         # depth: walking every one of them would only cost time. Custom resources do not.
         self.check_depth = check_depth
@@ -89,6 +94,9 @@ class Informer:
                 backoff = 0.2
                 self._watch(version)
             except ApiError as exc:
+                if self.optional and exc.status == 404:
+                    self._not_served(exc)
+                    continue
                 self.healthy = False
                 self.failures += 1
                 self.last_error = str(exc)
@@ -100,6 +108,22 @@ class Informer:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def _not_served(self, exc: ApiError) -> None:
+        if self.last_error is None or "not served" not in self.last_error:
+            log.warning("%s is not served by the API (%s): treated as none, checking again "
+                        "every %ss; install the CRDs of this release (kubectl apply "
+                        "--server-side -f crds/)", self.name, exc, OPTIONAL_RETRY)
+        self.last_error = f"{self.name} not served: {exc}"
+        with self.lock:
+            changed = bool(self.items)
+            self.items = {}
+        self.healthy = True
+        first = not self.synced.is_set()
+        self.synced.set()
+        if changed or first:
+            self.on_change()
+        self._stop.wait(OPTIONAL_RETRY)
 
     def _admit(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """The cache entry for `obj`, or None when it is dropped (see the class doc)."""

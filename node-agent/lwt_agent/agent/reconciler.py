@@ -57,6 +57,8 @@ class Inputs:
     pods: Sequence[Mapping[str, Any]] = ()
     nodes: Sequence[Mapping[str, Any]] = ()
     configmaps: Sequence[Mapping[str, Any]] = ()
+    # Namespace name -> labels, for cluster policies' namespaceSelector (None: not known).
+    namespaces: Mapping[str, Mapping[str, str]] | None = None
 
 
 @dataclass
@@ -94,7 +96,7 @@ class Reconciler:
         acting = [v.policy for v in views.values() if v.policy is not None and not v.deleting]
         by_ref = {p.ref: p for p in acting}
         desired = desired_attachments(acting, inputs.pods, inputs.nodes, self.node_name,
-                                      self.admin_namespace)
+                                      self.admin_namespace, namespaces=inputs.namespaces)
         programs, errors = self._programs(desired, by_ref, inputs.configmaps)
         intents = route_intents(desired, programs)
         # A policy known but with no valid version to act on (refused after a restart,

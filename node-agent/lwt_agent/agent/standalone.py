@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
-from lwt_policy import schema
+from lwt_policy import cluster_schema, schema
 from lwt_policy.errors import ManifestError
 from lwt_policy.manifests import assume_scheduled_here, load_cluster_objects
 from lwt_policy.model import LwtRoutePolicy, PolicyRef
@@ -58,6 +58,9 @@ class FileState:
     pods: list[dict[str, Any]] = field(default_factory=list)
     configmaps: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[dict[str, Any]] = field(default_factory=list)
+    # Namespace -> labels from the Namespaces in --nodes-file (None: none given), for
+    # ClusterLwtRoutePolicies' namespaceSelector.
+    namespaces: dict[str, dict[str, str]] | None = None
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -95,6 +98,7 @@ class FileWatcher:
              lambda o: [slim_pod(p) for p in assume_scheduled_here(o.pods, self.node_name)]),
             ("configmaps", self.files.configmaps, lambda o: o.configmaps),
             ("nodes", self.files.nodes, lambda o: [slim_node(n) for n in o.nodes]),
+            ("namespaces", self.files.nodes, _namespace_labels),
         ]
         for group, paths, pick in groups:
             try:
@@ -105,6 +109,13 @@ class FileWatcher:
             setattr(self.state, group, pick(objects))
         self.errors = problems
         return problems
+
+
+def _namespace_labels(objects: Any) -> dict[str, dict[str, str]] | None:
+    if not objects.namespaces:
+        return None
+    return {(ns.get("metadata") or {}).get("name", ""):
+            dict((ns.get("metadata") or {}).get("labels") or {}) for ns in objects.namespaces}
 
 
 class StatusPrinter:
@@ -121,11 +132,14 @@ class StatusPrinter:
         for ref, result in sorted(report.results.items()):
             entry = node_status(result)
             view = report.views[ref]
+            metadata: dict[str, Any] = {"name": ref.name, "namespace": ref.namespace,
+                                        "generation": view.generation}
+            if ref.cluster:
+                del metadata["namespace"]
             docs[ref] = {
                 "apiVersion": schema.API_VERSION,
-                "kind": schema.KIND,
-                "metadata": {"name": ref.name, "namespace": ref.namespace,
-                             "generation": view.generation},
+                "kind": _kind(ref),
+                "metadata": metadata,
                 "status": policy_status({self.node_name: entry}, view.generation),
             }
         return docs
@@ -150,16 +164,20 @@ class StatusPrinter:
             if self._last.get(ref) == key:
                 continue
             self._last[ref] = key
-            self.out.write(f"--- # status of {schema.KIND} {ref} on node {self.node_name}\n")
+            self.out.write(f"--- # status of {_kind(ref)} {ref} on node {self.node_name}\n")
             self.out.write(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
         for ref in [r for r in self._last if r not in docs]:
             del self._last[ref]
-            self.out.write(f"--- # {schema.KIND} {ref}: no longer in the policy files, "
+            self.out.write(f"--- # {_kind(ref)} {ref}: no longer in the policy files, "
                            "detached\n")
         if state:
             self.out.write(f"--- # {schema.NODE_STATE_KIND} {self.node_name}\n")
             self.out.write(yaml.safe_dump(state, sort_keys=False, default_flow_style=False))
         self.out.flush()
+
+
+def _kind(ref: PolicyRef) -> str:
+    return cluster_schema.KIND if ref.cluster else schema.KIND
 
 
 def no_targets_message(policy: LwtRoutePolicy, pods: Iterable[Mapping[str, Any]],
@@ -172,7 +190,8 @@ def no_targets_message(policy: LwtRoutePolicy, pods: Iterable[Mapping[str, Any]]
     by_node: dict[str, int] = {}
     for pod in pods:
         meta = pod.get("metadata") or {}
-        if meta.get("namespace") == policy.namespace and selector.matches(meta.get("labels")):
+        if ((policy.ref.cluster or meta.get("namespace") == policy.namespace)
+                and selector.matches(meta.get("labels"))):
             node = (pod.get("spec") or {}).get("nodeName") or "?"
             by_node[node] = by_node.get(node, 0) + 1
     matched = sum(by_node.values())
@@ -226,7 +245,8 @@ class Standalone:
         state = self.watcher.state
         views = self.book.standalone(state.policies)
         self._log_refusals(views)
-        report = self.agent.run_pass(Inputs(views, state.pods, state.nodes, state.configmaps))
+        report = self.agent.run_pass(Inputs(views, state.pods, state.nodes, state.configmaps,
+                                            state.namespaces))
         self.agent.health.ready = True
         self.agent.health.reason = ""
         self._log_no_targets(views, report)

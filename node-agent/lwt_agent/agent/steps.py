@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lwt_policy.model import PolicyRef
-from lwt_policy.status import NodeError, NodeResult, ProgramStatus, conflicts_from_desired
+from lwt_policy.status import (
+    NodeError,
+    NodeResult,
+    ProgramStatus,
+    conflicts_from_desired,
+    overrides_from_desired,
+)
 from lwt_policy.targets import DesiredState, Prefix
 
 from lwt_agent.route import ProgramRef, RouteError, RouteIntent
@@ -115,6 +121,7 @@ def node_result(
         attached_routes=attached,
         programs=status_programs,
         conflicts=conflicts_from_desired(desired, ref),
+        overrides=overrides_from_desired(desired, ref),
         last_error=error,
         updated_at=now,
     )

@@ -66,7 +66,7 @@ class ProgramKey:
     digest: str
 
     def path(self, root: Path) -> Path:
-        return root / self.policy.namespace / self.policy.name / self.hook / self.digest
+        return root / self.policy.scope / self.policy.name / self.hook / self.digest
 
 
 @dataclass
@@ -154,7 +154,7 @@ class ProgramStore:
         try:
             spec = ObjectSpec.from_bytes(request.object_bytes, source=request.origin)
             prog_name = pins.program_pin_name(kernel_name(spec.program(request.section).name))
-            pins.check_segments(key.policy.namespace, key.policy.name, key.hook, key.digest)
+            pins.check_segments(key.policy.scope, key.policy.name, key.hook, key.digest)
             pin_dir = key.path(self.root)
             pins.check_under(self.root, pin_dir)  # the policy's own directory, nothing else
         except MalformedObjectError as exc:
@@ -317,7 +317,7 @@ class ProgramStore:
             dropped.append(key)
             log.info("dropped %s (prog id %d)", program.label, program.id)
         wanted_dirs = {k.path(self.root) for k in keep}
-        held_dirs = {self.root / ref.namespace / ref.name for ref in held}
+        held_dirs = {self.root / ref.scope / ref.name for ref in held}
         for pin_dir in self._pinned_dirs():
             if pin_dir not in wanted_dirs and pin_dir.parent.parent not in held_dirs:
                 log.info("removing stale pins %s", pin_dir)
@@ -348,7 +348,7 @@ class ProgramStore:
         removed = []
         for pin_dir in self._pinned_dirs():
             if policy is not None and pin_dir.parent.parent != (
-                    self.root / policy.namespace / policy.name):
+                    self.root / policy.scope / policy.name):
                 continue
             _remove_dir(pin_dir)
             _prune_empty(pin_dir.parent, self.root)

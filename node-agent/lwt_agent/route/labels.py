@@ -90,9 +90,15 @@ class PolicyName(Protocol):
     def name(self) -> str: ...
 
 
+# A cluster-scoped policy (namespace "") owns routes as ``_cluster/<name>``: no namespace can
+# be named so (DNS labels have no '_'). Equal to lwt_policy.model.CLUSTER_SCOPE (a test holds
+# them together; this layer imports no policies).
+CLUSTER_SCOPE = "_cluster"
+
+
 def policy_owner(ref: PolicyName) -> str:
     """The owner written into route labels for a policy (its ``namespace/name`` token)."""
-    return owner_token(f"{ref.namespace}/{ref.name}")
+    return owner_token(f"{ref.namespace or CLUSTER_SCOPE}/{ref.name}")
 
 
 def is_policy_owner(owner: str) -> bool:
