@@ -250,8 +250,9 @@ def metric_values(text: str, name: str) -> dict[tuple[str, str, str], float]:
         match = pattern.match(line)
         if match:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
-            key = (f"{labels['namespace']}/{labels['policy']}", labels["hook"],
-                   labels.get("pod", ""))
+            pod = labels.get("pod_name", "")
+            key = (f"{labels['policy_namespace']}/{labels['policy']}", labels["hook"],
+                   f"{labels['pod_namespace']}/{pod}" if pod else "")
             values[key] = float(match.group(2))
     return values
 
