@@ -152,9 +152,10 @@ class AgentProcess:
         latest: dict[str, dict[str, Any] | None] = {}
         for chunk in ("\n" + self.stdout()).split("\n--- ")[1:]:
             header, _, body = chunk.partition("\n")
-            removed = re.search(r"LwtRoutePolicy (\S+): no longer in the policy files", header)
+            removed = re.search(r"(Cluster)?LwtRoutePolicy (\S+): no longer in the policy files",
+                                header)
             if removed:
-                latest[removed.group(1)] = None
+                latest[("/" if removed.group(1) else "") + removed.group(2)] = None
                 continue
             try:
                 doc = yaml.safe_load(body)
@@ -164,7 +165,8 @@ class AgentProcess:
                 latest[NODE_STATE] = doc
             elif isinstance(doc, dict) and "metadata" in doc:
                 meta = doc["metadata"]
-                latest[f"{meta['namespace']}/{meta['name']}"] = doc
+                # A ClusterLwtRoutePolicy has no namespace: "/<name>".
+                latest[f"{meta.get('namespace', '')}/{meta['name']}"] = doc
         return latest
 
     def entry(self, name: str) -> dict[str, Any] | None:
