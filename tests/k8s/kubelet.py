@@ -187,7 +187,8 @@ class Kubelet:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(30)
+        if self._thread.is_alive():
+            self._thread.join(30)
         for worker in self._workers:
             worker.join(40)
         for container in list(self.containers.values()):

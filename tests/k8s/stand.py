@@ -172,8 +172,14 @@ def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def apply_crds(cp: ControlPlane) -> None:
     """`kubectl apply --server-side -f crds/` and wait until the API serves them."""
     cp.kubectl("apply", "--server-side", "-f", str(CRDS))
-    cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-               "crd/lwtroutepolicies.lwt.dev", "crd/lwtnodestates.lwt.dev")
+    # `kubectl wait` fails outright ("accessor error") on a CRD whose status has no
+    # conditions yet, a moment after the apply: wait for that first.
+    names = [f"crd/{path.name.removesuffix('.yaml').split('_', 1)[1]}.lwt.dev"
+             for path in sorted(CRDS.glob("lwt.dev_*.yaml"))]
+    wait_for(lambda: all(cp.kubectl("get", name, "-o", "jsonpath={.status.conditions}",
+                                    check=False).stdout.strip() for name in names), 60,
+             f"conditions on {names}")
+    cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
 
 
 def create_namespace(cp: ControlPlane, name: str, level: str | None) -> None:
