@@ -711,6 +711,14 @@ def status_schema() -> dict[str, Any]:
                     "attachedRoutes": _integer(
                         "Attached routes over all nodes.", minimum=0
                     ),
+                    "routesLost": _integer(
+                        "Present when other policies won some: (route, hook) pairs this "
+                        "policy targets that another policy won, over all nodes (which one and "
+                        "why: conflicts in the nodes' LwtNodeStates).", minimum=0),
+                    "routesWon": _integer(
+                        "Present when this policy won some: (route, hook) pairs it won over "
+                        "other policies targeting them, over all nodes (overrides in the "
+                        "nodes' LwtNodeStates).", minimum=0),
                 },
             ),
             "nodesNotReady": {

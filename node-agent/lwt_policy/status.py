@@ -258,13 +258,21 @@ def summarize(entries: Mapping[str, Mapping[str, Any]], generation: int,
     counted = set(expected) | set(reporting)
     ready = sum(1 for name in counted
                 if name in reporting and node_is_ready(reporting[name], generation))
-    return {
+    summary: dict[str, Any] = {
         "nodes": len(counted),
         "readyNodes": ready,
         "nodesReady": f"{ready}/{len(counted)}",
         "routes": sum(int(e.get("routes") or 0) for e in reporting.values()),
         "attachedRoutes": sum(int(e.get("attachedRoutes") or 0) for e in reporting.values()),
     }
+    # Contests with other policies, so that both sides' own objects say so (the details,
+    # per node, are in the node states); present only when there are any.
+    for key, field_name in (("routesLost", "conflicts"), ("routesWon", "overrides")):
+        count = sum(int(c.get("routes") or 0) for e in reporting.values()
+                    for c in e.get(field_name) or () if isinstance(c, Mapping))
+        if count:
+            summary[key] = count
+    return summary
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,9 @@ def status_patch(
     if conditions != list(status.get("conditions") or []):
         patch["conditions"] = conditions
     if dict(desired.summary) != status.get("summary"):
-        patch["summary"] = dict(desired.summary)
+        # A merge patch keeps keys it does not name: a count that went away is nulled.
+        gone = {key: None for key in status.get("summary") or {} if key not in desired.summary}
+        patch["summary"] = {**gone, **dict(desired.summary)}
     if desired.observed_generation != status.get("observedGeneration"):
         patch["observedGeneration"] = desired.observed_generation
     if list(desired.not_ready) != list(status.get("nodesNotReady") or []):

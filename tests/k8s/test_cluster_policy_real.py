@@ -100,6 +100,12 @@ def _entry_where(stand: Stand, namespace: str, name: str, test: Any, what: str
                  else None), 60, what)
 
 
+def _summary(stand: Stand, args: list[str], key: str, value: int) -> None:
+    """Wait until the policy object's own status.summary says `key: value`."""
+    wait_for(lambda: (stand.cp.kubectl_json("get", *args).get("status") or {}).get(
+        "summary", {}).get(key) == value, 60, f"{' '.join(args)}: summary.{key} == {value}")
+
+
 def _reaches(node: Node, index: int, port: int) -> bool:
     pod = node.pods[index]
     listener = node.tcp_listen(pod.ns, pod.ipv4, port)
@@ -164,6 +170,9 @@ def _scenario(stand: Stand) -> None:
     tenant = _entry_where(stand, "shop", "web-count", lambda e: e.get("overrides"),
                           "web-count's override on node-a")
     assert tenant["overrides"] == [{"hook": "out", "loser": "platform", "routes": 2}]
+    # ... and so do the two policy objects themselves.
+    _summary(stand, [cluster_schema.PLURAL, "platform"], "routesLost", 2)
+    _summary(stand, [schema.PLURAL, "-n", "shop", "web-count"], "routesWon", 2)
 
     # A tenant policy at the default priority loses to the cluster policy.
     stand.apply([_tenant_policy("blog", "web-log", 100)])
@@ -176,6 +185,8 @@ def _scenario(stand: Stand) -> None:
                             lambda e: len(e.get("overrides") or []) == 1,
                             "platform's override on node-a")
     assert platform["overrides"] == [{"hook": "out", "loser": "blog/web-log", "routes": 2}]
+    _summary(stand, [schema.PLURAL, "-n", "blog", "web-log"], "routesLost", 2)
+    _summary(stand, [cluster_schema.PLURAL, "platform"], "routesWon", 2)
     assert not _reaches(node_a, 1, 8080)
     stand.kubectl("delete", schema.PLURAL, "-n", "blog", "web-log", "--timeout=60s")
 

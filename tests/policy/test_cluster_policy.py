@@ -173,3 +173,29 @@ def test_route_owner_of_a_cluster_policy_is_its_pin_scope() -> None:
     owner = labels.policy_owner(ref)
     assert owner == f"{ref.scope}/platform" and labels.is_policy_owner(owner)
     assert owner != labels.policy_owner(PolicyRef("platform", "x"))
+
+
+def test_both_policies_summaries_count_the_contest() -> None:
+    from lwt_policy.status import summarize
+
+    loser = {"observedGeneration": 1, "routes": 2, "attachedRoutes": 0, "lastError": None,
+             "conflicts": [{"hook": "out", "winner": "platform", "routes": 2}]}
+    winner = {"observedGeneration": 1, "routes": 4, "attachedRoutes": 4, "lastError": None,
+              "overrides": [{"hook": "out", "loser": "shop/web", "routes": 2}]}
+    assert summarize({"a": loser, "b": loser}, 1)["routesLost"] == 4
+    assert summarize({"a": winner}, 1)["routesWon"] == 2
+    assert "routesLost" not in summarize({"a": winner}, 1)
+
+
+def test_a_count_that_went_away_is_nulled_in_the_status_patch() -> None:
+    import datetime as dt
+
+    from lwt_operator.aggregate import DesiredStatus, status_patch
+
+    summary = {"nodes": 1, "readyNodes": 1, "nodesReady": "1/1", "routes": 2,
+               "attachedRoutes": 2}
+    obj = {"status": {"summary": {**summary, "routesLost": 2}}}
+    desired = DesiredStatus(conditions=(), summary=summary, observed_generation=0,
+                            holding=frozenset(), not_ready=(), more_not_ready=0)
+    patch = status_patch(obj, desired, dt.datetime.now(dt.UTC))
+    assert patch["summary"] == {**summary, "routesLost": None}
