@@ -199,3 +199,20 @@ def test_a_count_that_went_away_is_nulled_in_the_status_patch() -> None:
                             holding=frozenset(), not_ready=(), more_not_ready=0)
     patch = status_patch(obj, desired, dt.datetime.now(dt.UTC))
     assert patch["summary"] == {**summary, "routesLost": None}
+
+
+def test_lwt_agent_validate_reports_a_cluster_policy_without_namespace(tmp_path) -> None:
+    import yaml
+    from lwt_agent.commands.validate import validate_files
+
+    from tests.policy.conftest import EXAMPLES
+
+    bad = cluster_obj(namespaceSelector={})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    report = validate_files([str(EXAMPLES / "cluster-platform.yaml"),
+                             str(tmp_path / "bad.yaml")], ADMIN_NS)
+    good, refused = (f["policies"][0] for f in report["files"])
+    assert (good["namespace"], good["valid"]) == ("", True)
+    assert {p["rule"] for p in refused["problems"]} == {
+        "cluster-at-least-one-target", "namespace-selector-needs-pod-selector"}
+    assert {p["refusedBy"] for p in refused["problems"]} == {"api-server"}

@@ -53,6 +53,7 @@ def validate_files(paths: list[str], admin_namespace: str,
     from lwt_policy.custom_programs import CustomProgramRule
     from lwt_policy.errors import ManifestError
     from lwt_policy.manifests import load_cluster_objects
+    from lwt_policy.model import is_cluster_kind
 
     # Allowed: a rule that is on and matches every namespace (`kubernetes.io/metadata.name`
     # is set on every namespace by the API server).
@@ -71,7 +72,9 @@ def validate_files(paths: list[str], admin_namespace: str,
             entry["error"] = "no LwtRoutePolicy in this file"
         for loc in located:
             meta = loc.obj.get("metadata") or {}
-            namespace = str(meta.get("namespace") or "default")
+            # A ClusterLwtRoutePolicy has no namespace ("" in the report).
+            namespace = ("" if is_cluster_kind(loc.obj)
+                         else str(meta.get("namespace") or "default"))
             problems = policy_problems(loc.obj, admin_namespace=admin_namespace,
                                        custom_programs=rule,
                                        namespace_labels={"kubernetes.io/metadata.name":
@@ -92,8 +95,9 @@ def _print_text(report: dict[str, Any]) -> None:
         if entry["error"]:
             print(f"{entry['file']}: error: {entry['error']}")
         for policy in entry["policies"]:
-            where = (f"{entry['file']}, document {policy['document']}: "
-                     f"{policy['namespace']}/{policy['name']}")
+            name = (f"{policy['namespace']}/{policy['name']}" if policy["namespace"]
+                    else f"{policy['name']} (cluster-scoped)")
+            where = f"{entry['file']}, document {policy['document']}: {name}"
             if policy["valid"]:
                 print(f"{where}: valid")
                 continue
