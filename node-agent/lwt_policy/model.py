@@ -197,7 +197,7 @@ def parse_policy(
     defaulted, problems = _validate(obj, admin_namespace, catalogue)
     if problems:
         raise PolicyValidationError(policy_location(obj), problems)
-    return _build(defaulted)
+    return _build(defaulted, admin_namespace)
 
 
 def _validate(
@@ -222,9 +222,7 @@ def _validate(
         return defaulted, problems
     spec = defaulted["spec"]
     problems += _selector_problems(spec)
-    if cluster:
-        problems += _cluster_program_problems(spec)
-    else:
+    if not cluster:
         problems += _admin_problems(defaulted, admin_namespace)
     problems += _program_problems(spec, catalogue or Catalogue.default())
     return defaulted, problems
@@ -252,17 +250,6 @@ def _validate_cluster_object(obj: Mapping[str, Any]) -> tuple[dict[str, Any], li
     problems = metadata_problems(obj.get("metadata"))
     defaulted, found = validate_object(obj, cluster_schema.cluster_root_schema())
     return defaulted, problems + found
-
-
-def _cluster_program_problems(spec: Mapping[str, Any]) -> list[Problem]:
-    # A cluster policy has no namespace of its own to hold the ConfigMap and to carry the
-    # admin's custom-programs label: refused until that home is defined, not guessed.
-    return [Problem(join_path("spec", "hooks", hook, "program", "configMap"),
-                    f"{cluster_schema.KIND} runs builtin programs only for now: use a builtin, "
-                    "or an LwtRoutePolicy with a configMap program in a namespace the admin "
-                    "allowed custom programs in",
-                    "cluster-builtin-only")
-            for hook, hook_spec in spec["hooks"].items() if "configMap" in hook_spec["program"]]
 
 
 def _identity_problems(obj: Mapping[str, Any]) -> list[Problem]:
@@ -349,12 +336,15 @@ def _builtin_problems(
     return []
 
 
-def _build(obj: Mapping[str, Any]) -> LwtRoutePolicy:
+def _build(obj: Mapping[str, Any], admin_namespace: str) -> LwtRoutePolicy:
     meta = obj["metadata"]
     ref = PolicyRef("" if is_cluster_kind(obj) else meta.get("namespace") or DEFAULT_NAMESPACE,
                     meta["name"])
     spec = obj["spec"]
-    hooks = {hook: _build_hook(ref, hook, hook_spec)
+    # A cluster policy has no namespace: its ConfigMaps live in the admin namespace, which
+    # only cluster admins write (docs/policies.md#cluster-policies-clusterlwtroutepolicy).
+    home = admin_namespace if ref.cluster else ref.namespace
+    hooks = {hook: _build_hook(home, hook, hook_spec)
              for hook, hook_spec in spec["hooks"].items()}
     return LwtRoutePolicy(
         ref=ref,
@@ -376,14 +366,14 @@ def _build(obj: Mapping[str, Any]) -> LwtRoutePolicy:
     )
 
 
-def _build_hook(ref: PolicyRef, hook: str, spec: Mapping[str, Any]) -> HookSpec:
+def _build_hook(home: str, hook: str, spec: Mapping[str, Any]) -> HookSpec:
     program = spec["program"]
     source: ProgramSource
     if "builtin" in program:
         source = BuiltinSource(program["builtin"])
     else:
         source = ConfigMapSource(
-            namespace=ref.namespace,
+            namespace=home,
             name=program["configMap"]["name"],
             key=program["configMap"]["key"],
             section=program["section"],

@@ -6,7 +6,15 @@ import re
 
 from lwt_policy import cluster_schema, schema
 
-from tests.agent.harness import AgentProcess, builtin_hook, pod_objects, policy, write_docs
+from tests.agent.harness import (
+    AgentProcess,
+    builtin_hook,
+    configmap,
+    pod_objects,
+    policy,
+    write_docs,
+)
+from tests.conftest import BPF_BUILD
 from tests.topology import Node, ip, route_dump
 
 WEB = {"app": "web"}
@@ -73,3 +81,27 @@ def test_cluster_policy_across_namespaces_in_standalone_mode(agent: AgentProcess
 def _without_prog_ids(routes: list[dict[str, object]]) -> list[dict[str, object]]:
     return [{k: re.sub(r"\.[0-9]+$", ".<id>", v) if k in ("in", "out", "xmit")
              and isinstance(v, str) else v for k, v in r.items()} for r in routes]
+
+
+def test_cluster_policy_runs_a_configmap_program_of_the_admin_namespace(
+        agent: AgentProcess, node: Node) -> None:
+    """A cluster policy's ConfigMap lives in the admin namespace (lwt-system here, the
+    standalone default): the same object in a tenant namespace is not what it names."""
+    counters_o = (BPF_BUILD / "counters.o").read_bytes()
+    write_docs(agent.configmaps, [configmap("progs", "counters.o", counters_o,
+                                            namespace="shop")])
+    write_docs(agent.pods, pod_objects(node, [WEB]))
+    platform = {"apiVersion": schema.API_VERSION, "kind": cluster_schema.KIND,
+                "metadata": {"name": "custom"},
+                "spec": {"podSelector": {"matchLabels": WEB}, "hooks": {"in": {"program": {
+                    "configMap": {"name": "progs", "key": "counters.o"},
+                    "section": "lwt/counters"}}}}}
+    write_docs(agent.policies, [platform])
+    agent.start()
+    missing = agent.wait_entry("/custom", lambda e: e["lastError"] is not None)
+    assert "lwt-system" in missing["lastError"]["message"], missing
+    write_docs(agent.configmaps, [configmap("progs", "counters.o", counters_o,
+                                            namespace="lwt-system")])
+    agent.wait_ready("/custom")
+    route = ip(node.host, "route", "show", node.pods[0].ipv4)
+    assert "lwt/_cluster/custom/in/" in route, route

@@ -72,11 +72,21 @@ def test_namespaced_kind_has_no_namespace_selector() -> None:
     assert (problem.path, problem.rule) == ("spec.namespaceSelector", "schema:unknown-field")
 
 
-def test_configmap_programs_are_refused_in_cluster_policies_for_now() -> None:
+def test_configmap_programs_of_cluster_policies_live_in_the_admin_namespace() -> None:
+    from lwt_policy.admission import policy_problems
+    from lwt_policy.custom_programs import CustomProgramRule
+    from lwt_policy.model import ConfigMapSource
+
     obj = cluster_obj(podSelector={})
     obj["spec"]["hooks"] = {"in": {"program": {"configMap": {"name": "p", "key": "o"},
                                                "section": "lwt_in"}}}
-    assert rules(obj) == ["cluster-builtin-only"]
+    source = parse_policy(obj, admin_namespace=ADMIN_NS).spec.hooks["in"].program
+    assert source == ConfigMapSource(ADMIN_NS, "p", "o", "lwt_in")
+    # The admin's rule: off by default, on for cluster policies whenever custom programs are.
+    assert [p.rule for p in policy_problems(obj, admin_namespace=ADMIN_NS)] == [
+        "custom-programs-allowed"]
+    assert policy_problems(obj, admin_namespace=ADMIN_NS,
+                           custom_programs=CustomProgramRule(enabled=True)) == []
 
 
 def test_bad_namespace_selector_syntax_is_refused() -> None:
