@@ -9,8 +9,8 @@ from tests.policy.conftest import REPO
 
 DOC = (REPO / "docs" / "policies.md").read_text()
 SEMANTIC_RULES = ("depth-limit", "size-limit", "identity", "label-selector-syntax",
-                  "pod-subnets-admin-only", "builtin-exists", "builtin-hook", "builtin-config-schema", "builtin-config",
-                  "fail-closed-supported")
+                  "pod-subnets-admin-only", "builtin-exists", "builtin-hook",
+                  "builtin-config-schema", "builtin-config", "fail-closed-supported")
 
 
 def _semantic_rules_in_code() -> set[str]:
