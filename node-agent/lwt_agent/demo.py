@@ -38,6 +38,7 @@ from lwt_policy.catalogue import CATALOGUE, builtin_object_dir
 from lwt_agent.sandbox import (
     REMOTE_GW_V4,
     REMOTE_V4,
+    PodNetns,
     Sandbox,
     SandboxError,
     SandboxPod,
@@ -394,12 +395,27 @@ def _traffic(out: Out, box: Sandbox, agent: AgentProcess) -> None:
               "(>= the 20 UDP sent) to checkout-0")
     dropped = drops.get(("shop/web-deny-debug-ports", "out", "shop/web-0"), 0)
     out.check(dropped >= 2, f"web-deny-debug-ports dropped {int(dropped)} packets to web-0")
-    samples = [line for line in agent.log().splitlines() if '"event": "sample"' in line]
+    samples = _samples(agent, box, checkout)
     out.say(f"\n  checkout-sampling: {len(samples)} samples in the agent's log (1 in "
-            f"{SAMPLE_ONE_IN} of the 20 packets, random), e.g.:")
+            f"{SAMPLE_ONE_IN} of the packets sent, random), e.g.:")
     for line in samples[:2]:
         out.say("  " + line)
     out.check(len(samples) > 0, "samples arrived through the ring buffer")
+
+
+def _samples(agent: AgentProcess, box: Sandbox, checkout: PodNetns) -> list[str]:
+    """The sample lines in the agent's log. Sampling is random (1 in SAMPLE_ONE_IN), so 20
+    packets give none about 1 time in 90, and the agent logs a sample a moment after the
+    packet: wait a little, and send another 20 packets a few times before giving up."""
+    for _ in range(4):
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            samples = [line for line in agent.log().splitlines() if '"event": "sample"' in line]
+            if samples:
+                return samples
+            time.sleep(0.1)
+        box.udp_send(checkout.ipv4, 7000, 20)
+    return []
 
 
 def _config_change(out: Out, box: Sandbox, agent: AgentProcess, workdir: Path,
