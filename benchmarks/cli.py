@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no route engine / `ip route … encap bpf obj` rates")
     p.add_argument("--skip-agent", action="store_true",
                    help="skip the standalone agent's figures (--skip-cluster: the API emulator's)")
+    p.add_argument("--scale-nodes", default="", metavar="N,N",
+                   help="also run benchmarks/scale_bench.py (simulated agents and the real "
+                   "operator on a real API server) for these node counts, e.g. 100,1000; "
+                   "off by default (minutes per count)")
     p.add_argument("--skip-startup", action="store_true",
                    help="no agent start-up measurements (standalone cold start at 10,000 "
                         "pods, cluster mode on a large node; each against a same-run "
@@ -190,6 +194,8 @@ def _run_all(args: argparse.Namespace, settings: Settings, document: dict[str, A
             # --only names datapath scenarios: the user asked for those alone
             ("startup", args.skip_startup or bool(settings.only),
              lambda: startup_bench.run(settings, scratch, log.info)),
+            ("scale", not args.scale_nodes,
+             lambda: _run_scale(args.scale_nodes, scratch)),
         ]
         for name, skipped, phase in phases:
             started = time.monotonic()
@@ -202,6 +208,16 @@ def _run_all(args: argparse.Namespace, settings: Settings, document: dict[str, A
         if mounted:
             shell.run(["umount", "-l", str(bpffs)], check=False)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_scale(nodes: str, scratch: Path) -> list[dict[str, Any]]:
+    """benchmarks/scale_bench.py in a child process (it starts its own control planes)."""
+    out = scratch / "scale.json"
+    proc = shell.run([sys.executable, "-m", "benchmarks.scale_bench", "--nodes", nodes,
+                      "--json", str(out)], check=False, timeout=3600)
+    if not out.exists():
+        return [{"error": f"scale_bench exited {proc.returncode}: {proc.stderr[-500:]}"}]
+    return list(json.loads(out.read_text()))
 
 
 def _source_commit() -> str:
