@@ -184,7 +184,7 @@ def _permissions_of(rendered: Rendered, service_account: str) -> set[tuple[str, 
 
 
 @value_sets
-def test_agent_cannot_touch_secrets_and_writes_only_its_node_state_and_events(value_set: str) -> None:
+def test_agent_writes_only_its_node_state_and_events(value_set: str) -> None:
     rendered = render(value_set)
     agent_sa = rendered.agent_settings()["serviceAccountName"]
     granted = _permissions_of(rendered, agent_sa)
