@@ -26,4 +26,5 @@ def stand(control_plane: ControlPlane, bpffs: Path) -> Iterator[Stand]:
         try:
             yield stand
         finally:
-            control_plane.kubectl("delete", "namespace", "shop", "--wait=false", check=False)
+            control_plane.kubectl("delete", "namespace", "shop", "--timeout=90s", check=False,
+                                  timeout=120)

@@ -212,13 +212,16 @@ def installed_stand(cp: ControlPlane, bpffs: Path, *, release: str = "lwt",
         stack.callback(kubelet.stop)
         apply_crds(cp)
         create_namespace(cp, namespace, POD_SECURITY_LEVEL)
-        stack.callback(cp.kubectl, "delete", "namespace", namespace, "--wait=false",
-                       check=False)
+        # Undone while the harness's kubelet still runs (it finishes the pods' graceful
+        # deletion), and waited for: the next tests share this control plane.
+        stack.callback(cp.kubectl, "delete", "namespace", namespace, "--timeout=90s",
+                       check=False, timeout=120)
         for index, (name, node) in enumerate(nodes.items()):
             kubelet.add_node(name, netns=node.host, internal_ip=f"127.0.0.{11 + index}",
                              pod_cidrs=[f"10.{213 + index}.1.0/24", f"fd00:{213 + index}:1::/64"],
                              host_paths={"/sys/fs/bpf": pins / name})
-        stack.callback(cp.kubectl, "delete", "nodes", *nodes, "--wait=false", check=False)
+        stack.callback(cp.kubectl, "delete", "nodes", *nodes, "--timeout=60s", check=False,
+                       timeout=90)
         kubelet.start()
         stand = Stand(cp, kubelet, nodes, release, namespace, workdir)
         stack.callback(stand.close)
