@@ -52,6 +52,10 @@ ADMISSION = ("NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,Priority
              "MutatingAdmissionWebhook,ValidatingAdmissionWebhook")
 SERVICE_CIDR = "10.96.0.0/16"  # only allocated from, never routed: no Service traffic here
 ISSUER = "https://kubernetes.default.svc.cluster.local"
+# A test run killed outright (SIGKILL, a CI timeout) cannot stop what it started: the kernel
+# does (PR_SET_PDEATHSIG through util-linux's setpriv, kept across its exec). The signal
+# comes when the *thread* that started the process ends: start from a long-lived thread.
+DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--")
 
 
 class ControlPlaneError(RuntimeError):
@@ -104,8 +108,9 @@ class Component:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen([*DIE_WITH_PARENT, *self.args], stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -44,7 +44,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client import ApiException
 
-from tests.k8s.cluster import ControlPlane, free_port
+from tests.k8s.cluster import DIE_WITH_PARENT, ControlPlane, free_port
 
 VENV_BIN = Path(sys.executable).parent
 PROGRAMS = {"lwt-agent": VENV_BIN / "lwt-agent", "lwt-operator": VENV_BIN / "lwt-operator"}
@@ -78,7 +78,8 @@ class Container:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out,
+            self.proc = subprocess.Popen([*DIE_WITH_PARENT, *self.argv], env=self.env,
+                                         stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
         self.started_at = now()
