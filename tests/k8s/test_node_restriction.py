@@ -163,7 +163,7 @@ def test_agent_is_denied_every_policy_write(restricted: Restricted) -> None:
     agent = restricted.agents[x]
     policy = {"apiVersion": schema.API_VERSION, "kind": schema.KIND,
               "metadata": {"name": "web", "namespace": restricted.namespace},
-              "spec": {"podSelector": {}, "hooks": {"out": {"program": {"builtin": "noop"}}}}}
+              "spec": {"podSelector": {}, "hooks": {"out": {"program": {"builtin": "counters"}}}}}
     path = api_path(POLICIES, restricted.namespace)
     assert _denied(lambda: agent.create(path, policy)) is not None
     restricted.admin.create(path, policy)
