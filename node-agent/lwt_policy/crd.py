@@ -30,23 +30,26 @@ def default_crd_path() -> Path:
     return Path(__file__).resolve().parents[2] / "crds" / CRD_FILE_NAME
 
 
-def crd_object() -> dict[str, Any]:
+def _crd(name: str, scope: str, names: tuple[str, str, str, str, tuple[str, ...]],
+         printer_columns: list[dict[str, Any]], root: dict[str, Any]) -> dict[str, Any]:
+    """One CRD of the group: `names` is (kind, listKind, plural, singular, shortNames)."""
+    kind, list_kind, plural, singular, short_names = names
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": schema.CRD_NAME,
+            "name": name,
             "labels": {"app.kubernetes.io/part-of": "lwt-operator"},
         },
         "spec": {
             "group": schema.GROUP,
-            "scope": "Namespaced",
+            "scope": scope,
             "names": {
-                "kind": schema.KIND,
-                "listKind": schema.LIST_KIND,
-                "plural": schema.PLURAL,
-                "singular": schema.SINGULAR,
-                "shortNames": list(schema.SHORT_NAMES),
+                "kind": kind,
+                "listKind": list_kind,
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
                 "categories": list(schema.CATEGORIES),
             },
             "versions": [
@@ -55,12 +58,19 @@ def crd_object() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": schema.printer_columns(),
-                    "schema": {"openAPIV3Schema": schema.root_schema()},
+                    "additionalPrinterColumns": printer_columns,
+                    "schema": {"openAPIV3Schema": root},
                 }
             ],
         },
     }
+
+
+def crd_object() -> dict[str, Any]:
+    return _crd(schema.CRD_NAME, "Namespaced",
+                (schema.KIND, schema.LIST_KIND, schema.PLURAL, schema.SINGULAR,
+                 tuple(schema.SHORT_NAMES)),
+                schema.printer_columns(), schema.root_schema())
 
 
 class _Dumper(yaml.SafeDumper):
@@ -75,54 +85,19 @@ _Dumper.add_representer(str, _str_representer)
 
 
 def node_state_crd_object() -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": schema.NODE_STATE_CRD_NAME,
-            "labels": {"app.kubernetes.io/part-of": "lwt-operator"},
-        },
-        "spec": {
-            "group": schema.GROUP,
-            "scope": "Cluster",
-            "names": {
-                "kind": schema.NODE_STATE_KIND,
-                "listKind": schema.NODE_STATE_LIST_KIND,
-                "plural": schema.NODE_STATE_PLURAL,
-                "singular": schema.NODE_STATE_SINGULAR,
-                "shortNames": list(schema.NODE_STATE_SHORT_NAMES),
-                "categories": list(schema.CATEGORIES),
-            },
-            "versions": [
-                {
-                    "name": schema.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": schema.node_state_printer_columns(),
-                    "schema": {"openAPIV3Schema": schema.node_state_root_schema()},
-                }
-            ],
-        },
-    }
+    return _crd(schema.NODE_STATE_CRD_NAME, "Cluster",
+                (schema.NODE_STATE_KIND, schema.NODE_STATE_LIST_KIND, schema.NODE_STATE_PLURAL,
+                 schema.NODE_STATE_SINGULAR, tuple(schema.NODE_STATE_SHORT_NAMES)),
+                schema.node_state_printer_columns(), schema.node_state_root_schema())
 
 
 def cluster_crd_object() -> dict[str, Any]:
-    """ClusterLwtRoutePolicy: the namespaced kind's CRD with cluster scope, names and spec."""
-    crd = crd_object()
-    crd["metadata"]["name"] = cluster_schema.CRD_NAME
-    crd["spec"]["scope"] = "Cluster"
-    crd["spec"]["names"] = {
-        "kind": cluster_schema.KIND,
-        "listKind": cluster_schema.LIST_KIND,
-        "plural": cluster_schema.PLURAL,
-        "singular": cluster_schema.SINGULAR,
-        "shortNames": list(cluster_schema.SHORT_NAMES),
-        "categories": list(schema.CATEGORIES),
-    }
-    (version,) = crd["spec"]["versions"]
-    version["schema"] = {"openAPIV3Schema": cluster_schema.cluster_root_schema()}
-    return crd
+    """ClusterLwtRoutePolicy: the namespaced kind's printer columns, cluster scope, names and
+    spec."""
+    return _crd(cluster_schema.CRD_NAME, "Cluster",
+                (cluster_schema.KIND, cluster_schema.LIST_KIND, cluster_schema.PLURAL,
+                 cluster_schema.SINGULAR, tuple(cluster_schema.SHORT_NAMES)),
+                schema.printer_columns(), cluster_schema.cluster_root_schema())
 
 
 def _dump(obj: dict[str, Any]) -> str:
