@@ -10,7 +10,6 @@ one of those rules offline. A case on which the two disagree fails the test.
 """
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +20,7 @@ from lwt_policy import schema
 from lwt_policy.model import validate_policy
 
 from tests.k8s.cluster import ControlPlane
-from tests.k8s.stand import apply_crds, create_namespace
+from tests.k8s.policy_cases import as_sent, case_namespaces
 from tests.policy.conftest import ADMIN_NS, base_policy
 from tests.policy.test_validation import CASES, Mutation
 
@@ -39,25 +38,12 @@ def server_side(rule: str) -> bool:
 
 @pytest.fixture(scope="module")
 def server(control_plane: ControlPlane) -> Iterator[ControlPlane]:
-    apply_crds(control_plane)
-    for namespace in NAMESPACES.values():
-        create_namespace(control_plane, namespace, None)
-    try:
+    with case_namespaces(control_plane, NAMESPACES):
         yield control_plane
-    finally:
-        for namespace in NAMESPACES.values():
-            control_plane.kubectl("delete", "namespace", namespace, "--wait=false",
-                                  check=False)
 
 
 def _as_sent(obj: dict[str, Any]) -> dict[str, Any]:
-    sent = copy.deepcopy(obj)
-    meta = sent.get("metadata") or {}
-    for key in ("uid", "generation"):  # set by the server, not by users
-        meta.pop(key, None)
-    if meta.get("namespace") in NAMESPACES:
-        meta["namespace"] = NAMESPACES[meta["namespace"]]
-    return sent
+    return as_sent(obj, NAMESPACES)
 
 
 def _apply(cp: ControlPlane, obj: dict[str, Any]) -> tuple[bool, str]:
