@@ -189,7 +189,7 @@ def create_namespace(cp: ControlPlane, name: str, level: str | None) -> None:
     if level:
         cp.kubectl("label", "namespace", name, f"pod-security.kubernetes.io/enforce={level}")
     wait_for(lambda: cp.kubectl("get", "serviceaccount", "default", "-n", name,
-                                check=False).returncode == 0, 30,
+                                check=False).returncode == 0, 120,
              f"the default ServiceAccount of namespace {name}")
 
 
