@@ -18,7 +18,6 @@ import errno
 import os
 import random
 import select
-import signal
 import socket
 import statistics
 import subprocess
@@ -106,13 +105,7 @@ def _one_agent(node: BenchNode, routes: int, settings: Settings, scratch: Path,
         result["error"] = str(e)
         progress(f"FAILED agent with {routes} pod routes: {e}")
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        shell.stop(proc, grace=60)
         stdout.close()
         stderr.close()
     return result

@@ -18,7 +18,6 @@ gone (its finalizer released). The agents' RSS is read once they have converged.
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 import sys
 import time
@@ -110,13 +109,8 @@ def _change_run(settings: Settings, scratch: Path,
         result["error"] = str(e)
         progress(f"FAILED policy change through the API emulator: {e}")
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            shell.stop(proc, grace=30)
         if operator is not None:
             # its watches end with the API server's shutdown: their retry warnings are noise
             logging.getLogger("lwt_operator").setLevel(logging.ERROR)
@@ -225,7 +219,7 @@ def _create_run(pods: int, trials: int, scratch: Path,
         progress(f"FAILED policy create through the API emulator ({pods} pods per node): {e}")
     finally:
         for proc, _log in agents:
-            _stop(proc)
+            shell.stop(proc, grace=30)
         if operator is not None:
             logging.getLogger("lwt_operator").setLevel(logging.ERROR)
             try:
@@ -254,16 +248,6 @@ def _wait_routes(nodes: list[BenchNode], agents: list[tuple[subprocess.Popen[byt
         time.sleep(0.02)
     raise BenchError(f"routes with the program per node still {counts}, not {encapped}, "
                      f"{ENFORCE_TIMEOUT_S:.0f} s after the policy create/delete")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _wait_encap(node: BenchNode, proc: subprocess.Popen[bytes], log_path: Path,

@@ -76,11 +76,13 @@ def die_with_parent() -> None:
     _prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes], grace: float = 5) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds (an agent detaching 10,000 routes needs
+    more than a traffic tool)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)

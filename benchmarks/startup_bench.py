@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ipaddress
 import resource
-import signal
 import subprocess
 import sys
 import time
@@ -239,13 +238,7 @@ def _timed_agent(node: BenchNode, work: Path, name: str, want: int, args: list[s
             time.sleep(0.1)
         raise BenchError(f"the {name} agent did not attach {want} routes in {TIMEOUT_S:.0f} s")
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        shell.stop(proc, grace=60)
 
 
 def _count(node: BenchNode, text: str) -> int:
