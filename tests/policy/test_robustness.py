@@ -33,7 +33,8 @@ PATHS = [(), ("spec",), ("spec", "hooks"), ("spec", "hooks", "out"),
          ("spec", "hooks", "xmit"), ("spec", "podSubnets")]
 
 
-def _replace(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+def replace_at(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> Any:
+    """A deep copy of `obj` with `value` at `path` (intermediate non-objects become {})."""
     if not path:
         return value
     out = copy.deepcopy(obj)
@@ -49,5 +50,5 @@ def _replace(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(path=st.sampled_from(PATHS), value=JSON)
 def test_validation_never_crashes(path: tuple[str, ...], value: Any) -> None:
-    problems = validate_policy(_replace(base_policy(), path, value))
+    problems = validate_policy(replace_at(base_policy(), path, value))
     assert all(isinstance(p, Problem) and p.message for p in problems)

@@ -11,7 +11,6 @@ the run is the same every time and takes about 20 s.
 """
 from __future__ import annotations
 
-import copy
 import ipaddress
 import json
 from pathlib import Path
@@ -27,6 +26,8 @@ from lwt_policy.errors import ManifestError, PolicyValidationError, Problem
 from lwt_policy.manifests import load_cluster_objects
 from lwt_policy.model import parse_policy, validate_policy
 from lwt_policy.targets import desired_attachments
+
+from tests.policy.test_robustness import replace_at
 
 ADMIN = "lwt-system"
 SEED = 20261202
@@ -81,19 +82,6 @@ def _base(namespace: str) -> dict[str, Any]:
                         "config": {"denyTCPPorts": [22]}},
                 "xmit": {"program": {"configMap": {"name": "cm", "key": "p.o"},
                                      "section": "lwt/x"}}}}}
-
-
-def _replace(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> Any:
-    if not path:
-        return value
-    out = copy.deepcopy(obj)
-    node = out
-    for part in path[:-1]:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[path[-1]] = value
-    return out
 
 
 ADDRESSES = st.one_of(st.ip_addresses().map(str), st.text(max_size=8),
@@ -152,7 +140,7 @@ def _through_everything(obj: Any, pods: list[Any], nodes: list[Any]) -> None:
 def test_hostile_policies_get_typed_refusals(path: tuple[str, ...], value: Any,
                                             namespace: str, pods: list[Any],
                                             nodes: list[Any]) -> None:
-    _through_everything(_replace(_base(namespace), path, value), pods, nodes)
+    _through_everything(replace_at(_base(namespace), path, value), pods, nodes)
 
 
 @seed(SEED)
@@ -163,7 +151,7 @@ def test_hostile_wire_and_yaml_documents(tmp_path_factory: Any, value: Any,
                                          path: tuple[str, ...]) -> None:
     """The same objects as the API would send them (JSON, decoded without recursion) and as
     standalone files (YAML, through the manifest reader)."""
-    obj = _replace(_base("shop"), path, value)
+    obj = replace_at(_base("shop"), path, value)
     depth = limits.nesting_depth(obj, 5000)
     text = json.dumps(obj) if depth < 900 else None  # json.dumps itself recurses
     if text is not None:
